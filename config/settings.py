@@ -1,0 +1,143 @@
+"""Settings: defaults, then an optional TOML file, then ``VA_*`` environment variables.
+
+Built once at start-up and passed down; nothing reads a global. Tests build
+their own instance with keyword arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+COOKIE_SECRET_FILE = "cookie_secret"
+MIN_COOKIE_SECRET_CHARS = 32  # shorter secrets make signed cookies guessable
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told, with defaults for a laptop."""
+
+    model_config = SettingsConfigDict(env_prefix="VA_", extra="forbid", validate_default=True)
+
+    # Where the service listens and what it calls itself.
+    host: str = "127.0.0.1"
+    port: int = Field(8888, ge=0, le=65535)
+    dev_mode: bool = False
+    # Exact origins allowed to open the WebSocket; the service's own origin is always allowed.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Set behind HTTPS so cookies carry the Secure flag.
+    secure_cookies: bool = False
+
+    # Storage. With no database URL the service uses SQLite under data_dir;
+    # with no Redis URL it runs its cache, rate limiter and hub in-process.
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    # Every Redis key starts with this, so several deployments (or tests) share one Redis.
+    redis_prefix: str = "va:"
+    database_echo: bool = False
+    # MariaDB closes idle connections after wait_timeout (8 h by default); recycle well before.
+    database_pool_recycle_secs: int = 60 * 30
+    database_pool_size: int = 10
+
+    cookie_secret: str | None = None
+    session_days: int = Field(30, ge=1, le=365)
+
+    frontend_dist: Path = Path(__file__).resolve().parent.parent / "frontend" / "dist"
+
+    # Request limits.
+    max_json_body_bytes: int = Field(1 * MiB, ge=1024)
+    max_avatar_bytes: int = Field(5 * MiB, ge=1024)
+    avatar_size_px: int = Field(256, ge=32, le=1024)
+
+    # Passwords: argon2id, OWASP's minimum is m=19 MiB, t=2, p=1.
+    argon2_time_cost: int = Field(2, ge=1)
+    argon2_memory_kib: int = Field(19 * 1024, ge=8 * 1024)
+    argon2_parallelism: int = Field(1, ge=1)
+    password_min_chars: int = 8
+    # Argon2 takes any length, so a bound stops multi-megabyte "passwords" from costing CPU.
+    password_max_chars: int = 256
+
+    # Log-in throttling: attempts per IP and failures per account in a window.
+    login_ip_attempts: int = Field(30, ge=1)
+    login_account_failures: int = Field(10, ge=1)
+    login_window_secs: int = Field(15 * 60, ge=1)
+
+    # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
+    io_threads: int = Field(4, ge=1)
+    cpu_threads: int = Field(max(2, os.cpu_count() or 2), ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("VA_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix_ends_with_colon(cls, value: str) -> str:
+        return value if value.endswith(":") else value + ":"
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> "Settings":
+        if self.cookie_secret is not None and len(self.cookie_secret) < MIN_COOKIE_SECRET_CHARS:
+            if not self.dev_mode:
+                raise ValueError(
+                    f"`cookie_secret` must be at least {MIN_COOKIE_SECRET_CHARS} characters "
+                    f"but is {len(self.cookie_secret)}; leave it unset to have one generated."
+                )
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database, or SQLite under the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'visionary.db').resolve()}"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def resolved_cookie_secret(self) -> str:
+        """The configured secret, or one generated once and kept in the data directory."""
+        if self.cookie_secret:
+            return self.cookie_secret
+        path = self.data_dir / COOKIE_SECRET_FILE
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        # Created 0600 so other local users cannot forge sessions.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret)
+        return secret
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from defaults, ``$VA_CONFIG`` (TOML) and ``VA_*`` variables."""
+    return Settings(**overrides)

@@ -1,0 +1,182 @@
+"""The base handlers: service access, authentication, JSON bodies and the one error shape."""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from tornado import web
+
+from server.auth import AuthService, Principal
+from server.errors import AppError, InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
+from server.runtime import Runtime
+from server.tokens import TokenService
+from server.users import UserService
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "va_session"
+BEARER_PREFIX = "bearer "
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+# Tornado raises HTTPError for protocol problems; these give them stable codes.
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+class BaseHandler(web.RequestHandler):
+    """Typed access to the services and the signed-in principal."""
+
+    principal: Principal | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.settings["runtime"]
+
+    @property
+    def users(self) -> UserService:
+        return self.runtime.users
+
+    @property
+    def auth(self) -> AuthService:
+        return self.runtime.auth
+
+    @property
+    def tokens(self) -> TokenService:
+        return self.runtime.tokens
+
+    def bearer_token(self) -> str | None:
+        header = self.request.headers.get("Authorization", "")
+        if header.lower().startswith(BEARER_PREFIX):
+            return header[len(BEARER_PREFIX):].strip()
+        return None
+
+    async def resolve_principal(self) -> Principal | None:
+        """Bearer token first (scripts), then the session cookie (browsers)."""
+        token = self.bearer_token()
+        if token is not None:
+            principal = await self.auth.principal_for_token(token)
+            if principal is None:
+                raise Unauthenticated("The API token is invalid or revoked.", code="invalid_token")
+            return principal
+        secret = self.get_signed_cookie(SESSION_COOKIE, max_age_days=self.runtime.settings.session_days)
+        if secret is None:
+            return None
+        return await self.auth.principal_for_session(secret.decode())
+
+    def check_xsrf_cookie(self) -> None:
+        # A bearer token is not sent by browsers on their own, so it needs no XSRF proof.
+        if self.bearer_token() is None:
+            super().check_xsrf_cookie()
+
+    def require_user(self) -> Principal:
+        if self.principal is None:
+            raise Unauthenticated("Sign in first.")
+        return self.principal
+
+    @property
+    def route_name(self) -> str:
+        """A label for metrics that does not explode in cardinality (the handler, not the path)."""
+        return type(self).__name__
+
+
+@web.stream_request_body
+class APIHandler(BaseHandler):
+    """JSON API handler.
+
+    Bodies are streamed so an oversized one is refused with 413 from its
+    Content-Length, before it is read, rather than buffered first.
+    """
+
+    max_body_bytes: int | None = None  # None: the configured JSON limit
+
+    def initialize(self) -> None:
+        self._body = bytearray()
+
+    @property
+    def body_limit(self) -> int:
+        return self.max_body_bytes or self.runtime.settings.max_json_body_bytes
+
+    async def prepare(self) -> None:
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.body_limit:
+            raise PayloadTooLarge(f"The request body is {int(length):,} bytes; at most {self.body_limit:,} are accepted.")
+        # Chunked bodies without a length are cut off by Tornado at the same bound.
+        self.request.connection.set_max_body_size(self.body_limit)
+        self.principal = await self.resolve_principal()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body += chunk
+
+    @property
+    def body(self) -> bytes:
+        return bytes(self._body)
+
+    def json_body(self) -> dict[str, Any]:
+        if not self._body:
+            return {}
+        try:
+            value = json.loads(self._body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"The body is not valid JSON: {exc}.", code="invalid_json") from None
+        if not isinstance(value, dict):
+            raise InvalidInput("The body must be a JSON object.", code="invalid_json")
+        return value
+
+    def parse(self, model: type[ModelT]) -> ModelT:
+        """The JSON body validated against a request model; errors name the field."""
+        try:
+            return model.model_validate(self.json_body())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "body"
+            raise InvalidInput(f"`{field}`: {first['msg']}.") from None
+
+    def write_json(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error leaves as ``{"error": {"code", "message"}}``; no stack trace reaches a client."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, AppError):
+            # Tornado sends unknown exceptions as 500; a domain error knows its own status.
+            self.set_status(exc.status)
+            code, message = exc.code, exc.message
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+        elif isinstance(exc, web.HTTPError) and status_code < 500:
+            code = HTTP_ERROR_CODES.get(status_code, "http_error")
+            message = exc.log_message if exc.log_message else http.HTTPStatus(status_code).phrase
+            if status_code == 403 and "xsrf" in message.lower():
+                code = "xsrf"
+                message = "The XSRF token is missing or wrong: send the `_xsrf` cookie's value in `X-XSRFToken`."
+        else:
+            code, message = "internal_error", "Something went wrong on our side; it has been logged."
+        self.clear_header("Content-Type")
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False))
+
+    def log_exception(self, typ, value, tb) -> None:  # type: ignore[no-untyped-def]
+        # A client's mistake is not a server error: no traceback in the log.
+        if isinstance(value, AppError):
+            log.debug("%s %s -> %s: %s", self.request.method, self.request.path, value.code, value.message)
+            return
+        super().log_exception(typ, value, tb)
+
+
+class NotFoundHandler(APIHandler):
+    """Unknown API routes answer JSON, not the SPA page."""
+
+    async def prepare(self) -> None:
+        raise NotFound(f"No API route matches {self.request.path}.")

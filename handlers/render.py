@@ -1,0 +1,38 @@
+"""How domain objects look in JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from server.store.models import ApiToken, User
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def user_json(user: User, *, private: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "bio": user.bio,
+        # The digest in the URL lets browsers cache the image for good and still see a change at once.
+        "avatar_url": f"/api/users/{user.username}/avatar?v={user.avatar_sha256[:12]}" if user.avatar_sha256 else None,
+        "is_moderator": user.is_moderator,
+        "created_at": iso(user.created_at),
+    }
+    if private:
+        data["email"] = user.email
+    return data
+
+
+def token_json(token: ApiToken) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "prefix": token.prefix,
+        "created_at": iso(token.created_at),
+        "last_used_at": iso(token.last_used_at),
+    }

@@ -1,0 +1,89 @@
+"""Profiles: edit my profile and avatar, read anyone's public profile and avatar."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from handlers.base import APIHandler
+from handlers.render import user_json
+from server.errors import UnsupportedMediaType
+
+AVATAR_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
+# Avatar URLs carry the content digest, so the bytes behind one URL never change.
+IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
+
+
+class ProfileUpdate(BaseModel):
+    display_name: str | None = None
+    bio: str | None = None
+    email: str | None = None
+
+
+class MeHandler(APIHandler):
+    async def get(self) -> None:
+        """The signed-in user. Also hands the browser its XSRF cookie."""
+        self.xsrf_token  # noqa: B018 - reading it sets the `_xsrf` cookie
+        principal = self.require_user()
+        self.write_json({"user": user_json(principal.user, private=True)})
+
+    async def patch(self) -> None:
+        """Change display name, bio or e-mail."""
+        principal = self.require_user()
+        body = self.parse(ProfileUpdate)
+        user = await self.users.update_profile(
+            principal.user.id, display_name=body.display_name, bio=body.bio, email=body.email,
+            clear_email="email" in body.model_fields_set and body.email is None,
+        )
+        self.write_json({"user": user_json(user, private=True)})
+
+
+class MyAvatarHandler(APIHandler):
+    @property
+    def body_limit(self) -> int:
+        return self.runtime.settings.max_avatar_bytes
+
+    async def put(self) -> None:
+        """Upload an avatar as the raw request body."""
+        principal = self.require_user()
+        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type not in AVATAR_TYPES:
+            raise UnsupportedMediaType(
+                f"Send the image as the body with Content-Type {', '.join(sorted(AVATAR_TYPES))}, not {content_type or 'none'!r}."
+            )
+        user = await self.users.set_avatar(principal.user.id, self.body)
+        self.write_json({"user": user_json(user, private=True)})
+
+    async def delete(self) -> None:
+        """Remove the avatar."""
+        principal = self.require_user()
+        user = await self.users.clear_avatar(principal.user.id)
+        self.write_json({"user": user_json(user, private=True)})
+
+
+class UserHandler(APIHandler):
+    async def get(self, username: str) -> None:
+        """A public profile."""
+        user = await self.users.get_by_username(username)
+        self.write_json({"user": user_json(user)})
+
+
+class AvatarHandler(APIHandler):
+    async def get(self, username: str) -> None:
+        """The avatar image (WebP)."""
+        digest, data = await self.users.avatar_bytes(username)
+        self.set_header("Content-Type", "image/webp")
+        self.set_header("ETag", f'"{digest}"')
+        self.set_header("Cache-Control", IMMUTABLE_CACHE if self.get_argument("v", None) else "no-cache")
+        if self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(data)
+
+
+default_handlers = [
+    (r"/api/me", MeHandler),
+    (r"/api/me/avatar", MyAvatarHandler),
+    (r"/api/users/([a-zA-Z0-9_]{1,32})", UserHandler),
+    (r"/api/users/([a-zA-Z0-9_]{1,32})/avatar", AvatarHandler),
+]

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Visionary Art command line: serve (default) | migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from tornado.httpserver import HTTPServer
+
+from config import Settings, load_settings
+from server.app import make_app
+from server.runtime import MigrationsPending, Runtime
+from server.store.database import create_engine
+from server.store.migrations import upgrade_to_head
+
+log = logging.getLogger("va")
+
+# Streaming handlers lower this per request (APIHandler.prepare); it is only the ceiling.
+SERVER_MAX_BODY_BYTES = 64 * 1024**3
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def serve(settings: Settings) -> None:
+    try:
+        runtime = await Runtime.start(settings)
+    except MigrationsPending as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+    app = make_app(runtime)
+    server = HTTPServer(app, max_body_size=SERVER_MAX_BODY_BYTES, xheaders=False)
+    server.listen(settings.port, settings.host)
+    mode = "embedded (SQLite, in-process)" if runtime.embedded else "services"
+    log.info("Visionary Art listening on http://%s:%d in %s mode", settings.host, settings.port, mode)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    server.stop()
+    await server.close_all_connections()
+    await runtime.close()
+
+
+async def migrate(settings: Settings) -> None:
+    engine = create_engine(settings.effective_database_url)
+    try:
+        await upgrade_to_head(engine)
+    finally:
+        await engine.dispose()
+    log.info("database is at the newest schema")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
+    parser.add_argument("--log-level", default="info")
+    commands = parser.add_subparsers(dest="command")
+    serve_cmd = commands.add_parser("serve", help="run the web service (default)")
+    serve_cmd.add_argument("--host")
+    serve_cmd.add_argument("--port", type=int)
+    commands.add_parser("migrate", help="apply pending database migrations")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+
+    overrides = {}
+    for name in ("host", "port"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    settings = load_settings(**overrides)
+    command = args.command or "serve"
+    if command == "serve":
+        asyncio.run(serve(settings))
+    elif command == "migrate":
+        asyncio.run(migrate(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

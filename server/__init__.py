@@ -1,0 +1,1 @@
+"""Services, storage and the application factory of Visionary Art."""

@@ -1,0 +1,54 @@
+"""The application factory: joins each feature's route list and the app settings."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from tornado import web
+
+from handlers import auth, health, tokens, users
+from handlers.base import NotFoundHandler
+from handlers.frontend import FrontendHandler
+from server.runtime import Runtime
+
+access_log = logging.getLogger("va.access")
+
+FEATURE_HANDLERS = [auth, users, tokens, health]
+
+
+def make_app(runtime: Runtime) -> web.Application:
+    """The Tornado application for a started runtime."""
+    settings = runtime.settings
+    routes: list = []
+    for module in FEATURE_HANDLERS:
+        routes.extend(module.default_handlers)
+    routes += [
+        (r"/api/.*", NotFoundHandler),
+        (r"/(.*)", FrontendHandler, {"path": str(settings.frontend_dist)}),
+    ]
+
+    def log_request(handler: web.RequestHandler) -> None:
+        """One access-log line and the metrics for every request."""
+        status = handler.get_status()
+        seconds = handler.request.request_time()
+        route = type(handler).__name__
+        runtime.http_metrics.observe(handler.request.method or "", route, status, seconds)
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        access_log.log(level, "%d %s %s (%s) %.1fms", status, handler.request.method,
+                       handler.request.uri, handler.request.remote_ip, seconds * 1000)
+
+    return web.Application(
+        routes,
+        runtime=runtime,
+        cookie_secret=settings.resolved_cookie_secret(),
+        xsrf_cookies=True,
+        xsrf_cookie_kwargs={"samesite": "Lax", "secure": settings.secure_cookies},
+        log_function=log_request,
+        debug=False,
+        compress_response=True,
+        websocket_ping_interval=20,
+        websocket_ping_timeout=30,
+        websocket_max_message_size=1024 * 1024,
+        started_at=time.time(),
+    )

@@ -1,0 +1,71 @@
+"""Domain errors. Services raise these; one place maps them to HTTP statuses."""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """An error a client caused or may act on; ``code`` is stable, ``message`` is for people."""
+
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+
+class InvalidInput(AppError):
+    code = "invalid_input"
+    status = 400
+
+
+class Unauthenticated(AppError):
+    code = "unauthenticated"
+    status = 401
+
+
+class InvalidCredentials(AppError):
+    code = "invalid_credentials"
+    status = 401
+
+
+class Forbidden(AppError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(AppError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(AppError):
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(AppError):
+    code = "payload_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(AppError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class RateLimited(AppError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after_secs: int):
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_secs))})
+        self.retry_after_secs = retry_after_secs
+
+
+class Unavailable(AppError):
+    code = "unavailable"
+    status = 503

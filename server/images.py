@@ -1,0 +1,48 @@
+"""Checking and re-encoding images that people upload. Blocking: call through the CPU executor."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from server.errors import InvalidInput, UnsupportedMediaType
+
+ACCEPTED_FORMATS = {"PNG", "JPEG", "WEBP", "GIF"}
+# Refused before decoding: a small file can declare enormous dimensions (a decompression bomb).
+MAX_UPLOAD_PIXELS = 40_000_000
+AVATAR_WEBP_QUALITY = 85
+
+
+def open_checked(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Image:
+    """Open an uploaded image after checking its format and size from the header alone."""
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise UnsupportedMediaType("The file is not an image Pillow can read (PNG, JPEG, WebP or GIF).") from None
+    if image.format not in ACCEPTED_FORMATS:
+        raise UnsupportedMediaType(f"Images must be PNG, JPEG, WebP or GIF, not {image.format}.")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InvalidInput(
+            f"The image is {width}×{height} pixels; at most {max_pixels:,} pixels are accepted.", code="image_too_large"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise InvalidInput(f"The image could not be decoded: {exc}.", code="invalid_image") from None
+    return image
+
+
+def make_avatar(data: bytes, size_px: int) -> bytes:
+    """Verify an upload and re-encode it as a square WebP, dropping metadata (EXIF, GPS)."""
+    image = open_checked(data)
+    image = ImageOps.exif_transpose(image)
+    image = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
+    image = ImageOps.fit(image, (size_px, size_px), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="WEBP", quality=AVATAR_WEBP_QUALITY)
+    return out.getvalue()

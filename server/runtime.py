@@ -1,0 +1,115 @@
+"""The running service's parts, built once from settings and closed together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import redis.asyncio as redis
+from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from config import Settings
+from server.auth import AuthService
+from server.blobs import BlobStore
+from server.cache import Cache, MemoryCache, RedisCache
+from server.executors import Executors
+from server.metrics import HttpMetrics
+from server.passwords import Passwords
+from server.ratelimit import RateLimiter
+from server.store import database
+from server.store.migrations import pending_revisions, upgrade_to_head
+from server.tokens import TokenService
+from server.users import UserService
+
+log = logging.getLogger(__name__)
+
+# Readiness probes must answer fast; a dependency slower than this counts as down.
+READINESS_TIMEOUT_SECS = 2.0
+
+
+class MigrationsPending(RuntimeError):
+    pass
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    db: async_sessionmaker[AsyncSession]
+    redis: redis.Redis | None
+    cache: Cache
+    limiter: RateLimiter
+    blobs: BlobStore
+    executors: Executors
+    users: UserService
+    auth: AuthService
+    tokens: TokenService
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    http_metrics: HttpMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http_metrics = HttpMetrics(self.registry)
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis is None and make_url(self.settings.effective_database_url).get_backend_name() == "sqlite"
+
+    @classmethod
+    async def start(cls, settings: Settings, *, migrate: bool | None = None) -> "Runtime":
+        """Connect to storage and build the services.
+
+        ``migrate=None`` applies pending migrations only in the embedded mode:
+        scaled out, several web processes would race, so ``run.py migrate`` does it once.
+        """
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = database.create_engine(
+            settings.effective_database_url, echo=settings.database_echo,
+            pool_size=settings.database_pool_size, pool_recycle_secs=settings.database_pool_recycle_secs,
+        )
+        is_sqlite = engine.url.get_backend_name() == "sqlite"
+        if migrate or (migrate is None and is_sqlite):
+            await upgrade_to_head(engine)
+        else:
+            pending = await pending_revisions(engine)
+            if pending:
+                await engine.dispose()
+                raise MigrationsPending(
+                    f"The database lacks migrations {', '.join(pending)}; run `python run.py migrate` first."
+                )
+        client = redis.from_url(settings.redis_url) if settings.redis_url else None
+        cache: Cache = RedisCache(client, settings.redis_prefix) if client else MemoryCache()
+        executors = Executors.create(settings.io_threads, settings.cpu_threads)
+        passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
+        db = database.session_factory(engine)
+        blobs = BlobStore(settings.blobs_dir)
+        limiter = RateLimiter(cache)
+        return cls(
+            settings=settings, engine=engine, db=db, redis=client, cache=cache, limiter=limiter, blobs=blobs,
+            executors=executors,
+            users=UserService(db, passwords, blobs, executors, settings),
+            auth=AuthService(db, passwords, limiter, executors, settings),
+            tokens=TokenService(db),
+        )
+
+    async def readiness(self) -> dict[str, str]:
+        """'ok' or the error for each dependency."""
+        checks = {"database": database.ping(self.engine)}
+        if self.redis is not None:
+            checks["redis"] = self.redis.ping()
+        results = {}
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(check, READINESS_TIMEOUT_SECS)
+                results[name] = "ok"
+            except Exception as exc:  # any failure means not ready; the reason is reported
+                results[name] = f"error: {type(exc).__name__}"
+        return results
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
+        self.executors.shutdown()

@@ -1,0 +1,1 @@
+"""Persistence: the schema, the async engine and the migrations that build it."""

@@ -1,0 +1,163 @@
+"""Accounts and profiles: registration, profile edits, avatars."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from config import Settings
+from server.blobs import BlobStore
+from server.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from server.executors import Executors
+from server.images import make_avatar
+from server.passwords import Passwords
+from server.store.models import User
+
+USERNAME_RE = re.compile(r"^[a-z0-9_]{3,32}$")
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+DISPLAY_NAME_MAX_CHARS = 64
+BIO_MAX_CHARS = 500
+EMAIL_MAX_CHARS = 254
+
+
+def normalise_username(username: str) -> str:
+    return username.strip().lower()
+
+
+def check_password(password: str, settings: Settings) -> None:
+    """Refuse, never truncate, a password outside the configured bounds."""
+    if not isinstance(password, str) or len(password) < settings.password_min_chars:
+        raise InvalidInput(f"`password` must be at least {settings.password_min_chars} characters.", code="weak_password")
+    if len(password) > settings.password_max_chars:
+        raise InvalidInput(
+            f"`password` must be at most {settings.password_max_chars} characters but is {len(password)}.",
+            code="password_too_long",
+        )
+
+
+def _clean_text(value: str, field: str, max_chars: int, *, multiline: bool = False) -> str:
+    value = unicodedata.normalize("NFC", value).strip()
+    allowed_controls = {"\n", "\t"} if multiline else set()
+    if any(unicodedata.category(ch) == "Cc" and ch not in allowed_controls for ch in value):
+        raise InvalidInput(f"`{field}` must not contain control characters.")
+    if len(value) > max_chars:
+        raise InvalidInput(f"`{field}` must be at most {max_chars} characters but is {len(value)}.")
+    return value
+
+
+def _clean_email(email: str | None) -> str | None:
+    if email is None or not email.strip():
+        return None
+    email = email.strip()
+    if len(email) > EMAIL_MAX_CHARS or not EMAIL_RE.match(email):
+        raise InvalidInput(f"`email` {email[:80]!r} is not an e-mail address.")
+    return email
+
+
+class UserService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        passwords: Passwords,
+        blobs: BlobStore,
+        executors: Executors,
+        settings: Settings,
+    ):
+        self._sessions = sessions
+        self._passwords = passwords
+        self._blobs = blobs
+        self._executors = executors
+        self._settings = settings
+
+    async def register(self, username: str, password: str, email: str | None = None) -> User:
+        """Create an account; the username is case-insensitive and must be free."""
+        username = normalise_username(username)
+        if not USERNAME_RE.match(username):
+            raise InvalidInput(
+                "`username` must be 3–32 characters of a–z, 0–9 and _.", code="invalid_username"
+            )
+        check_password(password, self._settings)
+        email = _clean_email(email)
+        password_hash = await self._executors.run_cpu(self._passwords.hash, password)
+        user = User(username=username, email=email, password_hash=password_hash, display_name=username, bio="")
+        async with self._sessions() as db:
+            db.add(user)
+            try:
+                await db.commit()
+            except IntegrityError:
+                raise Conflict(f"The username {username!r} is taken.", code="username_taken") from None
+        return user
+
+    async def get(self, user_id: int) -> User:
+        """The user with this id."""
+        async with self._sessions() as db:
+            user = await db.get(User, user_id)
+        if user is None:
+            raise NotFound(f"No user has id {user_id}.")
+        return user
+
+    async def get_by_username(self, username: str) -> User:
+        """The user with this name (any case)."""
+        async with self._sessions() as db:
+            user = await db.scalar(select(User).where(User.username == normalise_username(username)))
+        if user is None:
+            raise NotFound(f"No user is called {username[:64]!r}.", code="user_not_found")
+        return user
+
+    async def update_profile(
+        self, user_id: int, *, display_name: str | None = None, bio: str | None = None, email: str | None = None,
+        clear_email: bool = False,
+    ) -> User:
+        """Change the fields given; validation happens before anything is written."""
+        changes: dict[str, object] = {}
+        if display_name is not None:
+            display_name = _clean_text(display_name, "display_name", DISPLAY_NAME_MAX_CHARS)
+            if not display_name:
+                raise InvalidInput("`display_name` must not be empty.")
+            changes["display_name"] = display_name
+        if bio is not None:
+            changes["bio"] = _clean_text(bio, "bio", BIO_MAX_CHARS, multiline=True)
+        if email is not None or clear_email:
+            changes["email"] = _clean_email(email)
+        async with self._sessions() as db:
+            user = await db.get(User, user_id)
+            if user is None:
+                raise NotFound(f"No user has id {user_id}.")
+            for field, value in changes.items():
+                setattr(user, field, value)
+            await db.commit()
+        return user
+
+    async def set_avatar(self, user_id: int, data: bytes) -> User:
+        """Verify, re-encode and store an avatar image."""
+        if len(data) > self._settings.max_avatar_bytes:
+            raise PayloadTooLarge(f"Avatars must be at most {self._settings.max_avatar_bytes // (1024 * 1024)} MiB.")
+        if not data:
+            raise InvalidInput("The avatar upload is empty.", code="invalid_image")
+        encoded = await self._executors.run_cpu(make_avatar, data, self._settings.avatar_size_px)
+        digest = await self._executors.run_io(self._blobs.put_bytes, encoded)
+        return await self._set_avatar_sha(user_id, digest)
+
+    async def clear_avatar(self, user_id: int) -> User:
+        """Remove the avatar (the blob stays: content-addressed blobs may be shared)."""
+        return await self._set_avatar_sha(user_id, None)
+
+    async def _set_avatar_sha(self, user_id: int, digest: str | None) -> User:
+        async with self._sessions() as db:
+            user = await db.get(User, user_id)
+            if user is None:
+                raise NotFound(f"No user has id {user_id}.")
+            user.avatar_sha256 = digest
+            await db.commit()
+        return user
+
+    async def avatar_bytes(self, username: str) -> tuple[str, bytes]:
+        """The avatar's sha256 and WebP bytes."""
+        user = await self.get_by_username(username)
+        if user.avatar_sha256 is None:
+            raise NotFound(f"{user.username} has no avatar.")
+        return user.avatar_sha256, await self._executors.run_io(self._blobs.read_bytes, user.avatar_sha256)
