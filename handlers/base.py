@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "va_session"
 BEARER_PREFIX = "bearer "
+# Oversized bodies up to this size are read and discarded so the client reads the 413; larger ones are cut off.
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # Tornado raises HTTPError for protocol problems; these give them stable codes.
@@ -100,6 +102,7 @@ class APIHandler(BaseHandler):
 
     def initialize(self) -> None:
         self._body = bytearray()
+        self._discard_body = False
 
     @property
     def body_limit(self) -> int:
@@ -108,13 +111,30 @@ class APIHandler(BaseHandler):
     async def prepare(self) -> None:
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > self.body_limit:
-            raise PayloadTooLarge(f"The request body is {int(length):,} bytes; at most {self.body_limit:,} are accepted.")
+            refusal = PayloadTooLarge(
+                f"The request body is {int(length):,} bytes; at most {self.body_limit:,} are accepted."
+            )
+            if int(length) > DRAIN_LIMIT_BYTES:
+                raise refusal
+            # Answering before the body is read makes most clients see a reset instead of the 413,
+            # so a moderately large body is read and thrown away, then refused.
+            self._discard_body = True
+            self.request.connection.set_max_body_size(int(length))
+            setattr(self, self.request.method.lower(), self._refuse(refusal))
+            return
         # Chunked bodies without a length are cut off by Tornado at the same bound.
         self.request.connection.set_max_body_size(self.body_limit)
         self.principal = await self.resolve_principal()
 
+    @staticmethod
+    def _refuse(error: AppError):
+        async def refuse(*_args: Any, **_kwargs: Any) -> None:
+            raise error
+        return refuse
+
     def data_received(self, chunk: bytes) -> None:
-        self._body += chunk
+        if not self._discard_body:
+            self._body += chunk
 
     @property
     def body(self) -> bytes:

@@ -21,6 +21,10 @@ def open_checked(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.I
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise UnsupportedMediaType("The file is not an image Pillow can read (PNG, JPEG, WebP or GIF).") from None
+    except Image.DecompressionBombError:
+        raise InvalidInput(
+            f"The image declares more than {max_pixels:,} pixels and was not decoded.", code="image_too_large"
+        ) from None
     if image.format not in ACCEPTED_FORMATS:
         raise UnsupportedMediaType(f"Images must be PNG, JPEG, WebP or GIF, not {image.format}.")
     width, height = image.size

@@ -1,0 +1,77 @@
+"""The in-process and Redis twins pass the same tests."""
+
+import asyncio
+
+import pytest
+import redis.asyncio as redis
+
+from server.cache import MemoryCache, RedisCache, cached
+from server.ratelimit import RateLimiter
+
+
+@pytest.fixture
+async def cache(backend):
+    if not backend.services:
+        yield MemoryCache()
+        return
+    client = redis.from_url(backend.redis_url)
+    yield RedisCache(client, backend.redis_prefix)
+    await client.aclose()
+
+
+async def test_set_get_delete(cache):
+    assert await cache.get("k") is None
+    await cache.set("k", b"v", ttl_secs=60)
+    assert await cache.get("k") == b"v"
+    await cache.delete("k", "missing")
+    assert await cache.get("k") is None
+
+
+async def test_values_expire(cache):
+    await cache.set("short", b"v", ttl_secs=0.2)
+    assert await cache.get("short") == b"v"
+    await asyncio.sleep(0.35)
+    assert await cache.get("short") is None
+
+
+async def test_incr_window_is_not_extended(cache):
+    assert await cache.incr("n", ttl_secs=0.4) == 1
+    await asyncio.sleep(0.2)
+    assert await cache.incr("n", ttl_secs=0.4) == 2
+    remaining = await cache.ttl("n")
+    assert remaining is not None and remaining < 0.25
+    await asyncio.sleep(0.3)
+    assert await cache.incr("n", ttl_secs=0.4) == 1
+
+
+async def test_cached_loads_once(cache):
+    loads = []
+
+    async def load():
+        loads.append(1)
+        return {"value": [1, 2, 3], "text": "中文 🎨"}
+
+    first = await cached(cache, "q", 60, load)
+    second = await cached(cache, "q", 60, load)
+    assert first == second == {"value": [1, 2, 3], "text": "中文 🎨"}
+    assert len(loads) == 1
+
+
+async def test_rate_limiter_allows_then_refuses_with_retry_after(cache):
+    limiter = RateLimiter(cache)
+    decisions = [await limiter.hit("ip:1", limit=3, window_secs=30) for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert 1 <= decisions[-1].retry_after_secs <= 30
+    assert (await limiter.hit("ip:2", limit=3, window_secs=30)).allowed
+    await limiter.reset("ip:1")
+    assert (await limiter.peek("ip:1", limit=3, window_secs=30)).allowed
+
+
+def test_memory_cache_is_bounded():
+    async def fill():
+        small = MemoryCache(max_entries=3)
+        for i in range(5):
+            await small.set(f"k{i}", b"v", ttl_secs=60)
+        return [await small.get(f"k{i}") for i in range(5)]
+
+    assert asyncio.run(fill()) == [None, None, b"v", b"v", b"v"]
