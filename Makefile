@@ -1,0 +1,52 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FRONTEND_SOURCES := $(shell find frontend/src frontend/public -type f 2>/dev/null) \
+	frontend/index.html frontend/vite.config.ts frontend/package.json frontend/tsconfig.json
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: run test deps dev-deps frontend chromium demo-model bench clean
+
+run: deps frontend demo-model
+	$(BIN)/python run.py serve
+
+test: dev-deps frontend chromium
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.deps: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.deps
+
+deps: $(VENV)/.deps
+dev-deps: $(VENV)/.dev-deps
+
+frontend/node_modules/.package-lock.json: frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+
+frontend/dist/index.html: frontend/node_modules/.package-lock.json $(FRONTEND_SOURCES)
+	cd frontend && npm run build
+
+frontend: frontend/dist/index.html
+
+# Debian's Chromium drives the browser tests (playwright-core downloads no browser).
+chromium:
+	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# A tiny random-weight Stable Diffusion model, so a fresh machine can generate end to end.
+demo-model: deps
+	@if [ -z "$$(ls -A data/models 2>/dev/null)" ]; then $(BIN)/python run.py demo-model; fi
+
+bench: dev-deps
+	$(BIN)/python bench/http_api.py
+
+clean:
+	rm -rf $(VENV) frontend/node_modules frontend/dist
