@@ -1,0 +1,118 @@
+"""Benchmark: GET /api/me with a bearer token at 64 concurrent connections, embedded and services mode.
+
+Starts the real server (`run.py serve`) in a subprocess for each mode, creates a user
+and a token, then drives load from this process. Prints requests/s and p50/p99.
+Not a test: figures only.
+
+    .venv/bin/python bench/http_api.py [--seconds 10] [--connections 64] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pymysql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.loadgen import LoadResult, run_load  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "run.py", "--log-level", "warning", "serve", "--port", str(port)],
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not start: " + process.stderr.read().decode()[-2000:])
+
+
+def make_token(base: str) -> str:
+    with httpx.Client(base_url=base) as client:
+        client.get("/api/me")
+        xsrf = {"X-XSRFToken": client.cookies["_xsrf"]}
+        name = "bench" + uuid.uuid4().hex[:8]
+        client.post("/api/auth/register", json={"username": name, "password": "benchmark password"},
+                    headers=xsrf).raise_for_status()
+        created = client.post("/api/tokens", json={"name": "bench"}, headers=xsrf)
+        created.raise_for_status()
+        return created.json()["token"]
+
+
+async def measure(port: int, token: str, connections: int, seconds: float, rounds: int) -> list[LoadResult]:
+    await run_load("127.0.0.1", port, "/api/me", {"Authorization": f"Bearer {token}"},
+                   connections=connections, seconds=1.0)  # warm-up
+    return [await run_load("127.0.0.1", port, "/api/me", {"Authorization": f"Bearer {token}"},
+                           connections=connections, seconds=seconds) for _ in range(rounds)]
+
+
+def run_mode(name: str, env: dict[str, str], args: argparse.Namespace) -> None:
+    port = free_port()
+    if env.get("VA_DATABASE_URL"):
+        subprocess.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
+                       env={**os.environ, **env}, check=True)
+    server = start_server(env, port)
+    try:
+        token = make_token(f"http://127.0.0.1:{port}")
+        results = asyncio.run(measure(port, token, args.connections, args.seconds, args.rounds))
+    finally:
+        server.terminate()
+        server.wait(10)
+    results.sort(key=lambda r: r.rps)
+    middle = results[len(results) // 2]
+    print(f"{name:9s} median of {args.rounds}: {middle.summary()}")
+    for r in results:
+        print(f"          round: {r.summary()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"GET /api/me, bearer token, {args.connections} connections, {args.seconds:.0f} s per round")
+    with tempfile.TemporaryDirectory() as data:
+        run_mode("embedded", {"VA_DATA_DIR": data}, args)
+    database = f"va_bench_{uuid.uuid4().hex[:8]}"
+    admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
+    admin.cursor().execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+    try:
+        with tempfile.TemporaryDirectory() as data:
+            run_mode("services", {
+                "VA_DATA_DIR": data,
+                "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
+                "VA_REDIS_URL": "redis://127.0.0.1:6379/0",
+                "VA_REDIS_PREFIX": f"va:bench:{database}:",
+            }, args)
+    finally:
+        admin.cursor().execute(f"DROP DATABASE `{database}`")
+        admin.close()
+
+
+if __name__ == "__main__":
+    main()
