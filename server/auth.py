@@ -20,6 +20,7 @@ from config import Settings
 from server.errors import InvalidCredentials, RateLimited, Unauthenticated
 from server.executors import Executors
 from server.passwords import Passwords
+from server.principals import PrincipalCache
 from server.ratelimit import RateLimiter
 from server.store.models import ApiToken, BrowserSession, User, utcnow
 from server.users import check_password, normalise_username
@@ -58,8 +59,10 @@ class AuthService:
         limiter: RateLimiter,
         executors: Executors,
         settings: Settings,
+        principals: PrincipalCache,
     ):
         self._db = sessions
+        self._principals = principals
         self._passwords = passwords
         self._limiter = limiter
         self._executors = executors
@@ -119,20 +122,28 @@ class AuthService:
         async with self._db() as db:
             await db.execute(delete(BrowserSession).where(BrowserSession.id_hash == session_id))
             await db.commit()
+        await self._principals.forget("session", session_id)
 
     async def revoke_sessions(self, user_id: int, *, keep: str | None = None) -> None:
         """Revoke every session of a user, except ``keep``."""
-        statement = delete(BrowserSession).where(BrowserSession.user_id == user_id)
+        condition = BrowserSession.user_id == user_id
         if keep is not None:
-            statement = statement.where(BrowserSession.id_hash != keep)
+            condition = condition & (BrowserSession.id_hash != keep)
         async with self._db() as db:
-            await db.execute(statement)
+            revoked = list(await db.scalars(select(BrowserSession.id_hash).where(condition)))
+            await db.execute(delete(BrowserSession).where(condition))
             await db.commit()
+        await self._principals.forget("session", *revoked)
 
     async def principal_for_session(self, secret: str) -> Principal | None:
         """The signed-in user of a live session, or None."""
         session_id = secret_hash(secret)
         now = utcnow()
+        cached = await self._principals.get("session", session_id)
+        if cached is not None:
+            user, expires_at = cached
+            if dt.datetime.fromisoformat(expires_at) > now:
+                return Principal(user=user, session_id=session_id)
         async with self._db() as db:
             row = (await db.execute(
                 select(BrowserSession, User).join(User, User.id == BrowserSession.user_id)
@@ -144,19 +155,27 @@ class AuthService:
             if session.expires_at <= now:
                 await db.delete(session)
                 await db.commit()
+                await self._principals.forget("session", session_id)
                 return None
             if now - session.last_seen_at > LAST_SEEN_RESOLUTION:
                 session.last_seen_at = now
                 await db.commit()
+        ttl = (session.expires_at - now).total_seconds()
+        await self._principals.put("session", session_id, user, session.expires_at.isoformat(), ttl)
         return Principal(user=user, session_id=session_id)
 
     async def principal_for_token(self, secret: str) -> Principal | None:
         """The owner of a live API token, or None."""
+        token_hash = secret_hash(secret)
+        cached = await self._principals.get("token", token_hash)
+        if cached is not None:
+            user, token_id = cached
+            return Principal(user=user, token_id=token_id)
         now = utcnow()
         async with self._db() as db:
             row = (await db.execute(
                 select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-                .where(ApiToken.token_hash == secret_hash(secret))
+                .where(ApiToken.token_hash == token_hash)
             )).first()
             if row is None:
                 return None
@@ -164,6 +183,7 @@ class AuthService:
             if token.last_used_at is None or now - token.last_used_at > LAST_SEEN_RESOLUTION:
                 token.last_used_at = now
                 await db.commit()
+        await self._principals.put("token", token_hash, user, token.id, LAST_SEEN_RESOLUTION.total_seconds())
         return Principal(user=user, token_id=token.id)
 
     async def change_password(self, principal: Principal, current: str, new: str) -> NewSession | None:

@@ -18,6 +18,7 @@ from server.cache import Cache, MemoryCache, RedisCache
 from server.executors import Executors
 from server.metrics import HttpMetrics
 from server.passwords import Passwords
+from server.principals import PrincipalCache
 from server.ratelimit import RateLimiter
 from server.store import database
 from server.store.migrations import pending_revisions, upgrade_to_head
@@ -86,12 +87,13 @@ class Runtime:
         db = database.session_factory(engine)
         blobs = BlobStore(settings.blobs_dir)
         limiter = RateLimiter(cache)
+        principals = PrincipalCache(cache, db)
         return cls(
             settings=settings, engine=engine, db=db, redis=client, cache=cache, limiter=limiter, blobs=blobs,
             executors=executors,
-            users=UserService(db, passwords, blobs, executors, settings),
-            auth=AuthService(db, passwords, limiter, executors, settings),
-            tokens=TokenService(db),
+            users=UserService(db, passwords, blobs, executors, settings, principals),
+            auth=AuthService(db, passwords, limiter, executors, settings, principals),
+            tokens=TokenService(db, principals),
         )
 
     async def readiness(self) -> dict[str, str]:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.auth import secret_hash
 from server.errors import Conflict, InvalidInput, NotFound
+from server.principals import PrincipalCache
 from server.store.models import ApiToken
 
 TOKEN_PREFIX = "va_"
@@ -26,8 +27,9 @@ class CreatedToken:
 
 
 class TokenService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], principals: PrincipalCache):
         self._db = sessions
+        self._principals = principals
 
     async def create(self, user_id: int, name: str) -> CreatedToken:
         """Mint a token; its secret is returned here and never again."""
@@ -56,9 +58,11 @@ class TokenService:
     async def revoke(self, user_id: int, token_id: int) -> None:
         """Delete one of the user's tokens; it stops working at once."""
         async with self._db() as db:
-            result = await db.execute(
-                delete(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user_id)
+            token_hash = await db.scalar(
+                select(ApiToken.token_hash).where(ApiToken.id == token_id, ApiToken.user_id == user_id)
             )
+            if token_hash is None:
+                raise NotFound(f"You have no token with id {token_id}.")
+            await db.execute(delete(ApiToken).where(ApiToken.id == token_id))
             await db.commit()
-        if result.rowcount == 0:
-            raise NotFound(f"You have no token with id {token_id}.")
+        await self._principals.forget("token", token_hash)

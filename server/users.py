@@ -15,6 +15,7 @@ from server.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from server.executors import Executors
 from server.images import make_avatar
 from server.passwords import Passwords
+from server.principals import PrincipalCache
 from server.store.models import User
 
 USERNAME_RE = re.compile(r"^[a-z0-9_]{3,32}$")
@@ -66,8 +67,10 @@ class UserService:
         blobs: BlobStore,
         executors: Executors,
         settings: Settings,
+        principals: PrincipalCache,
     ):
         self._sessions = sessions
+        self._principals = principals
         self._passwords = passwords
         self._blobs = blobs
         self._executors = executors
@@ -130,6 +133,7 @@ class UserService:
             for field, value in changes.items():
                 setattr(user, field, value)
             await db.commit()
+        await self._principals.forget_user(user_id)
         return user
 
     async def set_avatar(self, user_id: int, data: bytes) -> User:
@@ -153,6 +157,7 @@ class UserService:
                 raise NotFound(f"No user has id {user_id}.")
             user.avatar_sha256 = digest
             await db.commit()
+        await self._principals.forget_user(user_id)
         return user
 
     async def avatar_bytes(self, username: str) -> tuple[str, bytes]:

@@ -166,6 +166,9 @@ async def test_api_tokens_lifecycle(api, new_client):
     # A bearer request needs no XSRF token.
     edit = await script.patch("/api/me", {"bio": "from a script"}, xsrf=False)
     assert edit.status_code == 200
+    # Both credentials see the edit at once: cached principals are dropped on writes.
+    assert (await script.get("/api/me")).json()["user"]["bio"] == "from a script"
+    assert (await api.get("/api/me")).json()["user"]["bio"] == "from a script"
 
     assert (await api.delete(f"/api/tokens/{token['id']}")).status_code == 204
     revoked = await script.get("/api/me")
