@@ -1,0 +1,58 @@
+"""Browser tests: a real server (embedded mode) and Node scripts driving Debian's Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from tests.conftest import make_settings
+from tests.support.server import running_server
+
+ROOT = Path(__file__).resolve().parents[2]
+E2E_DIR = ROOT / "frontend" / "e2e"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+SCRIPT_TIMEOUT_SECS = 120
+
+
+@pytest.fixture
+async def browser_server(embedded_backend, tmp_path) -> AsyncIterator[str]:
+    dist = ROOT / "frontend" / "dist" / "index.html"
+    if not dist.exists():
+        pytest.fail("frontend/dist is not built: run `make test` (it runs `npm run build`)")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium)")
+    async with running_server(make_settings(embedded_backend, tmp_path / "data")) as (base_url, _runtime):
+        yield base_url
+
+
+@pytest.fixture
+def run_e2e(tmp_path):
+    """Runs one `frontend/e2e/*.e2e.mjs` script against a server; fails with its output."""
+
+    async def run(script: str, base_url: str, **env: str) -> str:
+        node = shutil.which("node")
+        assert node, "node is not installed"
+        artifacts = Path(os.environ.get("VA_E2E_ARTIFACTS", tmp_path / "artifacts"))
+        artifacts.mkdir(parents=True, exist_ok=True)
+        process = await asyncio.create_subprocess_exec(
+            node, str(E2E_DIR / script),
+            env={**os.environ, "VA_BASE_URL": base_url, "CHROMIUM": CHROMIUM,
+                 "VA_E2E_ARTIFACTS": str(artifacts), **env},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT / "frontend",
+        )
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(), SCRIPT_TIMEOUT_SECS)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+            pytest.fail(f"{script} ran past {SCRIPT_TIMEOUT_SECS} s")
+        text = output.decode(errors="replace")
+        assert process.returncode == 0, f"{script} failed (screenshots in {artifacts}):\n{text}"
+        return text
+
+    return run
