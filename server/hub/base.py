@@ -1,0 +1,95 @@
+"""The hub's interface, shared by the in-process and Redis implementations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol
+
+
+@dataclass(frozen=True)
+class Reset:
+    """``since`` is older than the history kept (or from another epoch): reload and continue from ``seq``."""
+
+    epoch: str
+    seq: int
+
+
+class Subscriber(Protocol):
+    def deliver(self, topic: str, seq: int | None, frame: bytes) -> None:
+        """Called on the event loop with an encoded event frame; must not block."""
+
+
+# Replays a durable topic from where the events are stored (e.g. chat from the database):
+# (topic, since, upto) -> packed events with their seq, oldest first.
+HistorySource = Callable[[str, int, int | None], Awaitable[list[tuple[int, bytes]]]]
+
+
+class Hub(Protocol):
+    epoch: str
+
+    async def publish(self, topic: str, event: dict[str, Any], *, seq: int | None = None,
+                      sequenced: bool = True) -> int | None:
+        """Send an event to every subscriber of ``topic`` in every process.
+
+        Hub-sequenced (default): the hub assigns the next seq and keeps the event in history.
+        Durable (``seq`` given): the caller stored the event and its seq first; history is the caller's.
+        Ephemeral (``sequenced=False``): no seq, no history (typing, presence).
+        """
+
+    def subscribe(self, topic: str, subscriber: Subscriber) -> Awaitable[None]: ...
+
+    def unsubscribe(self, topic: str, subscriber: Subscriber) -> Awaitable[None]: ...
+
+    async def current_seq(self, topic: str) -> int: ...
+
+    async def replay(self, topic: str, since: int) -> list[tuple[int, bytes]] | Reset:
+        """Frames after ``since``, oldest first, or ``Reset`` when they are no longer all kept."""
+
+    def register_history(self, prefix: str, source: HistorySource, current_seq: Callable[[str], Awaitable[int]]) -> None:
+        """Durable topics starting with ``prefix`` replay from ``source`` instead of the hub's history."""
+
+    async def close(self) -> None: ...
+
+
+class HubCore:
+    """What both hubs share: local subscribers, fan-out, and the durable-topic registry."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._durable: list[tuple[str, HistorySource, Callable[[str], Awaitable[int]]]] = []
+        self.delivered = 0  # frames handed to subscribers, for metrics and benchmarks
+
+    def register_history(self, prefix: str, source: HistorySource, current_seq: Callable[[str], Awaitable[int]]) -> None:
+        self._durable.append((prefix, source, current_seq))
+
+    def durable_source(self, topic: str) -> tuple[HistorySource, Callable[[str], Awaitable[int]]] | None:
+        for prefix, source, current_seq in self._durable:
+            if topic.startswith(prefix):
+                return source, current_seq
+        return None
+
+    def _add_local(self, topic: str, subscriber: Subscriber) -> bool:
+        """Adds a subscriber; True when it is the topic's first in this process."""
+        subscribers = self._subscribers.setdefault(topic, set())
+        subscribers.add(subscriber)
+        return len(subscribers) == 1
+
+    def _remove_local(self, topic: str, subscriber: Subscriber) -> bool:
+        """Removes a subscriber; True when the topic has none left in this process."""
+        subscribers = self._subscribers.get(topic)
+        if not subscribers:
+            return False
+        subscribers.discard(subscriber)
+        if not subscribers:
+            del self._subscribers[topic]
+            return True
+        return False
+
+    def _fan_out(self, topic: str, seq: int | None, frame: bytes) -> None:
+        # Copied because a subscriber may unsubscribe (e.g. a slow socket closing) while we iterate.
+        for subscriber in tuple(self._subscribers.get(topic, ())):
+            subscriber.deliver(topic, seq, frame)
+        self.delivered += len(self._subscribers.get(topic, ()))
+
+    def local_topics(self) -> list[str]:
+        return list(self._subscribers)
