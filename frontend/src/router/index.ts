@@ -1,0 +1,61 @@
+import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router'
+import { useSessionStore } from '@/stores/session'
+import { safeNext } from '@/composables/formatting'
+import HomeView from '@/views/HomeView.vue'
+
+declare module 'vue-router' {
+  interface RouteMeta {
+    /** Signed-out visitors are sent to the login page, and back here afterwards. */
+    requiresAuth?: boolean
+    /** Login and register: a signed-in visitor goes on to `next` (or home). */
+    guestOnly?: boolean
+    /** i18n key of the page title. */
+    title?: string
+  }
+}
+
+/** Feature routes are added to this list (one entry or a few per feature). */
+export const routes: RouteRecordRaw[] = [
+  { path: '/', name: 'home', component: HomeView, meta: { title: 'nav.home' } },
+  {
+    path: '/login', name: 'login', component: () => import('@/views/LoginView.vue'),
+    meta: { guestOnly: true, title: 'auth.loginTitle' },
+  },
+  {
+    path: '/register', name: 'register', component: () => import('@/views/RegisterView.vue'),
+    meta: { guestOnly: true, title: 'auth.registerTitle' },
+  },
+  {
+    path: '/settings/profile', name: 'settings-profile', component: () => import('@/views/ProfileEditView.vue'),
+    meta: { requiresAuth: true, title: 'profile.title' },
+  },
+  {
+    path: '/u/:username', name: 'user', component: () => import('@/views/UserProfileView.vue'), props: true,
+  },
+  {
+    path: '/:pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue'),
+    meta: { title: 'notFound.title' },
+  },
+]
+
+export const router = createRouter({
+  history: createWebHistory(import.meta.env.BASE_URL),
+  routes,
+  scrollBehavior: (_to, _from, saved) => saved ?? { top: 0 },
+})
+
+router.beforeEach(async (to) => {
+  const session = useSessionStore()
+  try {
+    await session.load()
+  } catch {
+    // The server is unreachable: let public pages render; guarded ones go to login below.
+  }
+  if (to.meta.requiresAuth && !session.signedIn) {
+    return { name: 'login', query: { next: to.fullPath } }
+  }
+  if (to.meta.guestOnly && session.signedIn) {
+    return safeNext(to.query.next)
+  }
+  return true
+})
