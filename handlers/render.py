@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from server.store.models import ApiToken, User
+from server.users import public_user
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -14,12 +15,8 @@ def iso(value: dt.datetime | None) -> str | None:
 
 def user_json(user: User, *, private: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "id": user.id,
-        "username": user.username,
-        "display_name": user.display_name,
+        **public_user(user),
         "bio": user.bio,
-        # The digest in the URL lets browsers cache the image for good and still see a change at once.
-        "avatar_url": f"/api/users/{user.username}/avatar?v={user.avatar_sha256[:12]}" if user.avatar_sha256 else None,
         "is_moderator": user.is_moderator,
         "created_at": iso(user.created_at),
     }

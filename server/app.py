@@ -7,14 +7,17 @@ import time
 
 from tornado import web
 
-from handlers import auth, health, tokens, users
+from handlers import auth, health, rooms, tokens, users, ws
 from handlers.base import NotFoundHandler
 from handlers.frontend import FrontendHandler
 from server.runtime import Runtime
 
 access_log = logging.getLogger("va.access")
 
-FEATURE_HANDLERS = [auth, users, tokens, health]
+# Client frames are small maps; a collaborative update is the largest (see docs/PROTOCOL.md).
+WEBSOCKET_MAX_MESSAGE_BYTES = 64 * 1024
+
+FEATURE_HANDLERS = [auth, users, tokens, rooms, ws, health]
 
 
 def make_app(runtime: Runtime) -> web.Application:
@@ -49,6 +52,6 @@ def make_app(runtime: Runtime) -> web.Application:
         compress_response=True,
         websocket_ping_interval=20,
         websocket_ping_timeout=30,
-        websocket_max_message_size=1024 * 1024,
+        websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_BYTES,
         started_at=time.time(),
     )

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -63,6 +64,8 @@ class AuthService:
     ):
         self._db = sessions
         self._principals = principals
+        # Called with revoked session ids, so their live sockets can be closed.
+        self.on_sessions_revoked: Callable[[list[str]], Awaitable[None]] | None = None
         self._passwords = passwords
         self._limiter = limiter
         self._executors = executors
@@ -123,6 +126,7 @@ class AuthService:
             await db.execute(delete(BrowserSession).where(BrowserSession.id_hash == session_id))
             await db.commit()
         await self._principals.forget("session", session_id)
+        await self._announce_revoked([session_id])
 
     async def revoke_sessions(self, user_id: int, *, keep: str | None = None) -> None:
         """Revoke every session of a user, except ``keep``."""
@@ -134,6 +138,11 @@ class AuthService:
             await db.execute(delete(BrowserSession).where(condition))
             await db.commit()
         await self._principals.forget("session", *revoked)
+        await self._announce_revoked(revoked)
+
+    async def _announce_revoked(self, session_ids: list[str]) -> None:
+        if self.on_sessions_revoked is not None and session_ids:
+            await self.on_sessions_revoked(session_ids)
 
     async def principal_for_session(self, secret: str) -> Principal | None:
         """The signed-in user of a live session, or None."""

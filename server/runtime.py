@@ -15,14 +15,18 @@ from config import Settings
 from server.auth import AuthService
 from server.blobs import BlobStore
 from server.cache import Cache, MemoryCache, RedisCache
+from server.chat import ChatService
 from server.executors import Executors
+from server.hub import Hub, MemoryHub, RedisHub
 from server.metrics import HttpMetrics
 from server.passwords import Passwords
+from server.presence import MemoryPresence, Presence, RedisPresence
 from server.principals import PrincipalCache
 from server.ratelimit import RateLimiter
 from server.store import database
 from server.store.migrations import pending_revisions, upgrade_to_head
 from server.tokens import TokenService
+from server.topics import TopicPolicy, own_user_topic
 from server.users import UserService
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,12 @@ class Runtime:
     users: UserService
     auth: AuthService
     tokens: TokenService
+    hub: Hub
+    presence: Presence
+    chat: ChatService
+    topics: TopicPolicy
+    # Open WebSocket handlers, so shutdown can close them.
+    sockets: set = field(default_factory=set)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     http_metrics: HttpMetrics = field(init=False)
 
@@ -88,12 +98,24 @@ class Runtime:
         blobs = BlobStore(settings.blobs_dir)
         limiter = RateLimiter(cache)
         principals = PrincipalCache(cache, db)
+        if client is not None:
+            hub: Hub = await RedisHub(client, settings.redis_prefix).start()
+            presence: Presence = RedisPresence(client, settings.redis_prefix)
+        else:
+            hub, presence = MemoryHub(), MemoryPresence()
+        chat = ChatService(db, hub, presence, limiter)
+        topics = TopicPolicy()
+        topics.register("room", _any_room)
+        topics.register("user", own_user_topic)
+        auth = AuthService(db, passwords, limiter, executors, settings, principals)
+        auth.on_sessions_revoked = lambda ids: _close_sockets_of(hub, ids)
         return cls(
             settings=settings, engine=engine, db=db, redis=client, cache=cache, limiter=limiter, blobs=blobs,
             executors=executors,
             users=UserService(db, passwords, blobs, executors, settings, principals),
-            auth=AuthService(db, passwords, limiter, executors, settings, principals),
+            auth=auth,
             tokens=TokenService(db, principals),
+            hub=hub, presence=presence, chat=chat, topics=topics,
         )
 
     async def readiness(self) -> dict[str, str]:
@@ -111,7 +133,21 @@ class Runtime:
         return results
 
     async def close(self) -> None:
+        for socket in list(self.sockets):
+            socket.close(1001, "server shutting down")
+        await self.hub.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
         self.executors.shutdown()
+
+
+async def _any_room(_principal, name: str) -> bool:
+    """Rooms are public to read; sending needs a signed-in user (checked per op)."""
+    return True
+
+
+async def _close_sockets_of(hub: Hub, session_ids: list[str]) -> None:
+    """Tell every process to close the sockets of revoked sessions."""
+    for session_id in session_ids:
+        await hub.publish(f"session:{session_id}", {"type": "session.revoked"}, sequenced=False)

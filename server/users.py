@@ -25,6 +25,21 @@ BIO_MAX_CHARS = 500
 EMAIL_MAX_CHARS = 254
 
 
+def avatar_url(user: User) -> str | None:
+    # The digest in the URL lets browsers cache the image for good and still see a change at once.
+    return f"/api/users/{user.username}/avatar?v={user.avatar_sha256[:12]}" if user.avatar_sha256 else None
+
+
+def public_user(user: User) -> dict:
+    """What anyone may see of a user (profiles, chat authors, presence)."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "avatar_url": avatar_url(user),
+    }
+
+
 def normalise_username(username: str) -> str:
     return username.strip().lower()
 

@@ -20,8 +20,8 @@ class Subscriber(Protocol):
 
 
 # Replays a durable topic from where the events are stored (e.g. chat from the database):
-# (topic, since, upto) -> packed events with their seq, oldest first.
-HistorySource = Callable[[str, int, int | None], Awaitable[list[tuple[int, bytes]]]]
+# (topic, since, upto) -> packed events with their seq, oldest first, or Reset when too many were missed.
+HistorySource = Callable[[str, int, int | None], Awaitable["list[tuple[int, bytes]] | Reset"]]
 
 
 class Hub(Protocol):
@@ -57,6 +57,7 @@ class HubCore:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._durable: list[tuple[str, HistorySource, Callable[[str], Awaitable[int]]]] = []
+        self._last_seq: dict[str, int] = {}
         self.delivered = 0  # frames handed to subscribers, for metrics and benchmarks
 
     def register_history(self, prefix: str, source: HistorySource, current_seq: Callable[[str], Awaitable[int]]) -> None:
@@ -82,6 +83,7 @@ class HubCore:
         subscribers.discard(subscriber)
         if not subscribers:
             del self._subscribers[topic]
+            self._last_seq.pop(topic, None)
             return True
         return False
 
@@ -90,6 +92,39 @@ class HubCore:
         for subscriber in tuple(self._subscribers.get(topic, ())):
             subscriber.deliver(topic, seq, frame)
         self.delivered += len(self._subscribers.get(topic, ()))
+
+    async def _range(self, topic: str, first: int, last: int | None) -> list[tuple[int, bytes]]:
+        """Sequenced events ``first..last`` of a topic, addressed and ready to send."""
+        raise NotImplementedError
+
+    async def _deliver_in_order(self, topic: str, seq: int, frame: bytes) -> None:
+        """Deliver a sequenced event, first backfilling any seq skipped since the last one.
+
+        Durable events are published after their commit, so two senders may publish
+        out of order; and Redis pub/sub may drop a message. Either way the missing
+        events are already stored, so they are read back and delivered in order.
+        """
+        last = self._last_seq.get(topic)
+        if last is not None and seq <= last:
+            return  # already delivered by a backfill
+        if last is not None and seq > last + 1:
+            for missed_seq, missed in await self._range(topic, last + 1, seq - 1):
+                if missed_seq > self._last_seq.get(topic, 0):
+                    self._last_seq[topic] = missed_seq
+                    self._fan_out(topic, missed_seq, missed)
+            if self._last_seq.get(topic, 0) >= seq:
+                return
+        if topic in self._subscribers:
+            self._last_seq[topic] = seq
+        self._fan_out(topic, seq, frame)
+
+    async def _backfill_all(self) -> None:
+        """Deliver whatever every watched topic published after its last delivered seq."""
+        for topic, last in list(self._last_seq.items()):
+            for seq, frame in await self._range(topic, last + 1, None):
+                if seq > self._last_seq.get(topic, 0):
+                    self._last_seq[topic] = seq
+                    self._fan_out(topic, seq, frame)
 
     def local_topics(self) -> list[str]:
         return list(self._subscribers)

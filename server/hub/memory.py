@@ -46,13 +46,27 @@ class MemoryHub(HubCore):
     async def publish(self, topic: str, event: dict[str, Any], *, seq: int | None = None,
                       sequenced: bool = True) -> int | None:
         payload = frames.encode(event)
-        if seq is None and sequenced:
+        if seq is not None:
+            await self._deliver_in_order(topic, seq, frames.with_topic(payload, topic, seq))
+            return seq
+        if sequenced:
             state = self._topic(topic)
             state.seq += 1
             seq = state.seq
             state.history.append((seq, payload))
         self._fan_out(topic, seq, frames.with_topic(payload, topic, seq))
         return seq
+
+    async def _range(self, topic: str, first: int, last: int | None) -> list[tuple[int, bytes]]:
+        durable = self.durable_source(topic)
+        if durable is not None:
+            replayed = await durable[0](topic, first - 1, last)
+            return [] if isinstance(replayed, Reset) else replayed
+        state = self._topics.get(topic)
+        if state is None:
+            return []
+        return [(seq, frames.with_topic(payload, topic, seq)) for seq, payload in state.history
+                if seq >= first and (last is None or seq <= last)]
 
     async def subscribe(self, topic: str, subscriber: Subscriber) -> None:
         self._add_local(topic, subscriber)

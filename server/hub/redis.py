@@ -49,16 +49,13 @@ class RedisHub(HubCore):
         self._history_events = history_events
         self._publish_sequenced = client.register_script(PUBLISH_SEQUENCED)
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
-        self._last_seq: dict[str, int] = {}
         self._has_channels = asyncio.Event()
         self._reconnected = False
         self._listener: asyncio.Task | None = None
         self.epoch = ""
 
     async def start(self) -> "RedisHub":
-        epoch_key = self._prefix + "epoch"
-        await self._redis.set(epoch_key, uuid.uuid4().hex[:12], nx=True)
-        self.epoch = (await self._redis.get(epoch_key) or b"").decode()
+        # No Redis call here: the service starts (and reports not ready) while Redis is down.
         self._listener = asyncio.create_task(self._listen(), name="redis-hub-listener")
         return self
 
@@ -91,7 +88,6 @@ class RedisHub(HubCore):
 
     async def unsubscribe(self, topic: str, subscriber: Subscriber) -> None:
         if self._remove_local(topic, subscriber):
-            self._last_seq.pop(topic, None)
             if not self._subscribers:
                 self._has_channels.clear()
             await self._pubsub.unsubscribe(self._channel(topic))
@@ -111,20 +107,27 @@ class RedisHub(HubCore):
         if durable is not None:
             return await durable[0](topic, since, None)
         current = await self.current_seq(topic)
-        if since > current:
-            return Reset(self.epoch, current)
         if since == current:
             return []
-        entries = await self._range(topic, since + 1, None)
+        entries = await self._range(topic, since + 1, None) if since < current else []
         if not entries or entries[0][0] > since + 1:
-            return Reset(self.epoch, current)
+            return Reset(await self._epoch(), current)
         return entries
+
+    async def _epoch(self) -> str:
+        """Changes when Redis loses its data (it keeps nothing on disk here), so clients know to reload."""
+        if not self.epoch:
+            key = self._prefix + "epoch"
+            await self._redis.set(key, uuid.uuid4().hex[:12], nx=True)
+            self.epoch = (await self._redis.get(key) or b"").decode()
+        return self.epoch
 
     async def _range(self, topic: str, first: int, last: int | None) -> list[tuple[int, bytes]]:
         """Sequenced events ``first..last`` of a topic, addressed and ready to send."""
         durable = self.durable_source(topic)
         if durable is not None:
-            return await durable[0](topic, first - 1, last)
+            replayed = await durable[0](topic, first - 1, last)
+            return [] if isinstance(replayed, Reset) else replayed
         rows = await self._redis.xrange(self._keys(topic)[1], f"{first}-0", "+" if last is None else f"{last}-0")
         result = []
         for entry_id, fields in rows:
@@ -157,25 +160,7 @@ class RedisHub(HubCore):
         if marker == b"-":
             self._fan_out(topic, None, frames.with_topic(payload, topic, None))
             return
-        seq = int(marker)
-        last = self._last_seq.get(topic)
-        if last is not None and seq <= last:
-            return  # already delivered (by a backfill)
-        if last is not None and seq > last + 1:
-            for missed_seq, frame in await self._range(topic, last + 1, seq - 1):
-                if missed_seq > self._last_seq.get(topic, 0):
-                    self._last_seq[topic] = missed_seq
-                    self._fan_out(topic, missed_seq, frame)
-        self._last_seq[topic] = seq
-        self._fan_out(topic, seq, frames.with_topic(payload, topic, seq))
-
-    async def _backfill_all(self) -> None:
-        """After a reconnect: deliver what was published while the connection was down."""
-        for topic, last in list(self._last_seq.items()):
-            for seq, frame in await self._range(topic, last + 1, None):
-                if seq > self._last_seq.get(topic, 0):
-                    self._last_seq[topic] = seq
-                    self._fan_out(topic, seq, frame)
+        await self._deliver_in_order(topic, int(marker), frames.with_topic(payload, topic, int(marker)))
 
     async def close(self) -> None:
         if self._listener is not None:

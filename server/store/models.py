@@ -73,3 +73,42 @@ class ApiToken(Base):
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Room(Base):
+    """A chat room: named rooms (``lobby``) and, later, one beside every post (``post:<id>``)."""
+
+    __tablename__ = "rooms"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_by: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    # The room topic's seq: bumped in the same transaction as the change it numbers.
+    last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_room_seq", "room_id", "seq"),
+        Index("ix_messages_room_id", "room_id", "id"),
+        # A retried send (same client ref) is stored once.
+        Index("uq_messages_client_ref", "room_id", "author_id", "client_ref", unique=True),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    room_id: Mapped[int] = mapped_column(BigId, ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False)
+    author_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    # seq of the message's latest change (send, edit or delete); created_seq of its sending.
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    # Space-separated lower-case usernames mentioned with @name.
+    mentions: Mapped[str] = mapped_column(String(512), nullable=False, default="")
+    client_ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    edited_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)

@@ -1,0 +1,31 @@
+"""Chat history over HTTP (the live part is on the WebSocket)."""
+
+from __future__ import annotations
+
+from handlers.base import APIHandler
+from server.errors import InvalidInput
+
+
+class RoomMessagesHandler(APIHandler):
+    async def get(self, room: str) -> None:
+        """Messages newest first; `before` is the cursor from the previous page."""
+        before = self.get_query_argument("before", None)
+        limit = self.get_query_argument("limit", "50")
+        if (before is not None and not before.isdigit()) or not limit.isdigit():
+            raise InvalidInput("`before` and `limit` must be positive integers.")
+        messages, next_cursor = await self.runtime.chat.history(
+            room, before=int(before) if before else None, limit=int(limit)
+        )
+        self.write_json({"messages": messages, "next_cursor": next_cursor})
+
+
+class RoomPresenceHandler(APIHandler):
+    async def get(self, room: str) -> None:
+        """Who is in the room now."""
+        self.write_json({"users": await self.runtime.chat.present_users(room)})
+
+
+default_handlers = [
+    (r"/api/rooms/([^/]{1,64})/messages", RoomMessagesHandler),
+    (r"/api/rooms/([^/]{1,64})/presence", RoomPresenceHandler),
+]

@@ -1,0 +1,76 @@
+"""The one WebSocket endpoint: a transport adapter around ``server.realtime.Connection``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlsplit
+
+from tornado import websocket
+from tornado.web import HTTPError
+
+from handlers.base import BaseHandler
+from server.auth import Principal
+from server.realtime import CLOSE_UNSUPPORTED, Connection
+
+log = logging.getLogger(__name__)
+
+
+class SocketHandler(websocket.WebSocketHandler, BaseHandler):
+    connection: Connection | None = None
+
+    async def prepare(self) -> None:
+        # Authorisation happens before the upgrade: a bad token is an HTTP 401, not a socket.
+        try:
+            self.principal = await self._principal()
+        except Exception as exc:
+            if getattr(exc, "status", None) == 401:
+                raise HTTPError(401, "invalid or revoked token") from None
+            raise
+
+    async def _principal(self) -> Principal | None:
+        token = self.get_query_argument("token", None)
+        if token:
+            principal = await self.auth.principal_for_token(token)
+            if principal is None:
+                raise HTTPError(401, "invalid or revoked token")
+            return principal
+        return await self.resolve_principal()
+
+    def check_origin(self, origin: str) -> bool:
+        """Exact match against our own origin and the configured list (no substring tricks)."""
+        own = f"{self.request.protocol}://{self.request.host}"
+        allowed = {own, *self.runtime.settings.allowed_origins}
+        parsed = urlsplit(origin)
+        return f"{parsed.scheme}://{parsed.netloc}" in allowed and origin.rstrip("/") in allowed
+
+    def get_compression_options(self) -> None:
+        return None  # previews are already compressed images; deflate would only cost CPU
+
+    async def open(self) -> None:
+        runtime = self.runtime
+        self.connection = Connection(
+            self.principal, runtime.hub, runtime.topics, runtime.chat,
+            send=lambda data: self.write_message(data, binary=True),
+            close=self.close,
+        )
+        runtime.sockets.add(self)
+        await self.connection.start()
+
+    async def on_message(self, message: str | bytes) -> None:
+        if isinstance(message, str):
+            self.close(CLOSE_UNSUPPORTED, "frames must be binary msgpack")
+            return
+        if self.connection is not None:
+            await self.connection.handle(message)
+
+    def on_close(self) -> None:
+        self.runtime.sockets.discard(self)
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            asyncio.ensure_future(connection.close())
+
+
+default_handlers = [
+    (r"/ws", SocketHandler),
+]

@@ -1,0 +1,281 @@
+"""Chat rooms: messages stored first and published second, history, mentions, presence.
+
+A room's topic is ``room:<name>``. Each change to a room (send, edit, delete)
+takes the next value of ``rooms.last_seq`` in the same transaction that stores
+it, so the seq order is the commit order, and a client that missed events is
+replayed them from the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.errors import Forbidden, InvalidInput, NotFound, RateLimited
+from server.hub import Hub, Reset
+from server.hub.frames import encode, with_topic
+from server.presence import Presence
+from server.ratelimit import RateLimiter
+from server.store.models import Message, Room, User, utcnow
+from server.users import public_user
+
+ROOM_NAME_RE = re.compile(r"^[a-z0-9_\-:.]{1,64}$")
+MENTION_RE = re.compile(r"(?<![\w@])@([a-zA-Z0-9_]{3,32})")
+MESSAGE_MAX_CHARS = 2000
+MAX_MENTIONS = 10
+HISTORY_PAGE_DEFAULT = 50
+HISTORY_PAGE_MAX = 100
+# Replays larger than this answer `reset`: the client reloads history over HTTP instead.
+MAX_REPLAY_EVENTS = 1000
+# Durable history lives as long as the database, so its epoch never changes.
+DATABASE_EPOCH = "db"
+# Per user: enough for a lively conversation, too few for a flood.
+SEND_LIMIT = 20
+SEND_WINDOW_SECS = 10
+
+
+def room_topic(name: str) -> str:
+    return f"room:{name}"
+
+
+def check_room_name(name: str) -> str:
+    if not isinstance(name, str) or not ROOM_NAME_RE.match(name):
+        raise InvalidInput(f"Room names are 1–64 characters of a–z, 0–9, _ - : . but got {str(name)[:80]!r}.",
+                           code="bad_topic")
+    return name
+
+
+def clean_message_text(text: Any) -> str:
+    if not isinstance(text, str):
+        raise InvalidInput("`text` must be a string.")
+    text = unicodedata.normalize("NFC", text).strip()
+    if not text:
+        raise InvalidInput("`text` must not be empty.")
+    if len(text) > MESSAGE_MAX_CHARS:
+        raise InvalidInput(f"`text` must be at most {MESSAGE_MAX_CHARS} characters but is {len(text)}.")
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in text):
+        raise InvalidInput("`text` must not contain control characters.")
+    return text
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def message_json(message: Message, author: User, room: str) -> dict[str, Any]:
+    deleted = message.deleted_at is not None
+    return {
+        "id": message.id,
+        "room": room,
+        "seq": message.seq,
+        "author": public_user(author),
+        "text": "" if deleted else message.text,
+        "mentions": message.mentions.split() if message.mentions and not deleted else [],
+        "created_at": _iso(message.created_at),
+        "edited_at": _iso(message.edited_at),
+        "deleted": deleted,
+    }
+
+
+def _event_for(message: Message, author: User, room: str, since: int) -> dict[str, Any] | None:
+    """What a client that saw everything up to ``since`` needs to learn about this message."""
+    if message.deleted_at is not None:
+        if message.created_seq > since:
+            return None  # sent and deleted while away: nothing to show
+        return {"type": "chat.deleted", "message": {"id": message.id, "room": room, "deleted": True}}
+    kind = "chat.msg" if message.created_seq > since else "chat.edited"
+    return {"type": kind, "message": message_json(message, author, room)}
+
+
+class ChatService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], hub: Hub, presence: Presence,
+                 limiter: RateLimiter):
+        self._db = sessions
+        self._hub = hub
+        self._presence = presence
+        self._limiter = limiter
+        hub.register_history("room:", self._replay_topic, self._topic_seq)
+
+    async def send(self, author: User, room: str, text: Any, client_ref: str | None = None) -> dict[str, Any]:
+        """Store a message, then publish it; a retry with the same ``client_ref`` returns the first."""
+        check_room_name(room)
+        text = clean_message_text(text)
+        if client_ref is not None:
+            existing = await self._by_client_ref(author, room, client_ref)
+            if existing is not None:
+                return existing
+        decision = await self._limiter.hit(f"chat-send:{author.id}", SEND_LIMIT, SEND_WINDOW_SECS)
+        if not decision.allowed:
+            raise RateLimited(f"You are sending too fast; wait {decision.retry_after_secs} s.",
+                              retry_after_secs=decision.retry_after_secs)
+        mentioned = await self._mentioned_users(text, author)
+        try:
+            room_id = await self._ensure_room(room, author.id)
+            async with self._db() as db:
+                seq = await self._next_seq(db, room_id)
+                message = Message(room_id=room_id, author_id=author.id, seq=seq, created_seq=seq, text=text,
+                                  mentions=" ".join(u.username for u in mentioned), client_ref=client_ref)
+                db.add(message)
+                await db.commit()
+        except IntegrityError:
+            # Two retries raced; the other one stored it.
+            existing = await self._by_client_ref(author, room, client_ref) if client_ref else None
+            if existing is None:
+                raise
+            return existing
+        payload = message_json(message, author, room)
+        await self._hub.publish(room_topic(room), {"type": "chat.msg", "message": payload}, seq=seq)
+        for user in mentioned:
+            await self._hub.publish(f"user:{user.id}", {
+                "type": "notify", "kind": "mention", "room": room, "message": message.id,
+                "from": public_user(author), "text": text[:200],
+            })
+        return payload
+
+    async def edit(self, editor: User, room: str, message_id: int, text: Any) -> dict[str, Any]:
+        """Change the text of one's own message."""
+        text = clean_message_text(text)
+        async with self._db() as db:
+            message, author = await self._message(db, room, message_id)
+            if author.id != editor.id:
+                raise Forbidden("Only the author may edit a message.")
+            message.seq = await self._next_seq(db, message.room_id)
+            message.text = text
+            message.edited_at = utcnow()
+            await db.commit()
+        payload = message_json(message, author, room)
+        await self._hub.publish(room_topic(room), {"type": "chat.edited", "message": payload}, seq=message.seq)
+        return payload
+
+    async def delete(self, actor: User, room: str, message_id: int) -> None:
+        """Delete one's own message; moderators may delete any."""
+        async with self._db() as db:
+            message, author = await self._message(db, room, message_id)
+            if author.id != actor.id and not actor.is_moderator:
+                raise Forbidden("Only the author or a moderator may delete a message.")
+            message.seq = await self._next_seq(db, message.room_id)
+            message.deleted_at = utcnow()
+            message.text = ""
+            await db.commit()
+        await self._hub.publish(room_topic(room), {
+            "type": "chat.deleted", "message": {"id": message.id, "room": room, "deleted": True},
+        }, seq=message.seq)
+
+    async def history(self, room: str, *, before: int | None = None, limit: int = HISTORY_PAGE_DEFAULT
+                      ) -> tuple[list[dict[str, Any]], int | None]:
+        """Messages newest first, and the cursor for the page before them (None at the start)."""
+        check_room_name(room)
+        limit = max(1, min(limit, HISTORY_PAGE_MAX))
+        query = (select(Message, User).join(User, User.id == Message.author_id).join(Room, Room.id == Message.room_id)
+                 .where(Room.name == room, Message.deleted_at.is_(None)))
+        if before is not None:
+            query = query.where(Message.id < before)
+        async with self._db() as db:
+            rows = (await db.execute(query.order_by(Message.id.desc()).limit(limit + 1))).all()
+        page = [message_json(message, author, room) for message, author in rows[:limit]]
+        next_cursor = page[-1]["id"] if len(rows) > limit else None
+        return page, next_cursor
+
+    async def _topic_seq(self, topic: str) -> int:
+        async with self._db() as db:
+            seq = await db.scalar(select(Room.last_seq).where(Room.name == topic.removeprefix("room:")))
+        return seq or 0
+
+    async def _replay_topic(self, topic: str, since: int, upto: int | None) -> list[tuple[int, bytes]] | Reset:
+        room = topic.removeprefix("room:")
+        query = (select(Message, User).join(User, User.id == Message.author_id).join(Room, Room.id == Message.room_id)
+                 .where(Room.name == room, Message.seq > since))
+        if upto is not None:
+            query = query.where(Message.seq <= upto)
+        async with self._db() as db:
+            rows = (await db.execute(query.order_by(Message.seq).limit(MAX_REPLAY_EVENTS + 1))).all()
+        if len(rows) > MAX_REPLAY_EVENTS:
+            # Too much missed: the client reloads history over HTTP instead.
+            return Reset(DATABASE_EPOCH, await self._topic_seq(topic))
+        replay = []
+        for message, author in rows:
+            event = _event_for(message, author, room, since)
+            if event is not None:
+                replay.append((message.seq, with_topic(encode(event), topic, message.seq)))
+        return replay
+
+    async def _by_client_ref(self, author: User, room: str, client_ref: str) -> dict[str, Any] | None:
+        async with self._db() as db:
+            message = await db.scalar(
+                select(Message).join(Room, Room.id == Message.room_id)
+                .where(Room.name == room, Message.author_id == author.id, Message.client_ref == client_ref)
+            )
+        return None if message is None else message_json(message, author, room)
+
+    async def _ensure_room(self, name: str, creator_id: int) -> int:
+        """The room's id, creating the room on first use."""
+        async with self._db() as db:
+            room_id = await db.scalar(select(Room.id).where(Room.name == name))
+            if room_id is not None:
+                return room_id
+            db.add(Room(name=name, created_by=creator_id, last_seq=0))
+            try:
+                await db.commit()
+            except IntegrityError:
+                await db.rollback()  # created concurrently by someone else
+            return await db.scalar(select(Room.id).where(Room.name == name))
+
+    async def _next_seq(self, db: AsyncSession, room_id: int) -> int:
+        # The UPDATE takes the row lock (MySQL) or the write lock (SQLite) until commit,
+        # so concurrent senders to one room get consecutive seqs in commit order.
+        await db.execute(update(Room).where(Room.id == room_id).values(last_seq=Room.last_seq + 1))
+        return await db.scalar(select(Room.last_seq).where(Room.id == room_id))
+
+    async def _message(self, db: AsyncSession, room: str, message_id: Any) -> tuple[Message, User]:
+        if not isinstance(message_id, int):
+            raise InvalidInput("`message` must be a message id (an integer).")
+        row = (await db.execute(
+            select(Message, User).join(User, User.id == Message.author_id).join(Room, Room.id == Message.room_id)
+            .where(Message.id == message_id, Room.name == room)
+        )).first()
+        if row is None or row[0].deleted_at is not None:
+            raise NotFound(f"Room {room!r} has no message {message_id}.")
+        return row[0], row[1]
+
+    async def _mentioned_users(self, text: str, author: User) -> list[User]:
+        names = list(dict.fromkeys(m.lower() for m in MENTION_RE.findall(text)))[:MAX_MENTIONS]
+        names = [name for name in names if name != author.username]
+        if not names:
+            return []
+        async with self._db() as db:
+            return list(await db.scalars(select(User).where(User.username.in_(names))))
+
+    # Presence: who is in a room, announced on the room topic (not sequenced).
+
+    async def join(self, room: str, user: User, conn_id: str) -> None:
+        if await self._presence.join(room, user.id, conn_id):
+            await self._announce_presence(room, joined=public_user(user))
+
+    async def leave(self, room: str, user: User, conn_id: str) -> None:
+        if await self._presence.leave(room, user.id, conn_id):
+            await self._announce_presence(room, left=public_user(user))
+
+    async def refresh_presence(self, room: str, user: User, conn_id: str) -> None:
+        await self._presence.refresh(room, user.id, conn_id)
+
+    async def present_users(self, room: str) -> list[dict[str, Any]]:
+        ids = await self._presence.members(room)
+        if not ids:
+            return []
+        async with self._db() as db:
+            users = {u.id: u for u in await db.scalars(select(User).where(User.id.in_(ids)))}
+        return [public_user(users[i]) for i in ids if i in users]
+
+    async def _announce_presence(self, room: str, **change: Any) -> None:
+        await self._hub.publish(room_topic(room), {
+            "type": "presence", "users": await self.present_users(room), **change,
+        }, sequenced=False)
+
+    async def typing(self, room: str, user: User) -> None:
+        await self._hub.publish(room_topic(room), {"type": "typing", "user": public_user(user)}, sequenced=False)

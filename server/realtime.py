@@ -1,0 +1,306 @@
+"""One WebSocket connection's state, independent of the transport.
+
+The handler hands every frame to ``Connection.handle`` and calls ``close`` when
+the socket goes. Events arrive from the hub through ``deliver`` (already encoded,
+shared by every subscriber); events waiting for the same socket are coalesced
+into one msgpack array frame on the next loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.auth import Principal
+from server.chat import ChatService, check_room_name
+from server.errors import AppError, InvalidInput, RateLimited, Unauthenticated
+from server.hub import Hub, Reset
+from server.hub import frames
+from server.presence import PRESENCE_REFRESH_SECS
+from server.topics import TopicPolicy
+
+log = logging.getLogger(__name__)
+
+# A reader this far behind is dropped rather than allowed to hold memory or stall a room.
+MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024
+# More frames than this in one second is a flood: the socket is closed with 1008.
+MAX_FRAMES_PER_SEC = 200
+MAX_REF_CHARS = 64
+CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_POLICY, CLOSE_TOO_SLOW = 1000, 1003, 1008, 4008
+
+
+@dataclass
+class _Subscription:
+    last_seq: int = 0
+    replaying: bool = True
+    pending: list[tuple[int | None, bytes]] = field(default_factory=list)
+
+
+class Connection:
+    """A subscriber of the hub and the handler of one socket's client ops."""
+
+    def __init__(
+        self,
+        principal: Principal | None,
+        hub: Hub,
+        topics: TopicPolicy,
+        chat: ChatService,
+        send: Callable[[bytes], Awaitable[None] | None],
+        close: Callable[[int, str], None],
+    ):
+        self.id = uuid.uuid4().hex[:16]
+        self.principal = principal
+        self._hub = hub
+        self._topics = topics
+        self._chat = chat
+        self._send = send
+        self._close = close
+        self._subs: dict[str, _Subscription] = {}
+        self._outbox: list[bytes] = []
+        self._flush_scheduled = False
+        self._in_flight_bytes = 0
+        self._window_start = time.monotonic()
+        self._window_frames = 0
+        self._closed = False
+        self._heartbeat: asyncio.Task | None = None
+        self._control_topic = f"session:{principal.session_id}" if principal and principal.session_id else None
+        self._ops: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]] = {
+            "ping": self._op_ping, "sub": self._op_sub, "unsub": self._op_unsub,
+            "chat.send": self._op_chat_send, "chat.edit": self._op_chat_edit,
+            "chat.delete": self._op_chat_delete, "typing": self._op_typing,
+        }
+
+    async def start(self) -> None:
+        if self._control_topic:
+            # Log-out publishes here, so every socket of that session closes, in any process.
+            await self._hub.subscribe(self._control_topic, self)
+
+    # Outgoing
+
+    def deliver(self, topic: str, seq: int | None, frame: bytes) -> None:
+        if self._closed:
+            return
+        if topic == self._control_topic:
+            self.shutdown(CLOSE_NORMAL, "logged out")
+            return
+        sub = self._subs.get(topic)
+        if sub is None:
+            return
+        if sub.replaying:
+            sub.pending.append((seq, frame))
+            return
+        if seq is not None:
+            if seq <= sub.last_seq:
+                return
+            sub.last_seq = seq
+        self._enqueue(frame)
+
+    def _enqueue(self, frame: bytes) -> None:
+        self._outbox.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self._enqueue(frames.encode(event))
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._closed or not self._outbox:
+            return
+        batch, self._outbox = self._outbox, []
+        data = batch[0] if len(batch) == 1 else frames.array_frame(batch)
+        if self._in_flight_bytes + len(data) > MAX_SEND_BUFFER_BYTES:
+            self.shutdown(CLOSE_TOO_SLOW, "send buffer full: the client reads too slowly")
+            return
+        self._in_flight_bytes += len(data)
+        try:
+            written = self._send(data)
+        except Exception:  # the transport is gone; on_close will follow
+            self._in_flight_bytes -= len(data)
+            return
+        if written is None:
+            self._in_flight_bytes -= len(data)
+        else:
+            size = len(data)
+            asyncio.ensure_future(written).add_done_callback(lambda _f: self._written(size))
+
+    def _written(self, size: int) -> None:
+        self._in_flight_bytes -= size
+
+    def shutdown(self, code: int, reason: str) -> None:
+        if not self._closed:
+            self._flush()
+            self._closed = True
+            self._close(code, reason)
+
+    # Incoming
+
+    async def handle(self, data: bytes) -> None:
+        """Handle one binary frame; bad input gets an `error` frame, never a crash."""
+        if self._closed or self._flooding():
+            return
+        try:
+            message = frames.decode(data)
+        except Exception:  # msgpack raises many types for garbage; all mean the same thing
+            self._emit({"type": "error", "code": "bad_frame", "message": "The frame is not msgpack."})
+            return
+        ref = message.get("ref") if isinstance(message, dict) else None
+        if not isinstance(ref, (str, int)) or (isinstance(ref, str) and len(ref) > MAX_REF_CHARS):
+            ref = None
+        try:
+            if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+                raise InvalidInput("A frame must be a map with a string `op`.", code="bad_frame")
+            handler = self._ops.get(message["op"])
+            if handler is None:
+                raise InvalidInput(f"Unknown op {message['op'][:40]!r}.", code="unknown_op")
+            reply = await handler(message)
+        except AppError as exc:
+            error = {"type": "error", "code": exc.code, "message": exc.message}
+            if isinstance(exc, RateLimited):
+                error["retry_after"] = exc.retry_after_secs
+            if ref is not None:
+                error["ref"] = ref
+            self._emit(error)
+            return
+        except Exception:
+            log.exception("op %r failed", message.get("op"))
+            self._emit({"type": "error", "code": "internal_error", "message": "Something went wrong on our side.",
+                        **({"ref": ref} if ref is not None else {})})
+            return
+        if reply is not None:
+            if ref is not None:
+                reply["ref"] = ref
+            self._emit(reply)
+
+    def _flooding(self) -> bool:
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._window_frames = now, 0
+        self._window_frames += 1
+        if self._window_frames > MAX_FRAMES_PER_SEC:
+            self.shutdown(CLOSE_POLICY, f"more than {MAX_FRAMES_PER_SEC} frames per second")
+            return True
+        return False
+
+    def _user(self):
+        if self.principal is None:
+            raise Unauthenticated("Sign in to do that.")
+        return self.principal.user
+
+    def _room_of(self, message: dict[str, Any]) -> str:
+        room = check_room_name(message.get("room"))
+        if f"room:{room}" not in self._subs:
+            raise InvalidInput(f"Subscribe to room:{room} first.", code="not_subscribed")
+        return room
+
+    async def _op_ping(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "pong"}
+
+    async def _op_sub(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        topic, since = message.get("topic"), message.get("since")
+        if since is not None and (not isinstance(since, int) or since < 0):
+            raise InvalidInput("`since` must be a non-negative integer seq.")
+        kind, ident = await self._topics.check(self.principal, topic)
+        if topic in self._subs:
+            return {"type": "ack", "topic": topic, "seq": self._subs[topic].last_seq}
+        sub = self._subs[topic] = _Subscription()
+        await self._hub.subscribe(topic, self)
+        current = await self._hub.current_seq(topic)
+        reply: list[dict[str, Any]] = []
+        replayed: list[tuple[int, bytes]] = []
+        if since is None:
+            sub.last_seq = current
+        else:
+            result = await self._hub.replay(topic, since)
+            if isinstance(result, Reset):
+                reply.append({"type": "reset", "topic": topic, "epoch": result.epoch, "seq": result.seq})
+                sub.last_seq = result.seq
+            else:
+                replayed = result
+                sub.last_seq = since
+        ack = {"type": "ack", "topic": topic, "seq": current}
+        if "ref" in message:
+            ack["ref"] = message["ref"]
+        self._emit(ack)
+        for event in reply:
+            self._emit(event)
+        for seq, frame in replayed:
+            if seq > sub.last_seq:
+                sub.last_seq = seq
+                self._enqueue(frame)
+        sub.replaying = False
+        pending, sub.pending = sub.pending, []
+        for seq, frame in pending:
+            self.deliver(topic, seq, frame)
+        if kind == "room":
+            await self._enter_room(ident)
+        return None
+
+    async def _enter_room(self, room: str) -> None:
+        self._emit({"type": "presence", "topic": f"room:{room}", "users": await self._chat.present_users(room)})
+        if self.principal is not None:
+            await self._chat.join(room, self.principal.user, self.id)
+            self._ensure_heartbeat()
+
+    def _ensure_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._refresh_presence())
+
+    async def _refresh_presence(self) -> None:
+        while not self._closed:
+            # Jittered so thousands of sockets opened together do not refresh together.
+            await asyncio.sleep(PRESENCE_REFRESH_SECS * random.uniform(0.8, 1.0))
+            for topic in list(self._subs):
+                if topic.startswith("room:") and self.principal is not None:
+                    await self._chat.refresh_presence(topic[5:], self.principal.user, self.id)
+
+    async def _op_unsub(self, message: dict[str, Any]) -> dict[str, Any]:
+        topic = message.get("topic")
+        if isinstance(topic, str) and self._subs.pop(topic, None) is not None:
+            await self._hub.unsubscribe(topic, self)
+            if topic.startswith("room:") and self.principal is not None:
+                await self._chat.leave(topic[5:], self.principal.user, self.id)
+        return {"type": "ack", "topic": topic}
+
+    async def _op_chat_send(self, message: dict[str, Any]) -> dict[str, Any]:
+        user = self._user()
+        room = self._room_of(message)
+        ref = message.get("ref")
+        client_ref = str(ref)[:MAX_REF_CHARS] if ref is not None else None
+        stored = await self._chat.send(user, room, message.get("text"), client_ref)
+        return {"type": "ack", "message": stored}
+
+    async def _op_chat_edit(self, message: dict[str, Any]) -> dict[str, Any]:
+        user = self._user()
+        stored = await self._chat.edit(user, self._room_of(message), message.get("message"), message.get("text"))
+        return {"type": "ack", "message": stored}
+
+    async def _op_chat_delete(self, message: dict[str, Any]) -> dict[str, Any]:
+        user = self._user()
+        await self._chat.delete(user, self._room_of(message), message.get("message"))
+        return {"type": "ack"}
+
+    async def _op_typing(self, message: dict[str, Any]) -> None:
+        user = self._user()
+        await self._chat.typing(self._room_of(message), user)
+        return None
+
+    async def close(self) -> None:
+        """Leave every topic and room; called once the socket is gone."""
+        self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        for topic in list(self._subs):
+            await self._hub.unsubscribe(topic, self)
+            if topic.startswith("room:") and self.principal is not None:
+                await self._chat.leave(topic[5:], self.principal.user, self.id)
+        self._subs.clear()
+        if self._control_topic:
+            await self._hub.unsubscribe(self._control_topic, self)
