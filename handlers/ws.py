@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from urllib.parse import urlsplit
 
@@ -68,7 +67,7 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
         self.runtime.sockets.discard(self)
         if self.connection is not None:
             connection, self.connection = self.connection, None
-            asyncio.ensure_future(connection.close())
+            self.runtime.spawn(connection.close())
 
 
 default_handlers = [

@@ -51,6 +51,12 @@ def check_room_name(name: str) -> str:
     return name
 
 
+async def may_read_room(_principal: object, name: str) -> bool:
+    """Rooms are public to read (sending needs a signed-in user, checked per op); the name must be valid."""
+    check_room_name(name)
+    return True
+
+
 def clean_message_text(text: Any) -> str:
     if not isinstance(text, str):
         raise InvalidInput("`text` must be a string.")

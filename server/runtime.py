@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as redis
 from prometheus_client import CollectorRegistry
@@ -15,7 +16,7 @@ from config import Settings
 from server.auth import AuthService
 from server.blobs import BlobStore
 from server.cache import Cache, MemoryCache, RedisCache
-from server.chat import ChatService
+from server.chat import ChatService, may_read_room
 from server.executors import Executors
 from server.hub import Hub, MemoryHub, RedisHub
 from server.metrics import HttpMetrics
@@ -56,8 +57,9 @@ class Runtime:
     presence: Presence
     chat: ChatService
     topics: TopicPolicy
-    # Open WebSocket handlers, so shutdown can close them.
+    # Open WebSocket handlers, so shutdown can close them, and tasks to finish before closing.
     sockets: set = field(default_factory=set)
+    background: set = field(default_factory=set)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     http_metrics: HttpMetrics = field(init=False)
 
@@ -105,7 +107,7 @@ class Runtime:
             hub, presence = MemoryHub(), MemoryPresence()
         chat = ChatService(db, hub, presence, limiter)
         topics = TopicPolicy()
-        topics.register("room", _any_room)
+        topics.register("room", may_read_room)
         topics.register("user", own_user_topic)
         auth = AuthService(db, passwords, limiter, executors, settings, principals)
         auth.on_sessions_revoked = lambda ids: _close_sockets_of(hub, ids)
@@ -132,19 +134,23 @@ class Runtime:
                 results[name] = f"error: {type(exc).__name__}"
         return results
 
+    def spawn(self, coroutine: Any) -> None:
+        """Run a task the runtime waits for on shutdown (e.g. a closed socket leaving its rooms)."""
+        task = asyncio.ensure_future(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     async def close(self) -> None:
         for socket in list(self.sockets):
             socket.close(1001, "server shutting down")
+            socket.on_close()
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
         await self.hub.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
         self.executors.shutdown()
-
-
-async def _any_room(_principal, name: str) -> bool:
-    """Rooms are public to read; sending needs a signed-in user (checked per op)."""
-    return True
 
 
 async def _close_sockets_of(hub: Hub, session_ids: list[str]) -> None:
