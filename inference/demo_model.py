@@ -1,0 +1,189 @@
+"""A tiny Stable Diffusion 1.x pipeline with random weights, built from configs offline.
+
+`python run.py demo-model` writes it to `data/models/demo-tiny/` so a fresh machine can
+run the whole generation path (text encoder, UNet, scheduler, VAE, previews) in seconds
+on a CPU. Its images are noise; every line of code they pass through is the real one.
+The architecture keeps SD's shape where the code depends on it: 4 latent channels, a
+VAE that downsamples by 8, CLIP-style BPE tokenizer with 77 positions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from inference.configs.build_clip_tokenizer import bytes_to_unicode, write_tokenizer
+from inference.convert import pipeline_to_ldm_checkpoint
+from inference.models import SIDECAR_SUFFIX
+
+DEMO_MODEL_NAME = "demo-tiny"
+DEMO_SEED = 1234
+DEMO_MERGES = 200
+# A small English corpus the demo tokenizer's merges are learned from (any text works;
+# these are words people type into prompts, so common prompts tokenize to few ids).
+_CORPUS = (
+    "a photo of a cat dog bird horse portrait painting of the mountain lake at sunset in the city at night "
+    "red blue green golden light soft focus highly detailed digital art oil painting watercolor sketch "
+    "landscape forest river ocean beach sky clouds stars moon sun flower garden castle street market "
+    "beautiful cute old young woman man child robot dragon fantasy science fiction cinematic lighting "
+    "masterpiece best quality trending on artstation unreal engine octane render 4k 8k"
+)
+
+
+def learn_merges(corpus: str, count: int) -> list[tuple[str, str]]:
+    """Plain byte-level BPE training over `corpus` (most frequent adjacent pair first)."""
+    table = bytes_to_unicode()
+    words = Counter(corpus.lower().split())
+    splits = {}
+    for word in words:
+        symbols = [table[b] for b in word.encode("utf-8")]
+        symbols[-1] += "</w>"
+        splits[word] = symbols
+    merges: list[tuple[str, str]] = []
+    while len(merges) < count:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, symbols in splits.items():
+            for pair in zip(symbols, symbols[1:]):
+                pairs[pair] += words[word]
+        if not pairs:
+            break
+        # Ties broken by the pair itself, so the result never depends on dict order.
+        best = max(pairs.items(), key=lambda item: (item[1], item[0]))[0]
+        merges.append(best)
+        for word, symbols in splits.items():
+            merged, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    merged.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            splits[word] = merged
+    return merges
+
+
+def build_tiny_pipeline(folder_for_tokenizer: Path, seed: int = DEMO_SEED) -> StableDiffusionPipeline:
+    """Random-weight tiny components; the tokenizer files are written to `folder_for_tokenizer`."""
+    write_tokenizer(folder_for_tokenizer, learn_merges(_CORPUS, DEMO_MERGES))
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder_for_tokenizer), local_files_only=True)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16, 16, 16),  # four blocks: downsample by 8 like SD's VAE
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            projection_dim=32,
+        )
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        set_alpha_to_one=False,
+        skip_prk_steps=True,
+        steps_offset=1,
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_demo_model(path: str | Path, *, seed: int = DEMO_SEED, overwrite: bool = False) -> Path:
+    """Write the tiny pipeline as a diffusers folder with safetensors weights; returns the folder."""
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to rebuild it")
+        shutil.rmtree(path)
+    staging = path.with_name(path.name + ".building")
+    shutil.rmtree(staging, ignore_errors=True)
+    pipe = build_tiny_pipeline(staging / "tokenizer", seed=seed)
+    pipe.save_pretrained(str(staging), safe_serialization=True)
+    staging.rename(path)  # appears complete or not at all, so a scan never sees half a model
+    return path
+
+
+def export_single_file(model_dir: str | Path, out_file: str | Path) -> Path:
+    """Export a diffusers SD 1.x folder as one LDM-layout `.safetensors` plus its config sidecar.
+
+    The sidecar `<stem>.config/` holds the component configs and tokenizer (no weights),
+    which is what `from_single_file(config=...)` needs for a non-standard architecture.
+    """
+    model_dir, out_file = Path(model_dir), Path(out_file)
+    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), use_safetensors=True, local_files_only=True)
+    save_file(pipeline_to_ldm_checkpoint(pipe), str(out_file), metadata={"format": "pt"})
+    sidecar = out_file.with_name(out_file.stem + SIDECAR_SUFFIX)
+    shutil.rmtree(sidecar, ignore_errors=True)
+    sidecar.mkdir(parents=True)
+    shutil.copy(model_dir / "model_index.json", sidecar / "model_index.json")
+    for component in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        target = sidecar / component
+        target.mkdir()
+        for f in (model_dir / component).iterdir():
+            if f.suffix in (".json", ".txt"):
+                shutil.copy(f, target / f.name)
+    json.loads((sidecar / "model_index.json").read_text())  # fail here, not at load, if it is broken
+    return out_file
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse  # noqa: PLC0415 -- only the CLI entry needs it
+
+    parser = argparse.ArgumentParser(description="Build the tiny random-weight demo model.")
+    parser.add_argument("--models-dir", default="data/models")
+    parser.add_argument("--name", default=DEMO_MODEL_NAME)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    target = Path(args.models_dir) / args.name
+    build_demo_model(target, overwrite=args.overwrite)
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

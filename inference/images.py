@@ -1,0 +1,127 @@
+"""Image bytes in and out: init-image probing before decode, PNG with A1111 parameters."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from inference.errors import InvalidRequest
+
+# A 2048 x 2048 request is the largest output; an init image is resized to the request,
+# so anything past 4x that in pixels is a bomb or a mistake, never a useful input.
+MAX_INIT_IMAGE_PIXELS = 4 * 2048 * 2048
+MAX_INIT_IMAGE_BYTES = 32 * 1024 * 1024
+ALLOWED_INIT_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    format: str
+    width: int
+    height: int
+
+
+def probe_image(data: bytes, *, max_pixels: int = MAX_INIT_IMAGE_PIXELS) -> ImageProbe:
+    """Read only the header: format and size, refusing non-images and decompression bombs.
+
+    `Image.open` parses the header without decoding pixels, so a 100,000 x 100,000 PNG of
+    a few kilobytes is refused here before any memory is spent on it.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
+        raise InvalidRequest("`init_image` must be non-empty image bytes.", code="invalid_image", field="init_image")
+    if len(data) > MAX_INIT_IMAGE_BYTES:
+        raise InvalidRequest(
+            f"`init_image` is {len(data)} bytes; the limit is {MAX_INIT_IMAGE_BYTES}.",
+            code="image_too_large",
+            field="init_image",
+        )
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (and past 2x its own limit raises) on huge headers; we decide below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(bytes(data))) as img:
+                fmt, (width, height) = img.format or "", img.size
+    except Image.DecompressionBombError:
+        raise InvalidRequest(
+            "`init_image` declares more pixels than Pillow allows (a decompression bomb).",
+            code="image_too_large",
+            field="init_image",
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InvalidRequest(
+            f"`init_image` is not a readable image ({exc.__class__.__name__}).", code="invalid_image", field="init_image"
+        ) from None
+    if fmt not in ALLOWED_INIT_FORMATS:
+        raise InvalidRequest(
+            f"`init_image` is {fmt or 'an unknown format'}; use one of {sorted(ALLOWED_INIT_FORMATS)}.",
+            code="invalid_image",
+            field="init_image",
+        )
+    if width * height > max_pixels:
+        raise InvalidRequest(
+            f"`init_image` is {width}x{height} = {width * height} pixels; the limit is {max_pixels}.",
+            code="image_too_large",
+            field="init_image",
+        )
+    return ImageProbe(fmt, width, height)
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """Decode probed bytes to RGB (worker side; the probe has already bounded the size)."""
+    probe_image(data)
+    with Image.open(io.BytesIO(bytes(data))) as img:
+        img.load()
+        return img.convert("RGB")
+
+
+def a1111_parameters(
+    *,
+    prompt: str,
+    negative_prompt: str,
+    steps: int,
+    sampler: str,
+    guidance: float,
+    seed: int,
+    width: int,
+    height: int,
+    model: str,
+    model_hash: str | None,
+    strength: float | None = None,
+    clip_skip: int | None = None,
+) -> str:
+    """The `parameters` text AUTOMATIC1111 writes, which its PNG-info reader and others parse."""
+    lines = [prompt]
+    if negative_prompt:
+        lines.append(f"Negative prompt: {negative_prompt}")
+    fields = [
+        ("Steps", steps),
+        ("Sampler", sampler),
+        ("CFG scale", f"{guidance:g}"),
+        ("Seed", seed),
+        ("Size", f"{width}x{height}"),
+    ]
+    if model_hash:
+        fields.append(("Model hash", model_hash))
+    fields.append(("Model", model))
+    if strength is not None:
+        fields.append(("Denoising strength", f"{strength:g}"))
+    if clip_skip and clip_skip > 1:
+        fields.append(("Clip skip", clip_skip))
+    lines.append(", ".join(f"{key}: {value}" for key, value in fields))
+    return "\n".join(lines)
+
+
+def encode_png(image: Image.Image, parameters: str) -> bytes:
+    """PNG bytes with a `parameters` tEXt/iTXt chunk (iTXt when the text is not Latin-1)."""
+    info = PngImagePlugin.PngInfo()
+    try:
+        parameters.encode("latin-1")
+        info.add_text("parameters", parameters)
+    except UnicodeEncodeError:
+        info.add_itxt("parameters", parameters)
+    out = io.BytesIO()
+    image.save(out, format="PNG", pnginfo=info)
+    return out.getvalue()

@@ -1,0 +1,200 @@
+"""What models exist on local disk: discovery, family detection, fingerprints.
+
+Two layouts are recognised under the models folder (default `data/models/`):
+
+* a diffusers folder (`<name>/model_index.json` plus component folders with
+  `*.safetensors` weights);
+* a single-file checkpoint `<name>.safetensors` in the original (LDM) layout. Its
+  configs come from a sidecar `<name>.config/` folder when present (a non-standard
+  architecture), else from the bundled `inference/configs/<family>/`.
+
+Only safetensors are ever read: pickle checkpoints (`.ckpt`, `.pt`, `.bin`) can run code
+on load, so they are listed as refused rather than loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from safetensors import safe_open
+
+from inference.errors import ModelLoadError
+
+Family = Literal["sd1", "sd2", "sdxl"]
+Layout = Literal["diffusers", "single_file"]
+
+BUNDLED_CONFIGS = Path(__file__).parent / "configs"
+BUNDLED_CONFIG_FOR_FAMILY: dict[str, str] = {"sd1": "sd15", "sdxl": "sdxl"}
+SIDECAR_SUFFIX = ".config"
+PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})
+# Native training resolution per family: the size used when a request leaves it out.
+NATIVE_SIDE_PX: dict[str, int] = {"sd1": 512, "sd2": 768, "sdxl": 1024}
+HASH_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A loadable model on disk. `fingerprint` changes when its files change."""
+
+    name: str
+    path: Path
+    layout: Layout
+    family: Family
+    config_dir: Path | None  # for single files: where the component configs come from
+    size_bytes: int
+    fingerprint: str
+
+    @property
+    def native_side(self) -> int:
+        return NATIVE_SIDE_PX[self.family]
+
+    def weight_files(self) -> list[Path]:
+        if self.layout == "single_file":
+            return [self.path]
+        return sorted(self.path.rglob("*.safetensors"))
+
+
+def family_from_checkpoint_keys(keys: set[str] | list[str]) -> Family:
+    """SDXL has two text encoders under `conditioner.embedders`; SD2 an OpenCLIP encoder."""
+    keys = set(keys)
+    if any(k.startswith("conditioner.embedders.1.") for k in keys):
+        return "sdxl"
+    if any(k.startswith("cond_stage_model.model.") for k in keys):
+        return "sd2"
+    if any(k.startswith("cond_stage_model.transformer.") for k in keys):
+        return "sd1"
+    if any(k.startswith("model.diffusion_model.") for k in keys):
+        # A UNet without its text encoder: SD1 layout is the common case.
+        return "sd1"
+    raise ModelLoadError("checkpoint holds no Stable Diffusion UNet (`model.diffusion_model.*` keys)")
+
+
+def family_from_diffusers_folder(folder: Path) -> Family:
+    index = json.loads((folder / "model_index.json").read_text())
+    if "XL" in index.get("_class_name", "") or "text_encoder_2" in index:
+        return "sdxl"
+    config = folder / "text_encoder" / "config.json"
+    if config.exists() and json.loads(config.read_text()).get("hidden_size") == 1024:
+        return "sd2"
+    return "sd1"
+
+
+def _fingerprint(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for f in files:
+        stat = f.stat()
+        digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+class ModelRegistry:
+    """Scans a models folder; `refresh()` rescans (cheap: headers only, no weights read)."""
+
+    def __init__(self, models_dir: str | Path) -> None:
+        self.models_dir = Path(models_dir)
+        self._lock = threading.Lock()
+        self._specs: dict[str, ModelSpec] = {}
+        self.refused: dict[str, str] = {}  # name -> why it cannot be loaded
+        self._hashes: dict[tuple[str, str], str] = {}
+        self.refresh()
+
+    def refresh(self) -> dict[str, ModelSpec]:
+        """Rescan the folder and return name -> spec."""
+        specs: dict[str, ModelSpec] = {}
+        refused: dict[str, str] = {}
+        if self.models_dir.is_dir():
+            for entry in sorted(self.models_dir.iterdir()):
+                try:
+                    spec = self._inspect(entry)
+                except ModelLoadError as exc:
+                    refused[entry.name] = str(exc)
+                    continue
+                if spec is not None:
+                    specs[spec.name] = spec
+        with self._lock:
+            self._specs, self.refused = specs, refused
+        return dict(specs)
+
+    def _inspect(self, entry: Path) -> ModelSpec | None:
+        if entry.is_dir() and not entry.name.endswith(SIDECAR_SUFFIX) and (entry / "model_index.json").exists():
+            weights = sorted(entry.rglob("*.safetensors"))
+            if not weights:
+                raise ModelLoadError(f"{entry.name}: diffusers folder without .safetensors weights (pickle is refused)")
+            return ModelSpec(
+                name=entry.name,
+                path=entry,
+                layout="diffusers",
+                family=family_from_diffusers_folder(entry),
+                config_dir=None,
+                size_bytes=sum(w.stat().st_size for w in weights),
+                fingerprint=_fingerprint(weights),
+            )
+        if entry.is_file() and entry.suffix == ".safetensors":
+            try:
+                with safe_open(str(entry), framework="pt") as f:
+                    keys = set(f.keys())
+            except Exception as exc:  # safetensors raises its own SafetensorError on a bad header
+                raise ModelLoadError(f"{entry.name}: unreadable safetensors header ({exc})") from None
+            family = family_from_checkpoint_keys(keys)
+            sidecar = entry.with_name(entry.stem + SIDECAR_SUFFIX)
+            if sidecar.is_dir():
+                config_dir = sidecar
+            elif family in BUNDLED_CONFIG_FOR_FAMILY:
+                config_dir = BUNDLED_CONFIGS / BUNDLED_CONFIG_FOR_FAMILY[family]
+            else:
+                raise ModelLoadError(
+                    f"{entry.name}: no bundled config for family {family}; put a diffusers config folder "
+                    f"beside it named {sidecar.name}"
+                )
+            return ModelSpec(
+                name=entry.stem,
+                path=entry,
+                layout="single_file",
+                family=family,
+                config_dir=config_dir,
+                size_bytes=entry.stat().st_size,
+                fingerprint=_fingerprint([entry]),
+            )
+        if entry.is_file() and entry.suffix in PICKLE_SUFFIXES:
+            raise ModelLoadError(f"{entry.name}: pickle checkpoints are refused; convert it to .safetensors")
+        return None
+
+    def names(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._specs)
+
+    def get(self, name: str) -> ModelSpec:
+        with self._lock:
+            try:
+                return self._specs[name]
+            except KeyError:
+                raise ModelLoadError(f"model {name!r} is not in {self.models_dir}") from None
+
+    def specs(self) -> list[ModelSpec]:
+        with self._lock:
+            return list(self._specs.values())
+
+    def short_hash(self, spec: ModelSpec) -> str:
+        """A1111's 'Model hash' (AutoV2): the first 10 hex digits of the weights' sha256.
+
+        Memoised per fingerprint; the first call reads the whole file, so call it off the loop.
+        """
+        key = (spec.name, spec.fingerprint)
+        with self._lock:
+            cached = self._hashes.get(key)
+        if cached is not None:
+            return cached
+        digest = hashlib.sha256()
+        for path in spec.weight_files():
+            with open(path, "rb") as f:
+                while chunk := f.read(HASH_CHUNK_BYTES):
+                    digest.update(chunk)
+        value = digest.hexdigest()[:10]
+        with self._lock:
+            self._hashes[key] = value
+        return value
