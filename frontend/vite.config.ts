@@ -3,7 +3,8 @@ import { defineConfig } from 'vite'
 import vue from '@vitejs/plugin-vue'
 
 // The Tornado server (run.py serve) answers /api and /ws; in dev Vite forwards them.
-const BACKEND = 'http://127.0.0.1:8888'
+// VA_BACKEND_URL points the dev server at another one (e.g. a second instance on another port).
+const BACKEND = process.env.VA_BACKEND_URL || 'http://127.0.0.1:8888'
 
 export default defineConfig({
   base: '/',

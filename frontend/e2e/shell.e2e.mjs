@@ -1,0 +1,90 @@
+// The app shell around the auth pages: language switch (remembered), live dark mode, API tokens
+// (secret shown once, revoke with confirm), password change, and the 404 page.
+//   VA_BASE_URL=http://127.0.0.1:8888 node e2e/shell.e2e.mjs
+
+import { assert, byTestId, loginViaUi, logoutViaUi, randomPassword, registerViaUi, runE2E, toast } from './lib.mjs'
+
+await runE2E('shell', async ({ page, log }) => {
+  const account = await registerViaUi(page)
+
+  log('dark mode follows the system setting, live')
+  const isDark = () => page.evaluate(() => document.documentElement.classList.contains('dark'))
+  assert.equal(await isDark(), false)
+  await page.emulateMedia({ colorScheme: 'dark' })
+  await page.waitForFunction(() => document.documentElement.classList.contains('dark'))
+  await page.emulateMedia({ colorScheme: 'light' })
+  await page.waitForFunction(() => !document.documentElement.classList.contains('dark'))
+
+  log('switch the language to Chinese from the header; it is remembered after a reload')
+  await byTestId(page, 'lang-switch').hover()
+  await page.locator('.el-popper', { hasText: 'Language' }).waitFor()
+  await byTestId(page, 'lang-switch').click()
+  await byTestId(page, 'lang-zh-CN').click()
+  await page.waitForFunction(() => document.documentElement.lang === 'zh-CN')
+  assert.match(await byTestId(page, 'nav-home').textContent(), /首页/)
+  await page.reload()
+  await byTestId(page, 'nav-home').waitFor()
+  assert.match(await byTestId(page, 'nav-home').textContent(), /首页/)
+  await byTestId(page, 'lang-switch').click()
+  await byTestId(page, 'lang-en').click()
+  await page.waitForFunction(() => document.documentElement.lang === 'en')
+
+  log('create an API token: its secret is shown once, and works as a bearer token')
+  await page.goto('/settings/profile')
+  await byTestId(page, 'token-name').fill('e2e laptop')
+  await byTestId(page, 'token-name').press('Enter')
+  const secret = await byTestId(page, 'token-secret').inputValue()
+  assert.ok(secret.length >= 16, `a token secret is shown (got ${JSON.stringify(secret)})`)
+  const me = await page.request.get('/api/me', { headers: { Authorization: `Bearer ${secret}` } })
+  assert.equal(me.status(), 200, 'the new token authenticates')
+  await byTestId(page, 'token-dialog-done').click()
+  await byTestId(page, 'token-secret').waitFor({ state: 'hidden' })
+  const rows = byTestId(page, 'token-table').locator('tbody tr')
+  await rows.filter({ hasText: 'e2e laptop' }).waitFor()
+  assert.ok(!(await page.content()).includes(secret), 'the secret is gone from the page once the dialog closes')
+
+  log('revoke it, confirming first')
+  await rows.filter({ hasText: 'e2e laptop' }).locator('[data-testid^="token-revoke-"]').click()
+  await page.locator('.el-message-box').getByRole('button', { name: 'Revoke' }).click()
+  await toast(page, 'success').filter({ hasText: 'Token revoked' }).waitFor()
+  await rows.filter({ hasText: 'e2e laptop' }).waitFor({ state: 'detached' })
+  const after = await page.request.get('/api/me', { headers: { Authorization: `Bearer ${secret}` } })
+  assert.equal(after.status(), 401, 'a revoked token no longer authenticates')
+
+  log('change the password: a wrong current password is refused, then the change works')
+  const newPassword = randomPassword()
+  await byTestId(page, 'password-current').fill('not-my-password')
+  await byTestId(page, 'password-new').fill(newPassword)
+  await byTestId(page, 'password-confirm').fill(newPassword)
+  await byTestId(page, 'password-submit').click()
+  await byTestId(page, 'password-error').waitFor()
+  await byTestId(page, 'password-current').fill(account.password)
+  await byTestId(page, 'password-submit').click()
+  await toast(page, 'success').filter({ hasText: 'Password changed' }).waitFor()
+  await logoutViaUi(page)
+  await loginViaUi(page, { username: account.username, password: newPassword })
+
+  log('an unknown page and an unknown user')
+  await page.goto('/no/such/page')
+  await byTestId(page, 'not-found').waitFor()
+  await page.goto('/u/nobody_by_this_name')
+  await byTestId(page, 'user-not-found').waitFor()
+
+  log('errors without a JSON body, and rate limits, still read well (responses stubbed in the browser)')
+  await logoutViaUi(page)
+  await page.goto('/login')
+  await page.route('**/api/auth/login', (route) =>
+    route.fulfill({ status: 502, contentType: 'text/html', body: '<html>Bad Gateway</html>' }))
+  await byTestId(page, 'login-username').fill(account.username)
+  await byTestId(page, 'login-password').fill('whatever-password')
+  await byTestId(page, 'login-password').press('Enter')
+  await byTestId(page, 'login-error').filter({ hasText: 'not answering' }).waitFor()
+  await page.unroute('**/api/auth/login')
+  await page.route('**/api/auth/login', (route) => route.fulfill({
+    status: 429, contentType: 'application/json', headers: { 'Retry-After': '42' },
+    body: JSON.stringify({ error: { code: 'rate_limited', message: 'Too many log-in attempts.' } }),
+  }))
+  await byTestId(page, 'login-password').fill('whatever-password')
+  await byTestId(page, 'login-submit').click()
+  await byTestId(page, 'login-error').filter({ hasText: 'Too many log-in attempts. Try again in 42 s.' }).waitFor()
+})
