@@ -11,22 +11,28 @@ export const useSessionStore = defineStore('session', () => {
   /** True once GET /api/me has answered (either way). */
   const loaded = ref(false)
   let loading: Promise<User | null> | null = null
+  /** The last load failed for another reason than 401 (server down): the next load() asks again. */
+  let stale = false
 
   const signedIn = computed(() => user.value !== null)
 
   function set(next: User | null): User | null {
     user.value = next
     loaded.value = true
+    stale = false
     return next
   }
 
   /** Asks the server who we are; a 401 means signed out. Concurrent calls share one request. */
   function load(force = false): Promise<User | null> {
-    if (loaded.value && !force) return Promise.resolve(user.value)
+    if (loaded.value && !force && !stale) return Promise.resolve(user.value)
     loading ??= authApi
       .fetchMe()
       .then(set, (err: unknown) => {
         if (err instanceof ApiError && err.status === 401) return set(null)
+        // Show the signed-out header (with its Log in button) rather than nothing, and retry next time.
+        set(null)
+        stale = true
         throw err
       })
       .finally(() => {

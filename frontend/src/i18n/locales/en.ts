@@ -16,7 +16,6 @@ const en = {
     settings: 'Edit profile',
     logout: 'Log out',
     loggedOut: 'You are logged out.',
-    userMenu: 'Account menu',
   },
   home: {
     welcome: 'Welcome to Visionary Art',

@@ -18,7 +18,6 @@ const zhCN: Messages = {
     settings: '编辑资料',
     logout: '退出登录',
     loggedOut: '你已退出登录。',
-    userMenu: '账户菜单',
   },
   home: {
     welcome: '欢迎来到 Visionary Art',
