@@ -17,6 +17,9 @@ access_log = logging.getLogger("va.access")
 # Client frames are small maps; a collaborative update is the largest (see docs/PROTOCOL.md).
 WEBSOCKET_MAX_MESSAGE_BYTES = 64 * 1024
 
+# Pings keep proxies from closing idle sockets and find dead peers; Tornado caps the timeout at the interval.
+WEBSOCKET_PING_SECS = 20
+
 FEATURE_HANDLERS = [auth, users, tokens, rooms, ws, health]
 
 
@@ -50,8 +53,8 @@ def make_app(runtime: Runtime) -> web.Application:
         log_function=log_request,
         debug=False,
         compress_response=True,
-        websocket_ping_interval=20,
-        websocket_ping_timeout=30,
+        websocket_ping_interval=WEBSOCKET_PING_SECS,
+        websocket_ping_timeout=WEBSOCKET_PING_SECS,
         websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_BYTES,
         started_at=time.time(),
     )

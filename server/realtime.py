@@ -116,7 +116,8 @@ class Connection:
             return
         batch, self._outbox = self._outbox, []
         data = batch[0] if len(batch) == 1 else frames.array_frame(batch)
-        if self._in_flight_bytes + len(data) > MAX_SEND_BUFFER_BYTES:
+        # Judged on what is still unwritten from earlier frames, so one large batch is not "slow".
+        if self._in_flight_bytes > MAX_SEND_BUFFER_BYTES:
             self.shutdown(CLOSE_TOO_SLOW, "send buffer full: the client reads too slowly")
             return
         self._in_flight_bytes += len(data)

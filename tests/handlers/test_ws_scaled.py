@@ -1,0 +1,89 @@
+"""Scaled out: two server processes' worth of app sharing MariaDB + Redis, and slow readers."""
+
+import asyncio
+import base64
+import os
+
+import msgpack
+import pytest
+
+from server import realtime
+from tests.conftest import make_settings
+from tests.support.client import ApiClient
+from tests.support.server import running_server
+from tests.support.ws import WsClient
+
+
+async def test_two_servers_share_rooms_in_order(backend, settings):
+    if not backend.services:
+        pytest.skip("two web processes need MariaDB + Redis")
+    async with running_server(settings) as (web1, _rt1), running_server(settings) as (web2, _rt2):
+        alice, bob = ApiClient(web1), ApiClient(web2)
+        try:
+            await alice.register("alice")
+            await bob.register("bob")
+            ws_a = await WsClient.connect(web1, api=alice)
+            ws_b = await WsClient.connect(web2, api=bob)
+            await ws_a.request("sub", topic="room:across")
+            await ws_b.request("sub", topic="room:across")
+            for i in range(10):
+                sender = ws_a if i % 2 == 0 else ws_b
+                assert (await sender.request("chat.send", room="across", text=f"m{i}"))["type"] == "ack"
+            on_b = await ws_b.collect("chat.msg", 10)
+            on_a = await ws_a.collect("chat.msg", 10)
+            for received in (on_a, on_b):
+                assert [e["message"]["text"] for e in received] == [f"m{i}" for i in range(10)]
+                assert [e["seq"] for e in received] == list(range(1, 11))
+            # Presence is shared too: bob (on web2) sees alice (on web1).
+            users = (await bob.get("/api/rooms/across/presence")).json()["users"]
+            assert sorted(u["username"] for u in users) == ["alice", "bob"]
+            ws_a.close()
+            ws_b.close()
+        finally:
+            await alice.aclose()
+            await bob.aclose()
+
+
+async def raw_upgrade(base_url: str) -> asyncio.StreamWriter:
+    """A WebSocket that completes the handshake and then never reads: the slowest reader there is."""
+    host, port = base_url.removeprefix("http://").split(":")
+    # A small reader limit: once 4 KiB are buffered the transport stops reading from the kernel.
+    reader, writer = await asyncio.open_connection(host, int(port), limit=4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((
+        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {base_url}\r\n\r\n"
+    ).encode())
+    status = await reader.readline()
+    assert status.startswith(b"HTTP/1.1 101"), status
+    payload = msgpack.packb({"op": "sub", "topic": "room:firehose"})
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    writer.write(bytes([0x82, 0x80 | len(payload)]) + mask + masked)
+    await writer.drain()
+    return writer
+
+
+async def test_a_slow_reader_is_dropped_and_others_keep_receiving(embedded_backend, tmp_path, monkeypatch):
+    monkeypatch.setattr(realtime, "MAX_SEND_BUFFER_BYTES", 256 * 1024)
+    async with running_server(make_settings(embedded_backend, tmp_path / "data")) as (base, runtime):
+        reader = await WsClient.connect(base)
+        await reader.request("sub", topic="room:firehose")
+        slow = await raw_upgrade(base)
+        await asyncio.sleep(0.2)
+        assert len(runtime.sockets) == 2
+        big = "x" * 16_000
+        events = 1500  # 24 MB: more than the kernel's socket buffers and the bound together
+        received = []
+        for i in range(events):
+            await runtime.hub.publish("room:firehose", {"type": "chat.msg", "i": i, "pad": big}, sequenced=False)
+            received.append(await reader.wait_type("chat.msg"))  # a reader that keeps up
+        assert [e["i"] for e in received] == list(range(events))
+        # The close handshake cannot finish with a peer that does not read; Tornado aborts it after 5 s.
+        for _ in range(100):
+            if len(runtime.sockets) == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert len(runtime.sockets) == 1, "the slow socket should have been dropped"
+        slow.close()
+        reader.close()
