@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     login_account_failures: int = Field(10, ge=1)
     login_window_secs: int = Field(15 * 60, ge=1)
 
+    # Live chat: sends per user per window, and frames per socket per second before it counts as a flood.
+    chat_send_limit: int = Field(20, ge=1)
+    chat_send_window_secs: int = Field(10, ge=1)
+    ws_max_frames_per_sec: int = Field(200, ge=1)
+    # Bytes queued for one socket before it is dropped as too slow (close 4008).
+    ws_max_send_buffer_bytes: int = Field(4 * MiB, ge=64 * 1024)
+
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)
     cpu_threads: int = Field(max(2, os.cpu_count() or 2), ge=1)

@@ -52,6 +52,8 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
             self.principal, runtime.hub, runtime.topics, runtime.chat,
             send=lambda data: self.write_message(data, binary=True),
             close=self.close,
+            max_frames_per_sec=runtime.settings.ws_max_frames_per_sec,
+            max_send_buffer_bytes=runtime.settings.ws_max_send_buffer_bytes,
         )
         runtime.sockets.add(self)
         await self.connection.start()

@@ -35,9 +35,6 @@ HISTORY_PAGE_MAX = 100
 MAX_REPLAY_EVENTS = 1000
 # Durable history lives as long as the database, so its epoch never changes.
 DATABASE_EPOCH = "db"
-# Per user: enough for a lively conversation, too few for a flood.
-SEND_LIMIT = 20
-SEND_WINDOW_SECS = 10
 
 
 def room_topic(name: str) -> str:
@@ -101,7 +98,9 @@ def _event_for(message: Message, author: User, room: str, since: int) -> dict[st
 
 class ChatService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], hub: Hub, presence: Presence,
-                 limiter: RateLimiter):
+                 limiter: RateLimiter, *, send_limit: int, send_window_secs: int):
+        self._send_limit = send_limit
+        self._send_window_secs = send_window_secs
         self._db = sessions
         self._hub = hub
         self._presence = presence
@@ -116,7 +115,7 @@ class ChatService:
             existing = await self._by_client_ref(author, room, client_ref)
             if existing is not None:
                 return existing
-        decision = await self._limiter.hit(f"chat-send:{author.id}", SEND_LIMIT, SEND_WINDOW_SECS)
+        decision = await self._limiter.hit(f"chat-send:{author.id}", self._send_limit, self._send_window_secs)
         if not decision.allowed:
             raise RateLimited(f"You are sending too fast; wait {decision.retry_after_secs} s.",
                               retry_after_secs=decision.retry_after_secs)

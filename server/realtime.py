@@ -27,10 +27,6 @@ from server.topics import TopicPolicy
 
 log = logging.getLogger(__name__)
 
-# A reader this far behind is dropped rather than allowed to hold memory or stall a room.
-MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024
-# More frames than this in one second is a flood: the socket is closed with 1008.
-MAX_FRAMES_PER_SEC = 200
 MAX_REF_CHARS = 64
 CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_POLICY, CLOSE_TOO_SLOW = 1000, 1003, 1008, 4008
 
@@ -53,7 +49,14 @@ class Connection:
         chat: ChatService,
         send: Callable[[bytes], Awaitable[None] | None],
         close: Callable[[int, str], None],
+        *,
+        max_frames_per_sec: int,
+        max_send_buffer_bytes: int,
     ):
+        # More frames than this in one second is a flood: the socket is closed with 1008.
+        self._max_frames_per_sec = max_frames_per_sec
+        # A reader this far behind is dropped rather than allowed to hold memory or stall a room.
+        self._max_send_buffer_bytes = max_send_buffer_bytes
         self.id = uuid.uuid4().hex[:16]
         self.principal = principal
         self._hub = hub
@@ -117,7 +120,7 @@ class Connection:
         batch, self._outbox = self._outbox, []
         data = batch[0] if len(batch) == 1 else frames.array_frame(batch)
         # Judged on what is still unwritten from earlier frames, so one large batch is not "slow".
-        if self._in_flight_bytes > MAX_SEND_BUFFER_BYTES:
+        if self._in_flight_bytes > self._max_send_buffer_bytes:
             self.shutdown(CLOSE_TOO_SLOW, "send buffer full: the client reads too slowly")
             return
         self._in_flight_bytes += len(data)
@@ -185,8 +188,8 @@ class Connection:
         if now - self._window_start >= 1.0:
             self._window_start, self._window_frames = now, 0
         self._window_frames += 1
-        if self._window_frames > MAX_FRAMES_PER_SEC:
-            self.shutdown(CLOSE_POLICY, f"more than {MAX_FRAMES_PER_SEC} frames per second")
+        if self._window_frames > self._max_frames_per_sec:
+            self.shutdown(CLOSE_POLICY, f"more than {self._max_frames_per_sec} frames per second")
             return True
         return False
 

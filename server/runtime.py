@@ -105,7 +105,8 @@ class Runtime:
             presence: Presence = RedisPresence(client, settings.redis_prefix)
         else:
             hub, presence = MemoryHub(), MemoryPresence()
-        chat = ChatService(db, hub, presence, limiter)
+        chat = ChatService(db, hub, presence, limiter, send_limit=settings.chat_send_limit,
+                           send_window_secs=settings.chat_send_window_secs)
         topics = TopicPolicy()
         topics.register("room", may_read_room)
         topics.register("user", own_user_topic)

@@ -7,7 +7,6 @@ import os
 import msgpack
 import pytest
 
-from server import realtime
 from tests.conftest import make_settings
 from tests.support.client import ApiClient
 from tests.support.server import running_server
@@ -64,9 +63,9 @@ async def raw_upgrade(base_url: str) -> asyncio.StreamWriter:
     return writer
 
 
-async def test_a_slow_reader_is_dropped_and_others_keep_receiving(embedded_backend, tmp_path, monkeypatch):
-    monkeypatch.setattr(realtime, "MAX_SEND_BUFFER_BYTES", 256 * 1024)
-    async with running_server(make_settings(embedded_backend, tmp_path / "data")) as (base, runtime):
+async def test_a_slow_reader_is_dropped_and_others_keep_receiving(embedded_backend, tmp_path):
+    settings = make_settings(embedded_backend, tmp_path / "data", ws_max_send_buffer_bytes=256 * 1024)
+    async with running_server(settings) as (base, runtime):
         reader = await WsClient.connect(base)
         await reader.request("sub", topic="room:firehose")
         slow = await raw_upgrade(base)
