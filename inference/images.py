@@ -44,9 +44,9 @@ def probe_image(data: bytes, *, max_pixels: int = MAX_INIT_IMAGE_PIXELS) -> Imag
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(bytes(data))) as img:
                 fmt, (width, height) = img.format or "", img.size
-    except Image.DecompressionBombError:
+    except Image.DecompressionBombError as exc:
         raise InvalidRequest(
-            "`init_image` declares more pixels than Pillow allows (a decompression bomb).",
+            f"`init_image` is a decompression bomb: {exc}",
             code="image_too_large",
             field="init_image",
         ) from None

@@ -43,7 +43,7 @@ BAD = [
     pytest.param(dict(guidance=float("inf")), "invalid_guidance", "inf", id="guidance-inf"),
     pytest.param(dict(prompt="x" * 50_000), "prompt_too_long", "50000", id="prompt-50000-chars"),
     pytest.param(dict(kind="img2img", init_image=b"this is not an image"), "invalid_image", "init_image", id="not-image"),
-    pytest.param(dict(kind="img2img", init_image=bomb_png()), "image_too_large", "100000x100000", id="bomb"),
+    pytest.param(dict(kind="img2img", init_image=bomb_png()), "image_too_large", "10000000000 pixels", id="bomb"),
     pytest.param(dict(kind="img2img", init_image=None), "invalid_image", "required", id="img2img-without-image"),
     pytest.param(dict(kind="img2img", init_image=png_bytes(), strength=0.0), "invalid_strength", "0.0", id="strength-0"),
     pytest.param(dict(sampler="Turbo Magic"), "invalid_sampler", "Turbo Magic", id="unknown-sampler"),
@@ -104,9 +104,9 @@ async def test_engine_refuses_before_any_worker_sees_it(
 
 @pytest.mark.timeout(30)
 def test_bomb_is_refused_from_the_header_alone() -> None:
-    data = bomb_png(60_000, 60_000)
+    data = bomb_png(5_000, 5_000)  # under Pillow's own limit, over ours
     assert len(data) < 1_000  # the claim is in the header; nothing big was ever decoded
-    with pytest.raises(InvalidRequest, match="60000x60000"):
+    with pytest.raises(InvalidRequest, match="5000x5000"):
         req(kind="img2img", init_image=data).validate({DEMO})
 
 

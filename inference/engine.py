@@ -1,0 +1,445 @@
+"""The engine: one worker thread per CUDA device (one CPU worker without CUDA).
+
+The event loop only submits and receives. `Engine.submit()` validates the request (so a
+bad one never reaches a worker), queues it and returns a `Job`: awaitable for the
+result, cancellable, and reporting events through `on_event`. Workers run torch; they
+reach the loop only through `loop.call_soon_threadsafe`, so callbacks and futures are
+touched on the loop thread alone. A job that raises fails by itself: the worker logs
+it, reports `error`, and takes the next job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+import uuid
+from concurrent.futures import Future as ThreadFuture
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as ThreadTimeout
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from diffusers import AutoencoderTiny
+
+from inference.caches import DEFAULT_CACHE_TTL_SECS, DEFAULT_LATENT_CACHE_ENTRIES, DEFAULT_TEXT_CACHE_ENTRIES, TTLCache
+from inference.errors import GenerationCancelled, GenerationFailed, InferenceError
+from inference.events import Cancelled, Done, Failed, GeneratedImage, JobEvent, JobResult, Preview, Progress, Started
+from inference.images import a1111_parameters, encode_png
+from inference.model_cache import ModelCache, default_budgets
+from inference.models import ModelRegistry, ModelSpec
+from inference.pipelines import GenerationOutput, LoadedModel, StepHooks, generate, load_model, resolve_size
+from inference.previews import (
+    DEFAULT_PREVIEW_FORMAT,
+    DEFAULT_PREVIEW_FPS,
+    DEFAULT_PREVIEW_MAX_SIDE_PX,
+    LinearPreviewer,
+    PreviewEncoder,
+    PreviewFrame,
+    PreviewThrottle,
+    TaesdPreviewer,
+)
+from inference.requests import GenerationRequest
+from inference.screening import PromptScreen
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[JobEvent], None]
+PreviewMethod = Literal["auto", "linear", "taesd", "none"]
+TAESD_FOLDER = {"sd1": "taesd", "sd2": "taesd", "sdxl": "taesdxl"}
+MODEL_HASH_WAIT_SECS = 30.0  # past this the PNG goes out without "Model hash" rather than wait
+_STOP = object()
+
+
+@dataclass
+class EngineConfig:
+    """Engine settings; None means "derive from the device"."""
+
+    devices: list[str] | None = None
+    device_budget_bytes: int | None = None
+    host_budget_bytes: int | None = None
+    dtype: torch.dtype | None = None  # float16 on CUDA, float32 on the CPU
+    preview_fps: float = DEFAULT_PREVIEW_FPS  # per job; 0 = every step, none dropped (tests, benchmarks)
+    preview_format: str = DEFAULT_PREVIEW_FORMAT
+    preview_max_side: int = DEFAULT_PREVIEW_MAX_SIDE_PX
+    preview_method: PreviewMethod = "auto"  # auto = TAESD when its weights are local, else linear
+    text_cache_entries: int = DEFAULT_TEXT_CACHE_ENTRIES
+    latent_cache_entries: int = DEFAULT_LATENT_CACHE_ENTRIES
+    cache_ttl_s: float = DEFAULT_CACHE_TTL_SECS
+
+
+def detect_devices() -> list[str]:
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"]
+
+
+class Job:
+    """A submitted request. `await job` gives the JobResult or raises GenerationFailed/Cancelled."""
+
+    def __init__(self, job_id: str, request: GenerationRequest, loop: asyncio.AbstractEventLoop,
+                 on_event: EventCallback | None) -> None:
+        self.id = job_id
+        self.request = request
+        self.loop = loop
+        self.future: asyncio.Future[JobResult] = loop.create_future()
+        # Nobody may await the future (event-only callers); retrieving the exception here
+        # keeps asyncio from logging "exception was never retrieved" for those.
+        self.future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._on_event = on_event
+        self._lock = threading.Lock()
+        self.state: Literal["queued", "running", "finished"] = "queued"
+        self.steps_done = 0  # written by the worker only
+        self.cancel_requested_at: int | None = None
+        self.submitted_at = time.perf_counter()
+        self.preview_in_flight = False
+        self.throttle: PreviewThrottle | None = None
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self.future.__await__()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.cancel_requested_at is not None
+
+    def cancel(self) -> bool:
+        """Ask the job to stop. A queued job is cancelled at once; a running one within one step."""
+        with self._lock:
+            if self.state == "finished" or self.cancel_requested:
+                return False
+            self.cancel_requested_at = self.steps_done
+            if self.state == "queued":
+                self.state = "finished"  # the worker will skip it
+                self.post(Cancelled(self.id, step=0, requested_at_step=0))
+                self.settle(exc=GenerationCancelled(f"job {self.id} was cancelled before it started"))
+        return True
+
+    def start(self) -> bool:
+        with self._lock:
+            if self.state != "queued":
+                return False
+            self.state = "running"
+            return True
+
+    def finish(self) -> None:
+        with self._lock:
+            self.state = "finished"
+
+    # Thread crossings: the only way a worker reaches the loop.
+    def post(self, event: JobEvent) -> None:
+        if self._on_event is None:
+            return
+        with suppress(RuntimeError):  # the loop is closed: nobody is listening any more
+            self.loop.call_soon_threadsafe(self._on_event, event)
+
+    def settle(self, result: JobResult | None = None, exc: BaseException | None = None) -> None:
+        def resolve() -> None:
+            if self.future.done():
+                return
+            if exc is not None:
+                self.future.set_exception(exc)
+            else:
+                self.future.set_result(result)  # type: ignore[arg-type]
+
+        with suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(resolve)
+
+
+@dataclass
+class _Counters:
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    oom_retries: int = 0
+    steps: int = 0
+    denoise_seconds: float = 0.0
+    preview_seconds: float = 0.0  # worker-side preview cost (latent -> RGB), for the benchmark
+    previews_sent: int = 0
+    previews_dropped: int = 0
+    vae_upcasts: int = 0
+
+
+class Engine:
+    """Runs GenerationRequests on worker threads; see the module docstring."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        config: EngineConfig | None = None,
+        *,
+        screen: PromptScreen | None = None,
+        loader: Callable[[ModelSpec, torch.dtype], LoadedModel] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.config = config or EngineConfig()
+        self.screen = screen
+        self._loader = loader or (lambda spec, dtype: load_model(spec, dtype=dtype))
+        self.devices = self.config.devices or detect_devices()
+        self.text_cache: TTLCache = TTLCache(self.config.text_cache_entries, ttl_s=self.config.cache_ttl_s)
+        self.latent_cache: TTLCache = TTLCache(self.config.latent_cache_entries, ttl_s=self.config.cache_ttl_s)
+        self.encoder = PreviewEncoder()
+        self.counters = _Counters()
+        self._counter_lock = threading.Lock()
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="va-model-hash")
+        self._hashes: dict[str, ThreadFuture[str]] = {}
+        self._ids = itertools.count(1)
+        self.workers = [_Worker(self, device) for device in self.devices]
+        self._started = False
+
+    # ---- loop side ------------------------------------------------------------------
+
+    def start(self) -> "Engine":
+        if not self._started:
+            for worker in self.workers:
+                worker.thread.start()
+            self._started = True
+        return self
+
+    def validate(self, request: GenerationRequest) -> GenerationRequest:
+        """Refuse a bad request (InvalidRequest) or return it with a concrete seed."""
+        names = self.registry.names()
+        if request.model not in names:
+            names = frozenset(self.registry.refresh())  # a model may have been added since the scan
+        request.validate(names, self.screen)
+        return request.with_seed()
+
+    def submit(self, request: GenerationRequest, on_event: EventCallback | None = None, *,
+               job_id: str | None = None) -> Job:
+        """Validate and queue a request (call on the event loop). Raises InvalidRequest."""
+        request = self.validate(request)
+        job = Job(job_id or uuid.uuid4().hex, request, asyncio.get_running_loop(), on_event)
+        self._queue.put(job)
+        return job
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def stats(self) -> dict[str, Any]:
+        """Plain numbers for /metrics: jobs, steps, previews, both small caches, each model cache."""
+        with self._counter_lock:
+            counters = dict(vars(self.counters))
+        return {
+            "queue_depth": self.queue_depth,
+            "jobs": counters,
+            "preview_encode_seconds": self.encoder.encode_seconds,
+            "previews_encoded": self.encoder.encoded,
+            "text_cache": self.text_cache.stats(),
+            "latent_cache": self.latent_cache.stats(),
+            "model_caches": [worker.cache.stats() for worker in self.workers],
+        }
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the workers after the jobs already running (blocking; see `aclose`)."""
+        for _ in self.workers:
+            self._queue.put(_STOP)
+        for worker in self.workers:
+            if worker.thread.is_alive():
+                worker.thread.join(timeout)
+        self.encoder.close()
+        self._hash_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close, timeout)
+
+    # ---- worker side helpers ----------------------------------------------------------
+
+    def _count(self, **deltas: float) -> None:
+        with self._counter_lock:
+            for name, delta in deltas.items():
+                setattr(self.counters, name, getattr(self.counters, name) + delta)
+
+    def model_hash(self, spec: ModelSpec) -> ThreadFuture[str]:
+        """The AutoV2 hash, computed once per file version on a background thread."""
+        with self._counter_lock:
+            future = self._hashes.get(spec.fingerprint)
+            if future is None:
+                future = self._hashes[spec.fingerprint] = self._hash_pool.submit(self.registry.short_hash, spec)
+            return future
+
+
+class _Worker:
+    """One thread, one device, one model cache."""
+
+    def __init__(self, engine: Engine, device: str) -> None:
+        self.engine = engine
+        self.device = device
+        config = engine.config
+        self.dtype = config.dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
+        default_device, default_host = default_budgets(device, len(engine.devices))
+        self.cache = ModelCache(
+            self._load,
+            device=device,
+            device_budget_bytes=config.device_budget_bytes if config.device_budget_bytes is not None else default_device,
+            host_budget_bytes=config.host_budget_bytes if config.host_budget_bytes is not None else default_host,
+            size_of=lambda model: model.nbytes,
+            move=lambda model, where: model.to(where),
+        )
+        self._previewers: dict[str, Any] = {}
+        self.thread = threading.Thread(target=self._serve, name=f"va-gpu-{device}", daemon=True)
+
+    def _load(self, name: str) -> LoadedModel:
+        return self.engine._loader(self.engine.registry.get(name), self.dtype)
+
+    def _serve(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(self.device))
+        while True:
+            job = self.engine._queue.get()
+            if job is _STOP:
+                return
+            try:
+                self._run(job)
+            except BaseException:  # the thread must outlive any job
+                log.exception("worker %s: unexpected failure around job %s", self.device, job.id)
+
+    def _run(self, job: Job) -> None:
+        if not job.start():
+            return  # cancelled while queued; already reported
+        engine = self.engine
+        req = job.request
+        job.post(Started(job.id, model=req.model))
+        timings: dict[str, float] = {"queued_s": time.perf_counter() - job.submitted_at}
+        started = time.perf_counter()
+        try:
+            output, loaded, load_s = self._generate_with_oom_retry(job)
+        except InferenceError as exc:
+            self._fail(job, exc.code, exc.message)
+            return
+        except Exception as exc:
+            log.exception("job %s failed on %s", job.id, self.device)
+            self._fail(job, "generation_failed", f"{exc.__class__.__name__}: {exc}"[:500])
+            return
+        engine._count(steps=output.steps_run, denoise_seconds=output.timings.get("denoise_s", 0.0),
+                      vae_upcasts=int(output.vae_upcast))
+        if output.interrupted:
+            job.finish()
+            engine._count(cancelled=1)
+            job.post(Cancelled(job.id, step=output.steps_run, requested_at_step=job.cancel_requested_at or 0))
+            job.settle(exc=GenerationCancelled(f"job {job.id} was cancelled at step {output.steps_run}"))
+            return
+        timings.update(output.timings)
+        timings["load_s"] = load_s
+        timings["run_s"] = time.perf_counter() - started
+        try:
+            model_hash: str | None = engine.model_hash(loaded.spec).result(timeout=MODEL_HASH_WAIT_SECS)
+        except (ThreadTimeout, OSError):
+            model_hash = None
+        # PNG encoding happens on the encoder thread, after this job's last preview.
+        engine.encoder.call(lambda: self._finish(job, loaded.spec, output, model_hash, timings))
+
+    def _generate_with_oom_retry(self, job: Job) -> tuple[GenerationOutput, LoadedModel, float]:
+        hooks = StepHooks(on_step=lambda step, total, x0: self._on_step(job, step, total, x0),
+                          should_stop=lambda: job.cancel_requested)
+        for attempt in (1, 2):
+            loads_before = self.cache.loads
+            try:
+                with self.cache.use(job.request.model) as loaded:
+                    load_s = self.cache.last_load_seconds if self.cache.loads > loads_before else 0.0
+                    output = generate(loaded, job.request, device=self.device, hooks=hooks,
+                                      text_cache=self.engine.text_cache, latent_cache=self.engine.latent_cache)
+                    return output, loaded, load_s
+            except torch.OutOfMemoryError:
+                if attempt == 2:
+                    raise GenerationFailed(
+                        f"out of memory on {self.device} even after evicting every other model", code="out_of_memory"
+                    ) from None
+                evicted = self.cache.evict_unpinned()
+                self.engine._count(oom_retries=1)
+                log.warning("job %s: out of memory on %s; evicted %d model(s), retrying once",
+                            job.id, self.device, evicted)
+        raise AssertionError("unreachable")
+
+    def _fail(self, job: Job, code: str, message: str) -> None:
+        job.finish()
+        self.engine._count(failed=1)
+        job.post(Failed(job.id, code=code, message=message))
+        job.settle(exc=GenerationFailed(message, code=code))
+
+    # ---- per step (worker thread) -------------------------------------------------------
+
+    def _on_step(self, job: Job, step: int, total: int, x0: torch.Tensor) -> None:
+        job.steps_done = step
+        job.post(Progress(job.id, step=step, total=total))
+        engine = self.engine
+        config = engine.config
+        previewer = self._previewer(job)
+        if previewer is None:
+            return
+        if job.throttle is None:
+            job.throttle = PreviewThrottle(config.preview_fps)
+        last = step >= total
+        busy = job.preview_in_flight and not last and config.preview_fps > 0
+        if busy or not job.throttle.admit(step, total):
+            engine._count(previews_dropped=1)  # dropped, never queued: the GPU does not wait
+            return
+        started = time.perf_counter()
+        rgb = previewer(x0)
+        engine._count(preview_seconds=time.perf_counter() - started, previews_sent=1)
+        job.preview_in_flight = True
+
+        def deliver(step_: int, total_: int, mime: str, data: bytes) -> None:
+            job.post(Preview(job.id, step=step_, total=total_, mime=mime, image=data))
+
+        def done() -> None:
+            job.preview_in_flight = False
+
+        engine.encoder.submit_frame(
+            PreviewFrame(step, total, rgb, deliver, max_side=config.preview_max_side, fmt=config.preview_format),
+            done=done,
+        )
+
+    def _previewer(self, job: Job) -> Any:
+        method = self.engine.config.preview_method
+        if method == "none":
+            return None
+        spec = self.engine.registry.get(job.request.model)
+        family = spec.family
+        key = f"{method}:{family}"
+        if key not in self._previewers:
+            self._previewers[key] = self._make_previewer(method, family)
+        return self._previewers[key]
+
+    def _make_previewer(self, method: str, family: str) -> Any:
+        folder = Path(self.engine.registry.models_dir) / TAESD_FOLDER[family]
+        if method in ("auto", "taesd") and (folder / "config.json").exists():
+            try:
+                decoder = AutoencoderTiny.from_pretrained(str(folder), use_safetensors=True, local_files_only=True)
+                return TaesdPreviewer(decoder.to(self.device, self.dtype).eval())
+            except (OSError, ValueError) as exc:
+                log.warning("TAESD at %s unusable (%s); using the linear preview", folder, exc)
+        return LinearPreviewer(family)
+
+    # ---- encoder thread -------------------------------------------------------------------
+
+    def _finish(self, job: Job, spec: ModelSpec, output: GenerationOutput, model_hash: str | None,
+                timings: dict[str, float]) -> None:
+        req = job.request
+        try:
+            width, height = resolve_size(spec, req)
+            images = []
+            for image, seed in zip(output.images, output.seeds):
+                parameters = a1111_parameters(
+                    prompt=req.prompt, negative_prompt=req.negative_prompt, steps=req.steps, sampler=req.sampler,
+                    guidance=req.guidance, seed=seed, width=width, height=height, model=spec.name,
+                    model_hash=model_hash, strength=req.strength if req.kind == "img2img" else None,
+                    clip_skip=req.clip_skip,
+                )
+                images.append(GeneratedImage(encode_png(image, parameters), image.width, image.height, seed, parameters))
+            timings["total_s"] = time.perf_counter() - job.submitted_at
+            result = JobResult(job.id, spec.name, images, timings)
+        except Exception as exc:
+            log.exception("job %s: encoding the result failed", job.id)
+            self._fail(job, "encode_failed", f"{exc.__class__.__name__}: {exc}")
+            return
+        job.finish()
+        self.engine._count(done=1)
+        job.post(Done(job.id, result=result))
+        job.settle(result=result)

@@ -1,0 +1,349 @@
+"""Load Stable Diffusion pipelines from local disk and run one generation on them.
+
+Everything here runs on an engine worker thread. Loading reads safetensors only
+(`use_safetensors=True`, mmap) and never touches a hub (`local_files_only=True`).
+A generation asks the pipeline for latents (`output_type="latent"`) and decodes them
+itself, so it can (a) skip the decode when the job was cancelled and (b) catch the
+half-precision VAE overflow that turns images black or into colour blocks, upcast the
+VAE to float32 and decode again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from diffusers import (
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+)
+from PIL import Image
+
+from inference.caches import TTLCache, to_cpu
+from inference.errors import GenerationFailed, ModelLoadError
+from inference.images import decode_rgb
+from inference.models import ModelSpec
+from inference.previews import X0Tap
+from inference.requests import GenerationRequest
+from inference.samplers import make_scheduler
+
+log = logging.getLogger(__name__)
+
+TXT2IMG_CLASS = {"sd1": StableDiffusionPipeline, "sd2": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}
+IMG2IMG_CLASS = {
+    "sd1": StableDiffusionImg2ImgPipeline,
+    "sd2": StableDiffusionImg2ImgPipeline,
+    "sdxl": StableDiffusionXLImg2ImgPipeline,
+}
+# A decoded image whose pixels spread less than this (on the -1..1 scale) is a flat
+# colour block: the signature of a float16 VAE overflow rather than of any real image.
+FLAT_IMAGE_STD = 1e-3
+
+
+def module_bytes(pipe: Any) -> int:
+    """Bytes of every parameter and buffer of the pipeline's torch modules."""
+    total = 0
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            for tensor in list(component.parameters()) + list(component.buffers()):
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+@dataclass
+class LoadedModel:
+    """A model's txt2img and img2img pipelines (sharing one set of modules) and facts about it."""
+
+    spec: ModelSpec
+    txt2img: Any
+    img2img: Any
+    scheduler_config: dict[str, Any]
+    nbytes: int
+    device: str = "cpu"
+    vae_needs_float32: bool = False  # learned after the first overflow; later decodes go straight to fp32
+
+    def to(self, device: str) -> None:
+        """Move every module (both pipelines share them) to `device`."""
+        self.txt2img.to(device)
+        self.device = device
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+
+def load_model(spec: ModelSpec, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Read a model from disk into host memory (the cache moves it to the device)."""
+    cls = TXT2IMG_CLASS[spec.family]
+    extra: dict[str, Any] = {}
+    if cls is StableDiffusionPipeline:
+        # Prompts are screened before they reach a worker; the CLIP safety checker is a
+        # 1.2 GB model of its own and is not part of our deployment.
+        extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    try:
+        if spec.layout == "diffusers":
+            pipe = cls.from_pretrained(
+                str(spec.path), dtype=dtype, use_safetensors=True, local_files_only=True, **extra
+            )
+        else:
+            pipe = cls.from_single_file(
+                str(spec.path), config=str(spec.config_dir), dtype=dtype, local_files_only=True, **extra
+            )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"could not load model {spec.name!r}: {exc}") from exc
+    pipe.set_progress_bar_config(disable=True)
+    shared = {k: v for k, v in pipe.components.items() if k in _img2img_keys(spec)}
+    if "requires_safety_checker" in extra:
+        shared["requires_safety_checker"] = False
+    img2img = IMG2IMG_CLASS[spec.family](**shared)
+    img2img.set_progress_bar_config(disable=True)
+    return LoadedModel(
+        spec=spec,
+        txt2img=pipe,
+        img2img=img2img,
+        scheduler_config=dict(pipe.scheduler.config),
+        nbytes=module_bytes(pipe),
+    )
+
+
+def _img2img_keys(spec: ModelSpec) -> set[str]:
+    expected, _ = IMG2IMG_CLASS[spec.family]._get_signature_keys(IMG2IMG_CLASS[spec.family])
+    return set(expected)
+
+
+@dataclass
+class StepHooks:
+    """How a running generation reports and is stopped; called on the worker thread."""
+
+    on_step: Callable[[int, int, torch.Tensor], None] = lambda step, total, x0: None
+    should_stop: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class GenerationOutput:
+    images: list[Image.Image]
+    seeds: list[int]
+    steps_run: int
+    total_steps: int
+    interrupted: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    text_cache_hit: bool = False
+    latent_cache_hit: bool = False
+    vae_upcast: bool = False
+
+
+def text_cache_key(spec: ModelSpec, req: GenerationRequest) -> tuple:
+    return (spec.name, spec.fingerprint, req.prompt, req.negative_prompt, req.clip_skip)
+
+
+def latent_cache_key(spec: ModelSpec, req: GenerationRequest, width: int, height: int) -> tuple:
+    assert req.init_image is not None
+    # The VAE is identified by its model's fingerprint: a different file is a different VAE.
+    return (spec.name, spec.fingerprint, "vae", hashlib.sha256(req.init_image).hexdigest(), width, height)
+
+
+def resolve_size(spec: ModelSpec, req: GenerationRequest) -> tuple[int, int]:
+    return req.width or spec.native_side, req.height or spec.native_side
+
+
+@torch.no_grad()
+def encode_prompt(loaded: LoadedModel, req: GenerationRequest, device: str) -> dict[str, torch.Tensor]:
+    """Text-encoder outputs for the prompt and negative prompt, as pipeline keyword arguments."""
+    pipe = loaded.txt2img
+    # Diffusers counts skipped layers from the end; A1111's "Clip skip 1" means none skipped.
+    clip_skip = req.clip_skip - 1 or None
+    if loaded.family == "sdxl":
+        pe, ne, pooled, neg_pooled = pipe.encode_prompt(
+            prompt=req.prompt,
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=True,
+            negative_prompt=req.negative_prompt or None,
+            clip_skip=clip_skip,
+        )
+        return {
+            "prompt_embeds": pe,
+            "negative_prompt_embeds": ne,
+            "pooled_prompt_embeds": pooled,
+            "negative_pooled_prompt_embeds": neg_pooled,
+        }
+    pe, ne = pipe.encode_prompt(
+        req.prompt, device, 1, True, negative_prompt=req.negative_prompt or None, clip_skip=clip_skip
+    )
+    return {"prompt_embeds": pe, "negative_prompt_embeds": ne}
+
+
+@torch.no_grad()
+def encode_init_image(loaded: LoadedModel, req: GenerationRequest, width: int, height: int, device: str) -> torch.Tensor:
+    """Scaled VAE latents of the init image resized to the request (the latent mode, no sampling).
+
+    The mode rather than a sample keeps the result a pure function of (VAE, image, size),
+    which is what lets it be cached, and leaves the job's seed to the noise alone.
+    """
+    assert req.init_image is not None
+    pipe = loaded.img2img
+    vae = pipe.vae
+    image = pipe.image_processor.preprocess(decode_rgb(req.init_image), height=height, width=width)
+    upcast = vae.dtype != torch.float32 and bool(getattr(vae.config, "force_upcast", False))
+    dtype = torch.float32 if upcast else vae.dtype
+    original = vae.dtype
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        latents = vae.encode(image.to(device=device, dtype=dtype)).latent_dist.mode()
+    finally:
+        if upcast:
+            vae.to(original)
+    return _to_unet_space(vae, latents)
+
+
+def _to_unet_space(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is not None and std is not None:
+        mean_t = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+        return (latents - mean_t) * vae.config.scaling_factor / std_t
+    return latents * vae.config.scaling_factor
+
+
+def _from_unet_space(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is not None and std is not None:
+        mean_t = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+        return latents * std_t / vae.config.scaling_factor + mean_t
+    return latents / vae.config.scaling_factor
+
+
+def _overflowed(image: torch.Tensor) -> bool:
+    if not torch.isfinite(image).all():
+        return True
+    per_image_std = image.float().flatten(1).std(dim=1)
+    return bool((per_image_std < FLAT_IMAGE_STD).any())
+
+
+@torch.no_grad()
+def decode_latents(vae: Any, latents: torch.Tensor, *, force_float32: bool = False) -> tuple[torch.Tensor, bool]:
+    """Decode to images in [-1, 1]; on a half-precision overflow, upcast the VAE and decode again.
+
+    Returns (images, upcast) where `upcast` says a float32 decode was needed.
+    """
+    if not torch.isfinite(latents).all():
+        raise GenerationFailed("the model produced NaN/inf latents; no VAE precision can decode them")
+    original = vae.dtype
+
+    def run(dtype: torch.dtype) -> torch.Tensor:
+        if vae.dtype != dtype:
+            vae.to(dtype)
+        return vae.decode(_from_unet_space(vae, latents.to(dtype)), return_dict=False)[0]
+
+    try:
+        if force_float32 and original != torch.float32:
+            return run(torch.float32).float(), True
+        image = run(original)
+        if original == torch.float32 or not _overflowed(image):
+            return image.float(), False
+        log.warning("VAE overflow in %s: decoding again in float32", original)
+        return run(torch.float32).float(), True
+    finally:
+        if vae.dtype != original:
+            vae.to(original)  # the cache accounts the model at its loaded precision
+
+
+def _stop_on_flag(hooks: StepHooks, tap: X0Tap, state: dict[str, Any]) -> Callable[..., dict]:
+    def callback(pipe: Any, index: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
+        state["steps_run"] = index + 1
+        total = pipe.num_timesteps
+        state["total"] = total
+        hooks.on_step(index + 1, total, tap.take(kwargs["latents"]))
+        if hooks.should_stop():
+            # diffusers' cooperative interrupt: every later step is skipped at once.
+            pipe._interrupt = True
+        return {}
+
+    return callback
+
+
+def generate(
+    loaded: LoadedModel,
+    req: GenerationRequest,
+    *,
+    device: str,
+    hooks: StepHooks | None = None,
+    text_cache: TTLCache | None = None,
+    latent_cache: TTLCache | None = None,
+) -> GenerationOutput:
+    """Run one txt2img or img2img request on an already-placed model (worker thread)."""
+    hooks = hooks or StepHooks()
+    assert req.seed is not None, "resolve the seed before generating (GenerationRequest.with_seed)"
+    spec = loaded.spec
+    width, height = resolve_size(spec, req)
+    timings: dict[str, float] = {}
+    out = GenerationOutput(images=[], seeds=[req.seed + i for i in range(req.batch)], steps_run=0,
+                           total_steps=req.steps, interrupted=False, timings=timings)
+
+    started = time.perf_counter()
+    embeds = text_cache.get(text_cache_key(spec, req)) if text_cache is not None else None
+    out.text_cache_hit = embeds is not None
+    if embeds is None:
+        embeds = encode_prompt(loaded, req, device)
+        if text_cache is not None:
+            text_cache.put(text_cache_key(spec, req), to_cpu(embeds))
+    dtype = loaded.txt2img.unet.dtype
+    embeds = {k: v.to(device=device, dtype=dtype) for k, v in embeds.items()}
+    timings["encode_prompt_s"] = time.perf_counter() - started
+
+    pipe = loaded.img2img if req.kind == "img2img" else loaded.txt2img
+    kwargs: dict[str, Any] = {}
+    if req.kind == "img2img":
+        started = time.perf_counter()
+        key = latent_cache_key(spec, req, width, height)
+        init = latent_cache.get(key) if latent_cache is not None else None
+        out.latent_cache_hit = init is not None
+        if init is None:
+            init = encode_init_image(loaded, req, width, height, device)
+            if latent_cache is not None:
+                latent_cache.put(key, to_cpu(init))
+        kwargs.update(image=init.to(device=device, dtype=dtype), strength=req.strength)
+        timings["encode_image_s"] = time.perf_counter() - started
+    else:
+        kwargs.update(width=width, height=height)
+
+    scheduler = make_scheduler(req.sampler, loaded.scheduler_config)
+    tap = X0Tap(scheduler)
+    pipe.scheduler = scheduler
+    state: dict[str, Any] = {"steps_run": 0, "total": req.steps}
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in out.seeds]
+    started = time.perf_counter()
+    with torch.inference_mode():
+        result = pipe(
+            num_inference_steps=req.steps,
+            guidance_scale=req.guidance,
+            num_images_per_prompt=req.batch,
+            generator=generators,
+            output_type="latent",
+            callback_on_step_end=_stop_on_flag(hooks, tap, state),
+            **embeds,
+            **kwargs,
+        )
+    timings["denoise_s"] = time.perf_counter() - started
+    out.steps_run, out.total_steps = state["steps_run"], state["total"]
+    timings["steps_per_s"] = out.steps_run / timings["denoise_s"] if timings["denoise_s"] > 0 else 0.0
+    if hooks.should_stop() or pipe.interrupt:
+        out.interrupted = True
+        return out
+
+    started = time.perf_counter()
+    latents = result.images
+    images, upcast = decode_latents(pipe.vae, latents, force_float32=loaded.vae_needs_float32)
+    if upcast:
+        loaded.vae_needs_float32 = out.vae_upcast = True
+    out.images = pipe.image_processor.postprocess(images, output_type="pil")
+    timings["decode_s"] = time.perf_counter() - started
+    return out
