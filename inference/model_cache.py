@@ -78,6 +78,7 @@ class ModelCache:
         host_budget_bytes: int,
         size_of: Callable[[Any], int],
         move: Callable[[Any, str], None],
+        collect_garbage: bool = True,
     ) -> None:
         self.device = device
         self.device_budget = int(device_budget_bytes)
@@ -94,6 +95,8 @@ class ModelCache:
         self.load_seconds = 0.0
         self.last_load_seconds = 0.0
         self.peak_bytes = {"device": 0, "host": 0}
+        self._dropped_since_release = False
+        self._collect_garbage = collect_garbage
 
     # ---- public ---------------------------------------------------------------------
 
@@ -136,6 +139,7 @@ class ModelCache:
             if entry is None or entry.pins:
                 return False
             del self._entries[name]
+            self._dropped_since_release = True
         self._release_memory()
         return True
 
@@ -171,14 +175,19 @@ class ModelCache:
                 entry.pins += 1
                 self._entries.move_to_end(name)
                 if entry.tier == "host":
+                    # Counted on the device from here on, so the host room it leaves can
+                    # take the model that its promotion demotes.
+                    entry.tier = "device"
                     try:
                         self._make_room_on_device(entry.size, exclude=name)
                     except CacheFull:
+                        entry.tier = "host"
                         entry.pins -= 1
                         raise
                     self._move(entry.model, self.device)
                     self._set_tier(entry, "device")
                     self.promotions += 1
+                    self._note_peak()  # after the whole move: peaks are of settled states
                 return entry
             self.misses += 1
         # Load outside the lock: it takes seconds and stats() readers must not wait.
@@ -210,15 +219,19 @@ class ModelCache:
         used = sum(e.size for e in self._entries.values() if e.tier == "device" and e.name != exclude)
         if used + size <= self.device_budget:
             return
-        for victim in [e for e in self._entries.values() if e.tier == "device" and e.pins == 0 and e.name != exclude]:
+        victims = [e for e in self._entries.values() if e.tier == "device" and e.pins == 0 and e.name != exclude]
+        pinned = used - sum(v.size for v in victims)
+        if pinned + size > self.device_budget:
+            # Decide before moving anything, so a refusal leaves the cache exactly as it was.
+            raise CacheFull(
+                f"no room for {size} bytes on {self.device}: pinned models hold {pinned} of {self.device_budget} bytes"
+            )
+        for victim in victims:
             self._demote(victim)
             used -= victim.size
             if used + size <= self.device_budget:
-                self._release_memory()
-                return
-        raise CacheFull(
-            f"no room for {size} bytes on {self.device}: pinned models hold {used} of {self.device_budget} bytes"
-        )
+                break
+        self._release_memory()
 
     def _demote(self, victim: _Entry) -> None:
         if victim.size <= self.host_budget:
@@ -238,11 +251,11 @@ class ModelCache:
     def _evict(self, entry: _Entry) -> None:
         self._entries.pop(entry.name, None)
         self.evictions += 1
+        self._dropped_since_release = True
         log.info("model cache on %s evicted %s (%d bytes)", self.device, entry.name, entry.size)
 
     def _set_tier(self, entry: _Entry, tier: Tier) -> None:
         entry.tier = tier
-        self._note_peak()
 
     def _note_peak(self) -> None:
         for tier in ("device", "host"):
@@ -250,6 +263,9 @@ class ModelCache:
             self.peak_bytes[tier] = max(self.peak_bytes[tier], used)
 
     def _release_memory(self) -> None:
-        gc.collect()
+        # Pipelines hold reference cycles; collect only when a model was actually dropped.
+        if self._dropped_since_release and self._collect_garbage:
+            self._dropped_since_release = False
+            gc.collect()
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
