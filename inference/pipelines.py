@@ -173,10 +173,26 @@ def encode_prompt(loaded: LoadedModel, req: GenerationRequest, device: str) -> d
             "pooled_prompt_embeds": pooled,
             "negative_pooled_prompt_embeds": neg_pooled,
         }
-    pe, ne = pipe.encode_prompt(
-        req.prompt, device, 1, True, negative_prompt=req.negative_prompt or None, clip_skip=clip_skip
-    )
+    if clip_skip:
+        # diffusers 0.42 reaches `text_encoder.text_model` for clip skip, which transformers
+        # >= 5.6 flattened away; the same computation, done here for either layout.
+        dtype = pipe.unet.dtype
+        return {
+            "prompt_embeds": _skipped_clip_embeds(pipe, req.prompt, device, clip_skip).to(dtype),
+            "negative_prompt_embeds": _skipped_clip_embeds(pipe, req.negative_prompt, device, clip_skip).to(dtype),
+        }
+    pe, ne = pipe.encode_prompt(req.prompt, device, 1, True, negative_prompt=req.negative_prompt or None)
     return {"prompt_embeds": pe, "negative_prompt_embeds": ne}
+
+
+def _skipped_clip_embeds(pipe: Any, text: str, device: str, skip: int) -> torch.Tensor:
+    tokens = pipe.tokenizer(
+        text, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
+    out = pipe.text_encoder(tokens.input_ids.to(device), output_hidden_states=True)
+    encoder = getattr(pipe.text_encoder, "text_model", pipe.text_encoder)
+    # hidden_states[-1] is the last layer; skipping N layers reads -(N + 1), then the final norm
+    return encoder.final_layer_norm(out.hidden_states[-(skip + 1)])
 
 
 @torch.no_grad()
