@@ -56,3 +56,29 @@ def test_float16_vae_overflow_is_decoded_again_in_float32(registry: ModelRegistr
     vae.to(torch.float32)
     image32, upcast32 = decode_latents(vae, latents)
     assert not upcast32 and torch.allclose(image, image32)
+
+
+@pytest.mark.timeout(60)
+async def test_taesd_previews_when_its_weights_are_local(models_dir, tmp_path) -> None:
+    from diffusers import AutoencoderTiny
+
+    from inference.engine import Engine, EngineConfig
+    from inference.events import Preview
+    from inference.previews import TaesdPreviewer
+    from inference.requests import GenerationRequest
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / DEMO).symlink_to(models_dir / DEMO)
+    torch.manual_seed(0)
+    tiny = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8))
+    tiny.save_pretrained(str(models / "taesd"), safe_serialization=True)
+    engine = Engine(ModelRegistry(models), EngineConfig(preview_fps=0)).start()
+    try:
+        events = []
+        await engine.submit(GenerationRequest(model=DEMO, prompt="a cat", steps=2, width=64, height=64, seed=1),
+                            events.append)
+        assert [e.step for e in events if isinstance(e, Preview)] == [1, 2]
+        assert any(isinstance(p, TaesdPreviewer) for p in engine.workers[0]._previewers.values())
+    finally:
+        await engine.aclose()
