@@ -25,7 +25,31 @@ try {
   await byTestId(page, 'token-create').click()
   await byTestId(page, 'token-secret').waitFor()
   const state = await setup.storageState()
-  await setup.close()
+
+  // A conversation in a room, with a second person who stays there (presence) and types.
+  const room = `studio-${Date.now().toString(36)}`
+  const friendContext = await freshContext(browser)
+  const friend = await friendContext.newPage()
+  await registerViaUi(friend)
+  await friend.goto('/settings/profile')
+  await byTestId(friend, 'profile-display-name').fill('Mira Chen')
+  await byTestId(friend, 'profile-save').click()
+  await friend.locator('.el-message--success').last().waitFor()
+  const say = async (who, text) => {
+    await byTestId(who, 'chat-input').fill(text)
+    await byTestId(who, 'chat-input').press('Enter')
+    await byTestId(who, 'chat-message-text').filter({ hasText: text.split('\n')[0] }).first().waitFor()
+  }
+  await page.goto(`/rooms/${room}`)
+  await friend.goto(`/rooms/${room}`)
+  await byTestId(friend, 'chat-empty').waitFor()
+  await friend.screenshot({ path: join(out, 'rooms-empty.png') })
+  await say(friend, 'Morning! Anyone tried the new SDXL checkpoint yet? 🌄')
+  await say(page, `Yes — rendered a nebula at 40 steps.\nThe detail in the dust lanes is unreal ✨`)
+  await say(page, 'Prompt: "a violet nebula over a quiet lake, long exposure"')
+  await say(friend, `Wow, share it in the gallery later? @${account.username}`)
+  await say(friend, '用中文提示词也可以吗？')
+  await say(page, '可以，效果还不错 👍')
 
   const variants = [
     { name: 'en-light', locale: 'en-US', colorScheme: 'light' },
@@ -60,8 +84,32 @@ try {
     await memberPage.goto(`/u/${account.username}`)
     await byTestId(memberPage, 'user-display-name').waitFor()
     await memberPage.screenshot({ path: join(out, `user-${variant.name}.png`) })
+    await memberPage.goto(`/rooms/${room}`)
+    await memberPage.locator('[data-testid="chat-connection"][data-state="open"]').waitFor()
+    await byTestId(friend, 'chat-input').pressSequentially('typing', { delay: 10 })
+    await byTestId(memberPage, 'chat-typing').filter({ hasText: /\S/ }).waitFor()
+    await byTestId(friend, 'chat-input').fill('')
+    await memberPage.screenshot({ path: join(out, `rooms-${variant.name}.png`) })
     await member.close()
   }
+  // A phone, and a signed-out reader.
+  const phone = await browser.newContext({
+    baseURL: process.env.VA_BASE_URL, viewport: { width: 390, height: 760 }, storageState: state,
+  })
+  const phonePage = await phone.newPage()
+  await phonePage.goto(`/rooms/${room}`)
+  await byTestId(phonePage, 'chat-message').first().waitFor()
+  await phonePage.screenshot({ path: join(out, 'rooms-phone.png') })
+  await phone.close()
+  const guest = await freshContext(browser)
+  const guestPage = await guest.newPage()
+  await guestPage.goto(`/rooms/${room}`)
+  await byTestId(guestPage, 'chat-login-hint').waitFor()
+  await byTestId(guestPage, 'chat-message').first().waitFor()
+  await guestPage.screenshot({ path: join(out, 'rooms-guest.png') })
+  await guest.close()
+  await friendContext.close()
+  await setup.close()
   console.log(`screenshots in ${out}`)
 } finally {
   await browser.close()

@@ -12,4 +12,5 @@ export interface NavItem {
 
 export const NAV_ITEMS: NavItem[] = [
   { label: 'nav.home', to: { name: 'home' }, match: 'home' },
+  { label: 'nav.rooms', to: { name: 'rooms' }, match: 'rooms' },
 ]

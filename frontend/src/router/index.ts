@@ -11,6 +11,8 @@ declare module 'vue-router' {
     guestOnly?: boolean
     /** i18n key of the page title. */
     title?: string
+    /** The page fills the viewport under the header (no page scroll), e.g. chat. */
+    fillHeight?: boolean
   }
 }
 
@@ -31,6 +33,10 @@ export const routes: RouteRecordRaw[] = [
   },
   {
     path: '/u/:username', name: 'user', component: () => import('@/views/UserProfileView.vue'), props: true,
+  },
+  {
+    path: '/rooms/:room?', name: 'rooms', component: () => import('@/views/RoomsView.vue'), props: true,
+    meta: { title: 'rooms.title', fillHeight: true },
   },
   {
     path: '/:pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue'),
