@@ -1,10 +1,11 @@
 // The app shell around the auth pages: language switch (remembered), live dark mode, API tokens
-// (secret shown once, revoke with confirm), password change, and the 404 page.
+// (secret shown once, revoke with confirm), password change, the 404 page, and how failures read:
+// no answer at all (offline) and the server's real log-in rate limit. Nothing is stubbed.
 //   VA_BASE_URL=http://127.0.0.1:8888 node e2e/shell.e2e.mjs
 
-import { assert, byTestId, loginViaUi, logoutViaUi, randomPassword, registerViaUi, runE2E, toast } from './lib.mjs'
+import { assert, byTestId, loginViaUi, logoutViaUi, randomPassword, randomUsername, registerViaUi, runE2E, toast } from './lib.mjs'
 
-await runE2E('shell', async ({ page, log }) => {
+await runE2E('shell', async ({ context, page, log }) => {
   const account = await registerViaUi(page)
 
   log('dark mode follows the system setting, live')
@@ -70,21 +71,34 @@ await runE2E('shell', async ({ page, log }) => {
   await page.goto('/u/nobody_by_this_name')
   await byTestId(page, 'user-not-found').waitFor()
 
-  log('errors without a JSON body, and rate limits, still read well (responses stubbed in the browser)')
+  log('no answer at all (the browser is offline): a generic message, not a crash')
   await logoutViaUi(page)
   await page.goto('/login')
-  await page.route('**/api/auth/login', (route) =>
-    route.fulfill({ status: 502, contentType: 'text/html', body: '<html>Bad Gateway</html>' }))
+  await context.setOffline(true)
   await byTestId(page, 'login-username').fill(account.username)
   await byTestId(page, 'login-password').fill('whatever-password')
   await byTestId(page, 'login-password').press('Enter')
-  await byTestId(page, 'login-error').filter({ hasText: 'not answering' }).waitFor()
-  await page.unroute('**/api/auth/login')
-  await page.route('**/api/auth/login', (route) => route.fulfill({
-    status: 429, contentType: 'application/json', headers: { 'Retry-After': '42' },
-    body: JSON.stringify({ error: { code: 'rate_limited', message: 'Too many log-in attempts.' } }),
-  }))
-  await byTestId(page, 'login-password').fill('whatever-password')
-  await byTestId(page, 'login-submit').click()
-  await byTestId(page, 'login-error').filter({ hasText: 'Too many log-in attempts. Try again in 42 s.' }).waitFor()
+  await byTestId(page, 'login-error').filter({ hasText: 'could not be reached' }).waitFor()
+  await context.setOffline(false)
+
+  // The real limiter, not a stubbed answer: the server allows 10 failed log-ins per account per
+  // window, so the 11th attempt on a throwaway account is refused with 429 and a Retry-After.
+  log('a real rate limit: failed log-ins on one account until the server answers 429')
+  await byTestId(page, 'login-username').fill(randomUsername('locked'))
+  let limited = null
+  for (let attempt = 1; attempt <= 12 && !limited; attempt++) {
+    await byTestId(page, 'login-password').fill(`wrong-password-${attempt}`)
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => new URL(r.url()).pathname === '/api/auth/login' && r.request().method() === 'POST'),
+      byTestId(page, 'login-password').press('Enter'),
+    ])
+    if (response.status() === 429) limited = { attempt, retryAfter: Number(response.headers()['retry-after']) }
+    else assert.equal(response.status(), 401, `attempt ${attempt} is a wrong password`)
+  }
+  assert.ok(limited, 'the server rate-limits repeated failures')
+  assert.equal(limited.attempt, 11, 'after 10 failures')
+  assert.ok(limited.retryAfter > 0, 'with a Retry-After header')
+  await byTestId(page, 'login-error')
+    .filter({ hasText: `Too many failed log-ins for this account; try again later. Try again in ${limited.retryAfter} s.` })
+    .waitFor()
 })
