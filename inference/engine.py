@@ -351,7 +351,7 @@ class _Worker:
                     raise GenerationFailed(
                         f"out of memory on {self.device} even after evicting every other model", code="out_of_memory"
                     ) from None
-                evicted = self.cache.evict_unpinned()
+                evicted = self.cache.evict_unpinned(keep=job.request.model)  # it is retried next
                 self.engine._count(oom_retries=1)
                 log.warning("job %s: out of memory on %s; evicted %d model(s), retrying once",
                             job.id, self.device, evicted)

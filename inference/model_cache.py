@@ -123,10 +123,10 @@ class ModelCache:
         with self._lock:
             return {name for name, e in self._entries.items() if e.pins > 0}
 
-    def evict_unpinned(self) -> int:
-        """Demote (or drop) every unpinned device model: the first answer to a CUDA OOM."""
+    def evict_unpinned(self, keep: str | None = None) -> int:
+        """Demote (or drop) every unpinned device model but `keep`: the first answer to a CUDA OOM."""
         with self._lock:
-            victims = [e for e in self._entries.values() if e.tier == "device" and e.pins == 0]
+            victims = [e for e in self._entries.values() if e.tier == "device" and e.pins == 0 and e.name != keep]
             for victim in victims:
                 self._demote(victim)
         self._release_memory()

@@ -204,6 +204,7 @@ async def test_out_of_memory_evicts_and_retries_once_then_fails_alone(registry: 
         assert result.images  # the retry succeeded
         assert engine.stats()["jobs"]["oom_retries"] == 1
         assert "demo-b" not in cache.resident()  # evicted to make room
+        assert cache.resident().get(DEMO) == "device"  # the job's own model stayed for the retry
         failures["left"] = 2
         with pytest.raises(GenerationFailed) as caught:
             await engine.submit(req())
