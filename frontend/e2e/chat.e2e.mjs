@@ -1,10 +1,11 @@
 // Live chat between two users in two browser contexts, against the real server and its WebSocket:
 // typing indicator, a message with an emoji, a line break and an @mention, presence, history after a
-// reload, edit and delete, a signed-out reader, and messages missed while offline filled in once each.
+// reload, edit and delete, a signed-out reader, messages missed while offline filled in once each,
+// the socket following log-out and log-in, the length limit, and the server's send rate limit.
 //   VA_BASE_URL=http://127.0.0.1:8888 node e2e/chat.e2e.mjs
 
 import { randomBytes } from 'node:crypto'
-import { assert, byTestId, freshContext, randomUsername, registerViaUi, runE2E } from './lib.mjs'
+import { assert, byTestId, freshContext, logoutViaUi, randomUsername, registerViaUi, runE2E } from './lib.mjs'
 
 /** Texts of the messages shown in a page's chat, oldest first. */
 const messageTexts = (page) => byTestId(page, 'chat-message-text').allInnerTexts()
@@ -139,6 +140,48 @@ await runE2E('chat', async ({ browser, page: pageA, log }) => {
   log('B answers; A sees it')
   await send(pageB, `Thanks @${alice.username}!`)
   await byTestId(pageA, 'chat-message').filter({ hasText: 'Thanks' }).waitFor()
+
+  log('B logs out: the socket reconnects as a guest that still reads the room, and B leaves the presence list')
+  await logoutViaUi(pageB)
+  await byTestId(pageB, 'chat-login-hint').waitFor()
+  await pageA.locator(`[data-testid="chat-presence-user"][data-username="${bob.username}"]`).waitFor({ state: 'detached' })
+  await pageB.locator('[data-testid="chat-connection"][data-state="open"]').waitFor()
+  await send(pageA, 'still there?')
+  await byTestId(pageB, 'chat-message').filter({ hasText: 'still there?' }).waitFor()
+
+  log('B logs in from the chat: back in the room, writing as B (the socket reconnected with the new cookie)')
+  await byTestId(pageB, 'chat-login-link').click()
+  await byTestId(pageB, 'login-username').fill(bob.username)
+  await byTestId(pageB, 'login-password').fill(bob.password)
+  await byTestId(pageB, 'login-password').press('Enter')
+  await pageB.waitForURL(`**/rooms/${room}`)
+  await pageA.locator(`[data-testid="chat-presence-user"][data-username="${bob.username}"]`).waitFor()
+  await send(pageB, 'back again')
+  await byTestId(pageA, 'chat-message').filter({ hasText: 'back again' }).waitFor()
+
+  log('a message over 2000 characters cannot be sent')
+  await byTestId(pageA, 'chat-input').fill('x'.repeat(2001))
+  await byTestId(pageA, 'chat-counter').filter({ hasText: '2001 / 2000' }).waitFor()
+  assert.ok(await byTestId(pageA, 'chat-send').isDisabled(), 'send is disabled')
+  await byTestId(pageA, 'chat-input').fill('🎨'.repeat(2000)) // the server counts characters, not UTF-16 units
+  assert.ok(await byTestId(pageA, 'chat-send').isEnabled(), '2000 emoji are 2000 characters')
+  await byTestId(pageA, 'chat-input').fill('')
+
+  log('sending too fast: the server refuses with rate_limited and the wait is shown inline')
+  const error = byTestId(pageA, 'chat-error')
+  for (let i = 1; i <= 30 && !(await error.isVisible()); i++) {
+    await byTestId(pageA, 'chat-input').fill(`flood ${i}`)
+    await byTestId(pageA, 'chat-input').press('Enter')
+    await Promise.race([
+      byTestId(pageA, 'chat-pending').filter({ hasText: `flood ${i}` }).waitFor({ state: 'detached' }),
+      error.waitFor(),
+    ])
+  }
+  assert.match(await error.innerText(), /sending messages too fast\. Try again in \d+ s\./)
+  const failed = pageA.locator('[data-testid="chat-pending"][data-status="failed"]')
+  await failed.getByTestId('chat-pending-retry').waitFor()
+  await failed.getByTestId('chat-pending-discard').click()
+  await failed.waitFor({ state: 'detached' })
 
   assert.deepEqual(errorsB, [], 'no page errors in B')
 })
