@@ -107,6 +107,9 @@ const KEEPALIVE_INTERVAL_MS = 25_000
 const KEEPALIVE_TIMEOUT_MS = 10_000
 const DEFAULT_REQUEST_TIMEOUT_MS = 15_000
 const CLOSE_NORMAL = 1000
+// WebSocket.CONNECTING and WebSocket.OPEN, without needing the global (absent in unit tests on Node 20).
+const SOCKET_CONNECTING = 0
+const SOCKET_OPEN = 1
 
 interface PendingRequest {
   ref: string
@@ -199,6 +202,21 @@ export class RealtimeClient {
     this.drop()
     this.stateRef.value = 'connecting' // on purpose, so not worth a "reconnecting" banner
     this.open()
+  }
+
+  /**
+   * Closes the socket for good (until the next subscribe/request): no reconnect, every waiting
+   * request rejects with `closed`, and topic state is forgotten.
+   */
+  close(): void {
+    this.clearReconnectTimer()
+    this.topics.clear()
+    this.drop()
+    const waiting = this.queue
+    this.queue = []
+    for (const pending of waiting) pending.settle(new RealtimeError('closed', 'The connection was closed.'))
+    this.stateRef.value = 'idle'
+    this.attempt = 0
   }
 
   /** Listen to a topic; the server subscription is shared by every listener of that topic. */
@@ -306,7 +324,7 @@ export class RealtimeClient {
     this.socket = null
     if (socket) {
       socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null
-      if (socket.readyState === WebSocket.OPEN || socket.readyState === WebSocket.CONNECTING) {
+      if (socket.readyState === SOCKET_OPEN || socket.readyState === SOCKET_CONNECTING) {
         socket.close(CLOSE_NORMAL, 'client reconnecting')
       }
     }
@@ -334,7 +352,8 @@ export class RealtimeClient {
     this.stateRef.value = 'reconnecting'
     const ceiling = Math.min(RECONNECT_MAX_DELAY_MS, RECONNECT_FIRST_DELAY_MS * 2 ** this.attempt)
     // Offline, trying often is pointless: the `online` event reconnects at once anyway.
-    const delay = navigator.onLine === false ? RECONNECT_MAX_DELAY_MS : ceiling * (0.5 + Math.random() / 2)
+    const offline = typeof navigator !== 'undefined' && navigator.onLine === false
+    const delay = offline ? RECONNECT_MAX_DELAY_MS : ceiling * (0.5 + Math.random() / 2)
     this.attempt = Math.min(this.attempt + 1, 16)
     this.nextRetryAtRef.value = Date.now() + delay
     this.reconnectTimer = setTimeout(() => {
