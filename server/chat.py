@@ -33,6 +33,7 @@ HISTORY_PAGE_DEFAULT = 50
 HISTORY_PAGE_MAX = 100
 # Replays larger than this answer `reset`: the client reloads history over HTTP instead.
 MAX_REPLAY_EVENTS = 1000
+ROOM_ID_CACHE_ENTRIES = 100_000
 # Durable history lives as long as the database, so its epoch never changes.
 DATABASE_EPOCH = "db"
 
@@ -99,6 +100,7 @@ def _event_for(message: Message, author: User, room: str, since: int) -> dict[st
 class ChatService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], hub: Hub, presence: Presence,
                  limiter: RateLimiter, *, send_limit: int, send_window_secs: int):
+        self._room_ids: dict[str, int] = {}
         self._send_limit = send_limit
         self._send_window_secs = send_window_secs
         self._db = sessions
@@ -111,17 +113,15 @@ class ChatService:
         """Store a message, then publish it; a retry with the same ``client_ref`` returns the first."""
         check_room_name(room)
         text = clean_message_text(text)
-        if client_ref is not None:
-            existing = await self._by_client_ref(author, room, client_ref)
-            if existing is not None:
-                return existing
         decision = await self._limiter.hit(f"chat-send:{author.id}", self._send_limit, self._send_window_secs)
         if not decision.allowed:
             raise RateLimited(f"You are sending too fast; wait {decision.retry_after_secs} s.",
                               retry_after_secs=decision.retry_after_secs)
         mentioned = await self._mentioned_users(text, author)
+        room_id = await self._room_id(room, author.id)
         try:
-            room_id = await self._ensure_room(room, author.id)
+            # One transaction: the seq bump, the row, the commit. A retried ref trips the unique
+            # index, which rolls the bump back too.
             async with self._db() as db:
                 seq = await self._next_seq(db, room_id)
                 message = Message(room_id=room_id, author_id=author.id, seq=seq, created_seq=seq, text=text,
@@ -129,8 +129,7 @@ class ChatService:
                 db.add(message)
                 await db.commit()
         except IntegrityError:
-            # Two retries raced; the other one stored it.
-            existing = await self._by_client_ref(author, room, client_ref) if client_ref else None
+            existing = await self._by_client_ref(author, room_id, room, client_ref) if client_ref else None
             if existing is None:
                 raise
             return existing
@@ -210,26 +209,31 @@ class ChatService:
                 replay.append((message.seq, with_topic(encode(event), topic, message.seq)))
         return replay
 
-    async def _by_client_ref(self, author: User, room: str, client_ref: str) -> dict[str, Any] | None:
+    async def _by_client_ref(self, author: User, room_id: int, room: str, client_ref: str) -> dict[str, Any] | None:
         async with self._db() as db:
-            message = await db.scalar(
-                select(Message).join(Room, Room.id == Message.room_id)
-                .where(Room.name == room, Message.author_id == author.id, Message.client_ref == client_ref)
-            )
+            message = await db.scalar(select(Message).where(
+                Message.room_id == room_id, Message.author_id == author.id, Message.client_ref == client_ref
+            ))
         return None if message is None else message_json(message, author, room)
 
-    async def _ensure_room(self, name: str, creator_id: int) -> int:
-        """The room's id, creating the room on first use."""
+    async def _room_id(self, name: str, creator_id: int) -> int:
+        """The room's id, creating the room on first use. Rooms are never renamed or
+        deleted, so ids are remembered for the life of the process."""
+        room_id = self._room_ids.get(name)
+        if room_id is not None:
+            return room_id
         async with self._db() as db:
             room_id = await db.scalar(select(Room.id).where(Room.name == name))
-            if room_id is not None:
-                return room_id
-            db.add(Room(name=name, created_by=creator_id, last_seq=0))
-            try:
-                await db.commit()
-            except IntegrityError:
-                await db.rollback()  # created concurrently by someone else
-            return await db.scalar(select(Room.id).where(Room.name == name))
+            if room_id is None:
+                db.add(Room(name=name, created_by=creator_id, last_seq=0))
+                try:
+                    await db.commit()
+                except IntegrityError:
+                    await db.rollback()  # created concurrently by someone else
+                room_id = await db.scalar(select(Room.id).where(Room.name == name))
+        if len(self._room_ids) < ROOM_ID_CACHE_ENTRIES:
+            self._room_ids[name] = room_id
+        return room_id
 
     async def _next_seq(self, db: AsyncSession, room_id: int) -> int:
         # The UPDATE takes the row lock (MySQL) or the write lock (SQLite) until commit,
@@ -249,6 +253,8 @@ class ChatService:
         return row[0], row[1]
 
     async def _mentioned_users(self, text: str, author: User) -> list[User]:
+        if "@" not in text:
+            return []
         names = list(dict.fromkeys(m.lower() for m in MENTION_RE.findall(text)))[:MAX_MENTIONS]
         names = [name for name in names if name != author.username]
         if not names:

@@ -1,0 +1,232 @@
+"""Benchmark: one room, 100 and 1,000 clients, every message delivered to all.
+
+Measures delivered messages per second and send-to-receive latency (p50/p99) for
+our server with the in-process hub (SQLite) and with the Redis hub (MariaDB +
+Redis), and, in the same run, for a minimal `websockets` broadcast server
+(bench/ws_reference_server.py) with the same clients and the same message size.
+Our throughput is reported as a ratio of the reference. Figures only, not a test.
+
+    .venv/bin/python bench/ws_fanout.py [--clients 100 1000] [--messages 300]
+
+Servers run as subprocesses; the clients and the publisher share this process,
+so on a 2-core machine the client side is part of what is measured (for all
+three servers alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import msgpack
+import pymysql
+from websockets.asyncio.client import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.http_api import free_port, make_token, start_server  # noqa: E402
+
+ROOM = "bench"
+# Several people talk in a busy room; each publisher socket keeps this many sends unacknowledged.
+PUBLISHERS = 4
+PUBLISH_WINDOW = 8
+
+
+def unpack_events(frame: bytes) -> list[dict]:
+    decoded = msgpack.unpackb(frame, raw=False)
+    return decoded if isinstance(decoded, list) else [decoded]
+
+
+class Receiver:
+    """Counts chat messages arriving at one client and records their latency."""
+
+    def __init__(self, ws, latencies: list[float], expected: int, done: asyncio.Event, counter: list[int]):
+        self.ws, self.latencies, self.expected, self.done, self.counter = ws, latencies, expected, done, counter
+
+    async def run(self) -> None:
+        async for frame in self.ws:
+            now = time.perf_counter()
+            for event in unpack_events(frame):
+                if event.get("type") != "chat.msg":
+                    continue  # presence and acks
+                sent_at = float(event["message"]["text"].split()[1])
+                self.latencies.append(now - sent_at)
+                self.counter[0] += 1
+            if self.counter[0] >= self.expected:
+                self.done.set()
+
+
+async def run_ours(base: str, token: str, clients: int, messages: int) -> dict:
+    ws_url = base.replace("http://", "ws://") + "/ws"
+    headers = {"Origin": base}
+    sockets = [await connect(ws_url, additional_headers=headers, max_size=None, compression=None)
+               for _ in range(clients)]
+    for ws in sockets:
+        await ws.send(msgpack.packb({"op": "sub", "topic": f"room:{ROOM}"}))
+    # Drain the ack + presence of each subscription.
+    for ws in sockets:
+        seen = 0
+        while seen < 2:
+            seen += len(unpack_events(await ws.recv()))
+    publishers = []
+    for _ in range(PUBLISHERS):
+        publisher = await connect(f"{ws_url}?token={token}", additional_headers=headers, max_size=None,
+                                  compression=None)
+        await publisher.send(msgpack.packb({"op": "sub", "topic": f"room:{ROOM}", "ref": "s"}))
+        publishers.append(publisher)
+    return await drive(sockets, publishers, clients, messages, ours=True)
+
+
+async def run_reference(port: int, clients: int, messages: int, frame_size: int) -> dict:
+    url = f"ws://127.0.0.1:{port}/"
+    sockets = [await connect(url, max_size=None, compression=None) for _ in range(clients)]
+    publishers = [await connect(url, max_size=None, compression=None) for _ in range(PUBLISHERS)]
+    return await drive(sockets, publishers, clients, messages, ours=False, frame_size=frame_size)
+
+
+async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool, frame_size: int = 0) -> dict:
+    latencies: list[float] = []
+    done = asyncio.Event()
+    counter = [0]
+    # Publishers are subscribed too (ours) or are broadcast targets (reference): count their copies as well.
+    expected = (clients + len(publishers)) * messages
+    receivers = [Receiver(ws, latencies, expected, done, counter) for ws in sockets]
+    tasks = [asyncio.create_task(r.run()) for r in receivers]
+    run_id = uuid.uuid4().hex[:8]
+
+    async def publish(index: int, publisher) -> None:
+        window = asyncio.Semaphore(PUBLISH_WINDOW)
+
+        async def read_replies() -> None:
+            async for frame in publisher:
+                now = time.perf_counter()
+                for event in unpack_events(frame):
+                    if event.get("type") == "ack" and "message" in event:
+                        window.release()
+                    elif event.get("type") == "chat.msg":
+                        latencies.append(now - float(event["message"]["text"].split()[1]))
+                        counter[0] += 1
+                    elif event.get("type") == "error":
+                        raise RuntimeError(f"publisher got an error: {event}")
+                if counter[0] >= expected:
+                    done.set()
+
+        reader = asyncio.create_task(read_replies())
+        tasks.append(reader)
+        for i in range(index, messages, len(publishers)):
+            text = f"m{i} {time.perf_counter():.9f}"
+            if ours:
+                await window.acquire()
+                await publisher.send(msgpack.packb(
+                    {"op": "chat.send", "room": ROOM, "text": text, "ref": f"{run_id}-{i}"}))
+            else:
+                event = {"type": "chat.msg", "topic": f"room:{ROOM}", "seq": i,
+                         "message": {"text": text, "pad": "x" * max(0, frame_size - 60)}}
+                await publisher.send(msgpack.packb(event))
+                if i % PUBLISH_WINDOW == 0:
+                    await asyncio.sleep(0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(publish(i, p) for i, p in enumerate(publishers)))
+    try:
+        await asyncio.wait_for(done.wait(), 120)
+    except TimeoutError:
+        raise RuntimeError(f"only {counter[0]} of {expected} deliveries arrived") from None
+    elapsed = time.perf_counter() - started
+    for task in tasks:
+        task.cancel()
+    for ws in sockets + publishers:
+        await ws.close()
+    latencies.sort()
+    return {
+        "delivered_per_sec": expected / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "seconds": elapsed,
+    }
+
+
+def our_frame_size(base: str, token: str) -> int:
+    """The size of one chat.msg frame from our server, so the reference sends the same."""
+
+    async def measure() -> int:
+        ws_url = base.replace("http://", "ws://") + "/ws"
+        async with connect(f"{ws_url}?token={token}", additional_headers={"Origin": base}) as ws:
+            await ws.send(msgpack.packb({"op": "sub", "topic": "room:probe"}))
+            await ws.recv()
+            await ws.recv()
+            await ws.send(msgpack.packb({"op": "chat.send", "room": "probe", "text": f"m0 {time.perf_counter():.9f}"}))
+            while True:
+                frame = await ws.recv()
+                if any(e.get("type") == "chat.msg" for e in unpack_events(frame)):
+                    return len(frame)
+
+    return asyncio.run(measure())
+
+
+BENCH_SETTINGS = {"VA_CHAT_SEND_LIMIT": "100000000", "VA_WS_MAX_FRAMES_PER_SEC": "1000000"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--messages", type=int, default=300, help="messages per run (divided by 5 at 1,000 clients)")
+    args = parser.parse_args()
+
+    database = f"va_bench_{uuid.uuid4().hex[:8]}"
+    admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
+    admin.cursor().execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+    data_dirs = [tempfile.mkdtemp(), tempfile.mkdtemp()]
+    modes = {
+        "in-process hub": {"VA_DATA_DIR": data_dirs[0]},
+        "Redis hub": {"VA_DATA_DIR": data_dirs[1], "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
+                      "VA_REDIS_URL": "redis://127.0.0.1:6379/0", "VA_REDIS_PREFIX": f"va:bench:{database}:"},
+    }
+    servers = []
+    try:
+        for env in modes.values():
+            if "VA_DATABASE_URL" in env:
+                subprocess.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
+                               env={**os.environ, **env}, check=True)
+        endpoints = {}
+        for name, env in modes.items():
+            port = free_port()
+            servers.append(start_server({**env, **BENCH_SETTINGS}, port))
+            base = f"http://127.0.0.1:{port}"
+            endpoints[name] = (base, make_token(base))
+        ref_port = free_port()
+        servers.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "ws_reference_server.py"), str(ref_port)]))
+        time.sleep(1.0)
+        frame_size = our_frame_size(*endpoints["in-process hub"])
+        print(f"one room, every message to every client; chat.msg frame {frame_size} bytes; "
+              f"{PUBLISHERS} publishers, "
+              f"each with {PUBLISH_WINDOW} sends in flight")
+        for clients in args.clients:
+            messages = args.messages if clients <= 100 else max(20, args.messages // 5)
+            reference = asyncio.run(run_reference(ref_port, clients, messages, frame_size))
+            print(f"\n{clients} clients x {messages} messages")
+            print(f"  websockets broadcast(): {reference['delivered_per_sec']:9.0f} delivered/s  "
+                  f"p50 {reference['p50_ms']:7.1f} ms  p99 {reference['p99_ms']:7.1f} ms")
+            for name, (base, token) in endpoints.items():
+                result = asyncio.run(run_ours(base, token, clients, messages))
+                ratio = result["delivered_per_sec"] / reference["delivered_per_sec"]
+                print(f"  ours, {name:14s}: {result['delivered_per_sec']:9.0f} delivered/s  "
+                      f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  = {ratio:.2f}x reference")
+    finally:
+        for server in servers:
+            server.terminate()
+        admin.cursor().execute(f"DROP DATABASE `{database}`")
+        admin.close()
+
+
+if __name__ == "__main__":
+    main()
