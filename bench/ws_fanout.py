@@ -47,25 +47,38 @@ def unpack_events(frame: bytes) -> list[dict]:
 
 
 class Receiver:
-    """Counts chat messages arriving at one client and records their latency."""
+    """Counts events arriving at one client and records their latency.
 
-    def __init__(self, ws, latencies: list[float], expected: int, done: asyncio.Event, counter: list[int]):
+    chat.msg events carry their send time in the text; typing events carry nothing of the
+    sender's, so the k-th typing event from a publisher is matched with its k-th send time.
+    """
+
+    def __init__(self, ws, latencies: list[float], expected: int, done: asyncio.Event, counter: list[int],
+                 typing_sent: dict[int, list[float]] | None = None):
         self.ws, self.latencies, self.expected, self.done, self.counter = ws, latencies, expected, done, counter
+        self.typing_sent = typing_sent
+        self.typing_seen: dict[int, int] = {}
 
     async def run(self) -> None:
         async for frame in self.ws:
             now = time.perf_counter()
             for event in unpack_events(frame):
-                if event.get("type") != "chat.msg":
+                kind = event.get("type")
+                if kind == "chat.msg":
+                    self.latencies.append(now - float(event["message"]["text"].split()[1]))
+                elif kind == "typing" and self.typing_sent is not None:
+                    sender = event["user"]["id"]
+                    k = self.typing_seen.get(sender, 0)
+                    self.typing_seen[sender] = k + 1
+                    self.latencies.append(now - self.typing_sent[sender][k])
+                else:
                     continue  # presence and acks
-                sent_at = float(event["message"]["text"].split()[1])
-                self.latencies.append(now - sent_at)
                 self.counter[0] += 1
             if self.counter[0] >= self.expected:
                 self.done.set()
 
 
-async def run_ours(base: str, token: str, clients: int, messages: int) -> dict:
+async def run_ours(base: str, tokens: list[tuple[int, str]], clients: int, messages: int, path: str) -> dict:
     ws_url = base.replace("http://", "ws://") + "/ws"
     headers = {"Origin": base}
     sockets = [await connect(ws_url, additional_headers=headers, max_size=None, compression=None)
@@ -78,12 +91,13 @@ async def run_ours(base: str, token: str, clients: int, messages: int) -> dict:
         while seen < 2:
             seen += len(unpack_events(await ws.recv()))
     publishers = []
-    for _ in range(PUBLISHERS):
+    for _user_id, token in tokens:
         publisher = await connect(f"{ws_url}?token={token}", additional_headers=headers, max_size=None,
                                   compression=None)
         await publisher.send(msgpack.packb({"op": "sub", "topic": f"room:{ROOM}", "ref": "s"}))
         publishers.append(publisher)
-    return await drive(sockets, publishers, clients, messages, ours=True)
+    return await drive(sockets, publishers, clients, messages, ours=True, path=path,
+                       user_ids=[user_id for user_id, _ in tokens])
 
 
 async def run_reference(port: int, clients: int, messages: int, frame_size: int) -> dict:
@@ -93,13 +107,16 @@ async def run_reference(port: int, clients: int, messages: int, frame_size: int)
     return await drive(sockets, publishers, clients, messages, ours=False, frame_size=frame_size)
 
 
-async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool, frame_size: int = 0) -> dict:
+async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool, frame_size: int = 0,
+                path: str = "chat", user_ids: list[int] | None = None) -> dict:
     latencies: list[float] = []
     done = asyncio.Event()
     counter = [0]
-    # Publishers are subscribed too (ours) or are broadcast targets (reference): count their copies as well.
+    typing = ours and path == "typing"
+    # Publishers are subscribed too (ours) or broadcast targets (the reference): their copies count.
     expected = (clients + len(publishers)) * messages
-    receivers = [Receiver(ws, latencies, expected, done, counter) for ws in sockets]
+    typing_sent: dict[int, list[float]] = {user_id: [] for user_id in user_ids or []}
+    receivers = [Receiver(ws, latencies, expected, done, counter, typing_sent) for ws in sockets]
     tasks = [asyncio.create_task(r.run()) for r in receivers]
     run_id = uuid.uuid4().hex[:8]
 
@@ -115,6 +132,8 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
                     elif event.get("type") == "chat.msg":
                         latencies.append(now - float(event["message"]["text"].split()[1]))
                         counter[0] += 1
+                    elif event.get("type") == "typing":
+                        counter[0] += 1
                     elif event.get("type") == "error":
                         raise RuntimeError(f"publisher got an error: {event}")
                 if counter[0] >= expected:
@@ -124,7 +143,12 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
         tasks.append(reader)
         for i in range(index, messages, len(publishers)):
             text = f"m{i} {time.perf_counter():.9f}"
-            if ours:
+            if typing:
+                typing_sent[user_ids[index]].append(time.perf_counter())
+                await publisher.send(msgpack.packb({"op": "typing", "room": ROOM}))
+                if i % PUBLISH_WINDOW == 0:
+                    await asyncio.sleep(0)
+            elif ours:
                 await window.acquire()
                 await publisher.send(msgpack.packb(
                     {"op": "chat.send", "room": ROOM, "text": text, "ref": f"{run_id}-{i}"}))
@@ -155,7 +179,7 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
     }
 
 
-def our_frame_size(base: str, token: str) -> int:
+def our_frame_size(base: str, token: str, path: str) -> int:
     """The size of one chat.msg frame from our server, so the reference sends the same."""
 
     async def measure() -> int:
@@ -164,13 +188,30 @@ def our_frame_size(base: str, token: str) -> int:
             await ws.send(msgpack.packb({"op": "sub", "topic": "room:probe"}))
             await ws.recv()
             await ws.recv()
-            await ws.send(msgpack.packb({"op": "chat.send", "room": "probe", "text": f"m0 {time.perf_counter():.9f}"}))
+            if path == "typing":
+                await ws.send(msgpack.packb({"op": "typing", "room": "probe"}))
+            else:
+                await ws.send(msgpack.packb({"op": "chat.send", "room": "probe",
+                                             "text": f"m0 {time.perf_counter():.9f}"}))
+            wanted = "typing" if path == "typing" else "chat.msg"
             while True:
                 frame = await ws.recv()
-                if any(e.get("type") == "chat.msg" for e in unpack_events(frame)):
+                if any(e.get("type") == wanted for e in unpack_events(frame)):
                     return len(frame)
 
     return asyncio.run(measure())
+
+
+PATHS = {
+    "typing": "fan-out (typing events: no storage, the hub and the sockets alone)",
+    "chat": "chat messages (each stored in the database first, then fanned out)",
+}
+
+
+def make_user_token(base: str) -> tuple[int, str]:
+    token = make_token(base)
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+        return client.get("/api/me").json()["user"]["id"], token
 
 
 BENCH_SETTINGS = {"VA_CHAT_SEND_LIMIT": "100000000", "VA_WS_MAX_FRAMES_PER_SEC": "1000000"}
@@ -179,7 +220,8 @@ BENCH_SETTINGS = {"VA_CHAT_SEND_LIMIT": "100000000", "VA_WS_MAX_FRAMES_PER_SEC":
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--messages", type=int, default=300, help="messages per run (divided by 5 at 1,000 clients)")
+    parser.add_argument("--messages", type=int, default=300, help="events per run (divided by 5 at 1,000 clients)")
+    parser.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=["typing", "chat"])
     args = parser.parse_args()
 
     database = f"va_bench_{uuid.uuid4().hex[:8]}"
@@ -202,25 +244,26 @@ def main() -> None:
             port = free_port()
             servers.append(start_server({**env, **BENCH_SETTINGS}, port))
             base = f"http://127.0.0.1:{port}"
-            endpoints[name] = (base, make_token(base))
+            endpoints[name] = (base, [make_user_token(base) for _ in range(PUBLISHERS)])
         ref_port = free_port()
         servers.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "ws_reference_server.py"), str(ref_port)]))
         time.sleep(1.0)
-        frame_size = our_frame_size(*endpoints["in-process hub"])
-        print(f"one room, every message to every client; chat.msg frame {frame_size} bytes; "
-              f"{PUBLISHERS} publishers, "
-              f"each with {PUBLISH_WINDOW} sends in flight")
-        for clients in args.clients:
-            messages = args.messages if clients <= 100 else max(20, args.messages // 5)
-            reference = asyncio.run(run_reference(ref_port, clients, messages, frame_size))
-            print(f"\n{clients} clients x {messages} messages")
-            print(f"  websockets broadcast(): {reference['delivered_per_sec']:9.0f} delivered/s  "
-                  f"p50 {reference['p50_ms']:7.1f} ms  p99 {reference['p99_ms']:7.1f} ms")
-            for name, (base, token) in endpoints.items():
-                result = asyncio.run(run_ours(base, token, clients, messages))
-                ratio = result["delivered_per_sec"] / reference["delivered_per_sec"]
-                print(f"  ours, {name:14s}: {result['delivered_per_sec']:9.0f} delivered/s  "
-                      f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  = {ratio:.2f}x reference")
+        for path in args.paths:
+            base, tokens = endpoints["in-process hub"]
+            frame_size = our_frame_size(base, tokens[0][1], path)
+            print(f"\n== {PATHS[path]}: one room, every event to every client; frame {frame_size} bytes; "
+                  f"{PUBLISHERS} publishers")
+            for clients in args.clients:
+                messages = args.messages if clients <= 100 else max(20, args.messages // 5)
+                reference = asyncio.run(run_reference(ref_port, clients, messages, frame_size))
+                print(f"{clients} clients x {messages} events")
+                print(f"  websockets broadcast(): {reference['delivered_per_sec']:9.0f} delivered/s  "
+                      f"p50 {reference['p50_ms']:7.1f} ms  p99 {reference['p99_ms']:7.1f} ms")
+                for name, (base, tokens) in endpoints.items():
+                    result = asyncio.run(run_ours(base, tokens, clients, messages, path))
+                    ratio = result["delivered_per_sec"] / reference["delivered_per_sec"]
+                    print(f"  ours, {name:14s}: {result['delivered_per_sec']:9.0f} delivered/s  "
+                          f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  = {ratio:.2f}x reference")
     finally:
         for server in servers:
             server.terminate()

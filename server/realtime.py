@@ -28,10 +28,43 @@ from server.topics import TopicPolicy
 log = logging.getLogger(__name__)
 
 MAX_REF_CHARS = 64
-# At most one frame per socket per this interval while events keep coming: a busy socket's events
-# are coalesced into array frames (far fewer writes), an idle socket's first event leaves at once.
+# At most one write pass per this interval while events keep coming: busy sockets' events are
+# coalesced into array frames (far fewer writes); after a quiet spell the first event leaves at once.
 COALESCE_INTERVAL_SECS = 0.010
 CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_POLICY, CLOSE_TOO_SLOW = 1000, 1003, 1008, 4008
+
+
+class Flusher:
+    """Writes every socket's waiting events in passes, at most one pass per interval while busy.
+
+    Writes are the cost of fan-out (Tornado spends tens of microseconds per frame), so
+    while events keep arriving they are held until the next pass and leave as one array
+    frame per socket; when idle, a pass runs at once and adds no delay.
+    """
+
+    def __init__(self, interval_secs: float = COALESCE_INTERVAL_SECS):
+        self._interval = interval_secs
+        self._dirty: dict["Connection", None] = {}
+        self._scheduled = False
+        self._last_pass = 0.0
+
+    def mark(self, connection: "Connection") -> None:
+        self._dirty[connection] = None
+        if not self._scheduled:
+            self._scheduled = True
+            loop = asyncio.get_running_loop()
+            wait = self._last_pass + self._interval - loop.time()
+            if wait > 0:
+                loop.call_later(wait, self._run)
+            else:
+                loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        self._last_pass = asyncio.get_running_loop().time()
+        dirty, self._dirty = self._dirty, {}
+        for connection in dirty:
+            connection.flush()
 
 
 @dataclass
@@ -53,6 +86,7 @@ class Connection:
         send: Callable[[bytes], Awaitable[None] | None],
         close: Callable[[int, str], None],
         *,
+        flusher: Flusher,
         max_frames_per_sec: int,
         max_send_buffer_bytes: int,
     ):
@@ -69,8 +103,7 @@ class Connection:
         self._close = close
         self._subs: dict[str, _Subscription] = {}
         self._outbox: list[bytes] = []
-        self._flush_scheduled = False
-        self._last_flush = 0.0
+        self._flusher = flusher
         self._in_flight_bytes = 0
         self._window_start = time.monotonic()
         self._window_frames = 0
@@ -110,23 +143,15 @@ class Connection:
 
     def _enqueue(self, frame: bytes) -> None:
         self._outbox.append(frame)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop = asyncio.get_running_loop()
-            wait = self._last_flush + COALESCE_INTERVAL_SECS - loop.time()
-            if wait > 0:
-                loop.call_later(wait, self._flush)
-            else:
-                loop.call_soon(self._flush)
+        if len(self._outbox) == 1:
+            self._flusher.mark(self)
 
     def _emit(self, event: dict[str, Any]) -> None:
         self._enqueue(frames.encode(event))
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
+    def flush(self) -> None:
         if self._closed or not self._outbox:
             return
-        self._last_flush = asyncio.get_running_loop().time()
         batch, self._outbox = self._outbox, []
         data = batch[0] if len(batch) == 1 else frames.array_frame(batch)
         # Judged on what is still unwritten from earlier frames, so one large batch is not "slow".
@@ -152,7 +177,7 @@ class Connection:
 
     def shutdown(self, code: int, reason: str) -> None:
         if not self._closed:
-            self._flush()
+            self.flush()
             self._closed = True
             self._close(code, reason)
 

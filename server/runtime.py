@@ -24,6 +24,7 @@ from server.passwords import Passwords
 from server.presence import MemoryPresence, Presence, RedisPresence
 from server.principals import PrincipalCache
 from server.ratelimit import RateLimiter
+from server.realtime import Flusher
 from server.store import database
 from server.store.migrations import pending_revisions, upgrade_to_head
 from server.tokens import TokenService
@@ -60,6 +61,7 @@ class Runtime:
     # Open WebSocket handlers, so shutdown can close them, and tasks to finish before closing.
     sockets: set = field(default_factory=set)
     background: set = field(default_factory=set)
+    flusher: Flusher = field(default_factory=Flusher)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     http_metrics: HttpMetrics = field(init=False)
 
