@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Visionary Art command line: serve (default) | migrate."""
+"""Visionary Art command line: serve (default) | migrate | demo-model."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 from tornado.httpserver import HTTPServer
 
 from config import Settings, load_settings
+from inference.demo_model import DEMO_MODEL_NAME, build_demo_model
 from server.app import make_app
 from server.runtime import MigrationsPending, Runtime
 from server.store.database import create_engine
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--host")
     serve_cmd.add_argument("--port", type=int)
     commands.add_parser("migrate", help="apply pending database migrations")
+    demo = commands.add_parser("demo-model", help="build the tiny random-weight demo model into the models dir")
+    demo.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
 
@@ -79,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(settings))
     elif command == "migrate":
         asyncio.run(migrate(settings))
+    elif command == "demo-model":
+        target = settings.models_dir / DEMO_MODEL_NAME
+        if target.exists() and not args.overwrite:
+            log.info("%s already exists (use --overwrite to rebuild it)", target)
+        else:
+            build_demo_model(target, overwrite=args.overwrite)
+            log.info("wrote %s", target)
     return 0
 
 
