@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     # Bytes queued for one socket before it is dropped as too slow (close 4008).
     ws_max_send_buffer_bytes: int = Field(4 * MiB, ge=64 * 1024)
 
+    # Generation. The engine runs in this process unless disabled (web-only processes).
+    inference_enabled: bool = True
+    # Previews per second per job; frames in between are dropped, not queued.
+    preview_fps: float = Field(8.0, ge=0)
+    queue_max_global: int = Field(20, ge=1)
+    queue_max_per_user: int = Field(5, ge=1)
+    max_init_image_bytes: int = Field(10 * MiB, ge=1024)
+
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)
     cpu_threads: int = Field(max(2, os.cpu_count() or 2), ge=1)

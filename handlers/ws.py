@@ -55,7 +55,7 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
     async def open(self) -> None:
         runtime = self.runtime
         self.connection = Connection(
-            self.principal, runtime.hub, runtime.topics, runtime.chat,
+            self.principal, runtime.hub, runtime.topics, runtime.chat, runtime.jobs,
             send=self._send_binary,
             close=self.close,
             flusher=runtime.flusher,

@@ -13,6 +13,8 @@ ACCEPTED_FORMATS = {"PNG", "JPEG", "WEBP", "GIF"}
 # Refused before decoding: a small file can declare enormous dimensions (a decompression bomb).
 MAX_UPLOAD_PIXELS = 40_000_000
 AVATAR_WEBP_QUALITY = 85
+THUMBNAIL_SIDE_PX = 384
+THUMBNAIL_WEBP_QUALITY = 80
 
 
 def open_checked(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Image:
@@ -49,4 +51,13 @@ def make_avatar(data: bytes, size_px: int) -> bytes:
     image = ImageOps.fit(image, (size_px, size_px), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, format="WEBP", quality=AVATAR_WEBP_QUALITY)
+    return out.getvalue()
+
+
+def make_thumbnail(png: bytes, side_px: int = THUMBNAIL_SIDE_PX) -> bytes:
+    """A WebP no larger than ``side_px`` on its long side, for galleries and history strips."""
+    image = Image.open(io.BytesIO(png))
+    image.thumbnail((side_px, side_px), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="WEBP", quality=THUMBNAIL_WEBP_QUALITY)
     return out.getvalue()

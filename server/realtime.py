@@ -21,6 +21,7 @@ from server.auth import Principal
 from server.chat import ChatService, check_room_name
 from server.errors import AppError, InvalidInput, RateLimited, Unauthenticated
 from server.hub import Hub, Reset
+from server.jobs import JobService
 from server.hub import frames
 from server.presence import PRESENCE_REFRESH_SECS
 from server.topics import TopicPolicy
@@ -83,6 +84,7 @@ class Connection:
         hub: Hub,
         topics: TopicPolicy,
         chat: ChatService,
+        jobs: JobService,
         send: Callable[[bytes], Awaitable[None] | None],
         close: Callable[[int, str], None],
         *,
@@ -99,6 +101,7 @@ class Connection:
         self._hub = hub
         self._topics = topics
         self._chat = chat
+        self._jobs = jobs
         self._send = send
         self._close = close
         self._subs: dict[str, _Subscription] = {}
@@ -114,6 +117,7 @@ class Connection:
             "ping": self._op_ping, "sub": self._op_sub, "unsub": self._op_unsub,
             "chat.send": self._op_chat_send, "chat.edit": self._op_chat_edit,
             "chat.delete": self._op_chat_delete, "typing": self._op_typing,
+            "gen.submit": self._op_gen_submit, "gen.cancel": self._op_gen_cancel,
         }
 
     async def start(self) -> None:
@@ -332,6 +336,24 @@ class Connection:
         user = self._user()
         await self._chat.typing(self._room_of(message), user)
         return None
+
+    async def _op_gen_submit(self, message: dict[str, Any]) -> dict[str, Any]:
+        user = self._user()
+        fields = {k: v for k, v in message.items() if k not in ("op", "ref")}
+        init_image = fields.get("init_image")
+        if init_image is not None and not isinstance(init_image, bytes):
+            raise InvalidInput("`init_image` must be raw bytes (msgpack bin).")
+        job = await self._jobs.submit(user, fields, init_image)
+        # The submitter watches its job from the first event: replay from seq 0.
+        await self._op_sub({"topic": f"job:{job['id']}", "since": 0})
+        return {"type": "ack", "job": job}
+
+    async def _op_gen_cancel(self, message: dict[str, Any]) -> dict[str, Any]:
+        user = self._user()
+        job_id = message.get("job")
+        if not isinstance(job_id, str):
+            raise InvalidInput("`job` must be a job id.")
+        return {"type": "ack", "job": await self._jobs.cancel(user, job_id)}
 
     async def close(self) -> None:
         """Leave every topic and room; called once the socket is gone."""

@@ -13,12 +13,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from config import Settings
+from inference.engine import Engine, EngineConfig
+from inference.metrics import register_engine_metrics
+from inference.models import ModelRegistry
+from inference.screening import PromptScreen
 from server.auth import AuthService
 from server.blobs import BlobStore
 from server.cache import Cache, MemoryCache, RedisCache
 from server.chat import ChatService, may_read_room
 from server.executors import Executors
 from server.hub import Hub, MemoryHub, RedisHub
+from server.jobs import JobService
 from server.metrics import HttpMetrics
 from server.passwords import Passwords
 from server.presence import MemoryPresence, Presence, RedisPresence
@@ -58,6 +63,7 @@ class Runtime:
     presence: Presence
     chat: ChatService
     topics: TopicPolicy
+    jobs: JobService
     # Open WebSocket handlers, so shutdown can close them, and tasks to finish before closing.
     sockets: set = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -112,16 +118,27 @@ class Runtime:
         topics = TopicPolicy()
         topics.register("room", may_read_room)
         topics.register("user", own_user_topic)
+        inference_engine = None
+        if settings.inference_enabled:
+            registry = ModelRegistry(settings.models_dir)
+            inference_engine = Engine(registry, EngineConfig(preview_fps=settings.preview_fps),
+                                      screen=PromptScreen.from_file()).start()
+        jobs = JobService(db, hub, blobs, executors, inference_engine, settings)
+        topics.register("job", jobs.may_watch)
         auth = AuthService(db, passwords, limiter, executors, settings, principals)
         auth.on_sessions_revoked = lambda ids: _close_sockets_of(hub, ids)
-        return cls(
+        runtime = cls(
             settings=settings, engine=engine, db=db, redis=client, cache=cache, limiter=limiter, blobs=blobs,
             executors=executors,
             users=UserService(db, passwords, blobs, executors, settings, principals),
             auth=auth,
             tokens=TokenService(db, principals),
-            hub=hub, presence=presence, chat=chat, topics=topics,
+            hub=hub, presence=presence, chat=chat, topics=topics, jobs=jobs,
         )
+        if inference_engine is not None:
+            register_engine_metrics(inference_engine, runtime.registry)
+        await jobs.start()
+        return runtime
 
     async def readiness(self) -> dict[str, str]:
         """'ok' or the error for each dependency."""
@@ -149,6 +166,9 @@ class Runtime:
             socket.on_close()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
+        await self.jobs.close()
+        if self.jobs.engine is not None:
+            await self.jobs.engine.aclose()
         await self.hub.close()
         if self.redis is not None:
             await self.redis.aclose()

@@ -1,0 +1,37 @@
+"""Generated images: metadata, the PNG and its thumbnail."""
+
+from __future__ import annotations
+
+from handlers.base import APIHandler
+
+# Image ids never point at other bytes, so browsers and proxies may keep them for good.
+IMMUTABLE_CACHE = "private, max-age=31536000, immutable"
+
+
+class ImageHandler(APIHandler):
+    async def get(self, image_id: str) -> None:
+        """An image's metadata (size, seed, the A1111 parameters)."""
+        self.write_json({"image": await self.runtime.jobs.image(self.principal, image_id)})
+
+
+class ImageFileHandler(APIHandler):
+    async def get(self, image_id: str, variant: str) -> None:
+        """The PNG (`file`, with its parameters chunk) or a WebP thumbnail (`thumb`)."""
+        thumb = variant == "thumb"
+        digest, data = await self.runtime.jobs.image_bytes(self.principal, image_id, thumb=thumb)
+        self.set_header("Content-Type", "image/webp" if thumb else "image/png")
+        self.set_header("ETag", f'"{digest}"')
+        self.set_header("Cache-Control", IMMUTABLE_CACHE)
+        if not thumb:
+            self.set_header("Content-Disposition", f'inline; filename="visionary-{image_id[:12]}.png"')
+        if self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(data)
+
+
+default_handlers = [
+    (r"/api/images/([0-9a-f]{1,32})", ImageHandler),
+    (r"/api/images/([0-9a-f]{1,32})/(file|thumb)", ImageFileHandler),
+]
