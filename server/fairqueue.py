@@ -1,20 +1,23 @@
-"""The fair queue in front of the engine: round-robin across users.
+"""The fair queue in front of the engine: the user served longest ago goes next.
 
-One person's fifty jobs do not starve everyone else: each dispatch takes the
-head job of the next user in rotation. A job for a model already loaded may go
-first when that costs fairness at most one turn: among the next two users in
-rotation, a head job whose model is loaded is preferred.
+One person's fifty jobs do not starve everyone else: each dispatch takes the head
+job of the waiting user who was served least recently (a newcomer, never served,
+comes first). A job for a model already loaded may jump ahead when that costs
+fairness at most one turn: among the next two users in line, a head job whose
+model is loaded is preferred.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import itertools
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 # How many users ahead the scheduler may look for a job whose model is already loaded.
 LOADED_MODEL_LOOKAHEAD_USERS = 2
+NEVER_SERVED = -1
 
 
 @dataclass
@@ -27,9 +30,12 @@ class Entry(Generic[T]):
 
 class FairQueue(Generic[T]):
     def __init__(self) -> None:
-        # Users with waiting jobs, in rotation order; the first is next.
-        self._users: OrderedDict[int, deque[Entry[T]]] = OrderedDict()
+        self._users: dict[int, deque[Entry[T]]] = {}
         self._by_id: dict[str, Entry[T]] = {}
+        self._last_served: dict[int, int] = {}
+        self._dispatches = itertools.count()
+        # The user a loaded-model job went ahead of; they go next, whatever is loaded.
+        self._passed_over: int | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -53,30 +59,34 @@ class FairQueue(Generic[T]):
                 del self._users[entry.user_id]
         return entry
 
+    def _line(self) -> list[int]:
+        """Waiting users, the one served longest ago first (ties: who queued first)."""
+        return sorted(self._users, key=lambda user: self._last_served.get(user, NEVER_SERVED))
+
     def pop(self, is_loaded: Callable[[str], bool] = lambda _model: False) -> Entry[T] | None:
-        """The next job to run, rotating its user to the back."""
+        """The next job to run."""
         if not self._users:
             return None
-        candidates = list(self._users)[:LOADED_MODEL_LOOKAHEAD_USERS]
-        chosen_user = next((u for u in candidates if is_loaded(self._users[u][0].model)), candidates[0])
-        jobs = self._users[chosen_user]
-        entry = jobs.popleft()
+        candidates = self._line()[:LOADED_MODEL_LOOKAHEAD_USERS]
+        user = candidates[0]
+        if user != self._passed_over:
+            user = next((u for u in candidates if is_loaded(self._users[u][0].model)), user)
+        self._passed_over = candidates[0] if user != candidates[0] else None
+        entry = self._users[user].popleft()
+        if not self._users[user]:
+            del self._users[user]
         del self._by_id[entry.job_id]
-        del self._users[chosen_user]
-        if jobs:
-            self._users[chosen_user] = jobs  # to the back of the rotation
+        self._last_served[user] = next(self._dispatches)
         return entry
 
     def order(self) -> Iterator[Entry[T]]:
         """Waiting jobs in the order they would run (ignoring the loaded-model preference)."""
-        queues = [list(jobs) for jobs in self._users.values()]
-        depth = 0
-        while True:
+        queues = [list(self._users[user]) for user in self._line()]
+        for depth in itertools.count():
             row = [jobs[depth] for jobs in queues if depth < len(jobs)]
             if not row:
                 return
             yield from row
-            depth += 1
 
     def places(self) -> dict[str, int]:
         """Each waiting job's place, 1 = next."""

@@ -125,6 +125,7 @@ class JobService:
         if queued:
             log.info("re-queued %d jobs after a restart", len(queued))
             await self._announce_places()
+            self._wake.set()
 
     # Requests
 

@@ -8,6 +8,7 @@ from typing import AsyncIterator, Iterator
 import pytest
 
 from config import Settings
+from inference.demo_model import DEMO_MODEL_NAME, build_demo_model
 from server.runtime import Runtime
 from tests.support.backends import TEST_COOKIE_SECRET, Backend, backend as open_backend
 from tests.support.client import ApiClient
@@ -79,3 +80,26 @@ async def new_client(server: str) -> AsyncIterator:
     yield make
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def demo_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight SD model, built once per test session."""
+    models = tmp_path_factory.mktemp("models")
+    build_demo_model(models / DEMO_MODEL_NAME)
+    return models
+
+
+@pytest.fixture
+def gen_settings(backend: Backend, tmp_path: Path, demo_models_dir: Path) -> Settings:
+    """Settings whose data dir has the demo model; every preview is sent (no frame-rate cap)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "models").symlink_to(demo_models_dir, target_is_directory=True)
+    return make_settings(backend, data, preview_fps=0)
+
+
+@pytest.fixture
+async def gen_server(gen_settings: Settings) -> AsyncIterator[str]:
+    async with running_server(gen_settings) as (base_url, _runtime):
+        yield base_url

@@ -9,10 +9,14 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments INTEGER PRIMARY KEY, MySQL wants BIGINT for room to grow.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+# MySQL's DATETIME keeps whole seconds unless told otherwise; ordering by time needs microseconds.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
 
 # utf8mb4 so emoji and other 4-byte characters survive on MySQL/MariaDB.
 MYSQL_TABLE_ARGS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci", "mysql_engine": "InnoDB"}
@@ -40,8 +44,8 @@ class User(Base):
     # sha256 of the re-encoded avatar in the blob store.
     avatar_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     is_moderator: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow, onupdate=utcnow)
 
 
 class BrowserSession(Base):
@@ -52,9 +56,9 @@ class BrowserSession(Base):
 
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
-    expires_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False)
-    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
     user_agent: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     ip: Mapped[str] = mapped_column(String(45), nullable=False, default="")
 
@@ -71,8 +75,8 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     # The first characters of the secret, so people can tell their tokens apart.
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
-    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
 
 class Room(Base):
@@ -84,7 +88,7 @@ class Room(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     created_by: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
     # The room topic's seq: bumped in the same transaction as the change it numbers.
     last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
 
@@ -109,9 +113,9 @@ class Message(Base):
     # Space-separated lower-case usernames mentioned with @name.
     mentions: Mapped[str] = mapped_column(String(512), nullable=False, default="")
     client_ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
-    edited_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
+    edited_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
 
 class GenerationJob(Base):
@@ -137,9 +141,9 @@ class GenerationJob(Base):
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     timings: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
 
 class GeneratedImage(Base):
@@ -156,4 +160,4 @@ class GeneratedImage(Base):
     seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
     # The A1111 `parameters` text, also inside the PNG.
     parameters: Mapped[str] = mapped_column(Text, nullable=False)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
