@@ -367,7 +367,8 @@ class _Worker:
 
     def _on_step(self, job: Job, step: int, total: int, x0: torch.Tensor) -> None:
         job.steps_done = step
-        job.post(Progress(job.id, step=step, total=total))
+        stepped_at = time.time()
+        job.post(Progress(job.id, step=step, total=total, at=stepped_at))
         engine = self.engine
         config = engine.config
         previewer = self._previewer(job)
@@ -386,7 +387,7 @@ class _Worker:
         job.preview_in_flight = True
 
         def deliver(step_: int, total_: int, mime: str, data: bytes) -> None:
-            job.post(Preview(job.id, step=step_, total=total_, mime=mime, image=data))
+            job.post(Preview(job.id, step=step_, total=total_, mime=mime, image=data, at=stepped_at))
 
         def done() -> None:
             job.preview_in_flight = False

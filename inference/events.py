@@ -50,9 +50,10 @@ class Progress(JobEvent):
     type: ClassVar[str] = "progress"
     step: int = 0
     total: int = 0
+    at: float = 0.0  # wall-clock time of the step callback, for end-to-end latency
 
     def to_message(self) -> dict[str, Any]:
-        return {**super().to_message(), "step": self.step, "total": self.total}
+        return {**super().to_message(), "step": self.step, "total": self.total, "at": self.at}
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,11 @@ class Preview(JobEvent):
     total: int = 0
     mime: str = "image/webp"
     image: bytes = field(default=b"", repr=False)
+    at: float = 0.0  # wall-clock time of the step callback that produced the frame
 
     def to_message(self) -> dict[str, Any]:
-        return {**super().to_message(), "step": self.step, "total": self.total, "mime": self.mime, "image": self.image}
+        return {**super().to_message(), "step": self.step, "total": self.total, "mime": self.mime,
+                "image": self.image, "at": self.at}
 
 
 @dataclass(frozen=True)
