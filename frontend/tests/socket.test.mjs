@@ -245,3 +245,25 @@ test('a refused subscription reaches onError', () => {
   const errors = listener.calls.filter((c) => c[0] === 'error').map((c) => c[1].code)
   assert.deepEqual(errors, ['forbidden'])
 })
+
+test('resubscribe: a topic the server subscribed on its own (gen.submit) is unsubscribed first, so since replays it', () => {
+  subscribed(0) // the socket is open
+  const job = recorder()
+  // The server subscribed the socket to job:7 with the submit and sent seq 1 before its ack: nobody listened.
+  latest().receive({ type: 'ack', topic: 'job:7', seq: 1 }, { type: 'gen.queued', topic: 'job:7', seq: 1, place: 1 })
+  client.subscribe('job:7', job, { since: 0, resubscribe: true })
+  const frames = latest().take()
+  assert.deepEqual(frames.map((f) => [f.op, f.topic, f.since]), [['unsub', 'job:7', undefined], ['sub', 'job:7', 0]])
+  latest().receive({ type: 'ack', topic: 'job:7' }, { type: 'ack', ref: frames[1].ref, topic: 'job:7', seq: 1 },
+    { type: 'gen.queued', topic: 'job:7', seq: 1, place: 1 }, { type: 'gen.started', topic: 'job:7', seq: 2 })
+  assert.deepEqual(job.events(), [[1, false], [2, false]])
+  // Unsequenced events (previews) reach the listener too.
+  latest().receive({ type: 'gen.preview', topic: 'job:7', step: 1 })
+  assert.equal(job.calls.filter((c) => c[0] === 'event').length, 3)
+})
+
+test('resubscribe before the socket is open sends only the sub (a new socket has no subscriptions)', () => {
+  client.subscribe('job:8', () => {}, { since: 0, resubscribe: true })
+  latest().accept()
+  assert.deepEqual(latest().take().map((f) => [f.op, f.topic, f.since]), [['sub', 'job:8', 0]])
+})

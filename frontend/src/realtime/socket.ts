@@ -74,6 +74,12 @@ export interface Subscription {
 export interface SubscribeOptions {
   /** The last seq already known (e.g. from history loaded over HTTP): later events are replayed. */
   since?: number
+  /**
+   * The server may have subscribed this socket to the topic on its own (`gen.submit` does, before
+   * its ack reaches us, so the events it replayed found no listener): send `unsub` first, so that
+   * this `sub` is not answered as a duplicate and `since` is honoured.
+   */
+  resubscribe?: boolean
 }
 
 export interface RequestOptions {
@@ -233,7 +239,11 @@ export class RealtimeClient {
         subscribed: false, everSubscribed: false, resuming: false,
       }
       this.topics.set(topic, state)
-      if (this.stateRef.value === 'open') this.sendSub(state)
+      if (this.stateRef.value === 'open') {
+        // A socket opened later starts with no subscriptions, so only the current one needs this.
+        if (options.resubscribe) this.write({ op: 'unsub', topic })
+        this.sendSub(state)
+      }
     }
     state.listeners.add(normalised)
     this.connect()
