@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     queue_max_per_user: int = Field(5, ge=1)
     max_init_image_bytes: int = Field(10 * MiB, ge=1024)
 
+    # Art studio (OpenCV filters, no weights): photos are scaled to this long side before filtering;
+    # results are cached by perceptual hash for this long; the four styles run on a pool of this many threads.
+    art_max_side_px: int = Field(1024, ge=64, le=8192)
+    art_cache_ttl_secs: int = Field(60 * 60, ge=1)
+    art_threads: int = Field(4, ge=1)
+    art_max_upload_bytes: int = Field(20 * MiB, ge=1024)
+
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)
     cpu_threads: int = Field(max(2, os.cpu_count() or 2), ge=1)

@@ -17,7 +17,8 @@ THUMBNAIL_SIDE_PX = 384
 THUMBNAIL_WEBP_QUALITY = 80
 
 
-def open_checked(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Image:
+def open_checked(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS, min_side_px: int = 1,
+                 max_side_px: int | None = None) -> Image.Image:
     """Open an uploaded image after checking its format and size from the header alone."""
     try:
         image = Image.open(io.BytesIO(data))
@@ -33,6 +34,14 @@ def open_checked(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.I
     if width * height > max_pixels:
         raise InvalidInput(
             f"The image is {width}×{height} pixels; at most {max_pixels:,} pixels are accepted.", code="image_too_large"
+        )
+    if max_side_px is not None and max(width, height) > max_side_px:
+        raise InvalidInput(
+            f"The image is {width}×{height} pixels; each side must be at most {max_side_px:,}.", code="image_too_wide"
+        )
+    if min(width, height) < min_side_px:
+        raise InvalidInput(
+            f"The image is {width}×{height} pixels; each side must be at least {min_side_px}.", code="image_too_small"
         )
     try:
         with warnings.catch_warnings():

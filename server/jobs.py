@@ -63,6 +63,12 @@ def image_json(image: GeneratedImage) -> dict[str, Any]:
     }
 
 
+def image_ref(image: GeneratedImage) -> dict[str, Any]:
+    """How an event or a job names one of its images."""
+    return {"id": image.id, "url": f"/api/images/{image.id}/file", "thumb_url": f"/api/images/{image.id}/thumb",
+            "width": image.width, "height": image.height, "seed": image.seed}
+
+
 @dataclass
 class _Live:
     """What the service knows of a job while it is queued or running (not persisted per step)."""
@@ -345,8 +351,7 @@ class JobService:
 
     @staticmethod
     def _image_ref(image: GeneratedImage) -> dict[str, Any]:
-        return {"id": image.id, "url": f"/api/images/{image.id}/file", "thumb_url": f"/api/images/{image.id}/thumb",
-                "width": image.width, "height": image.height, "seed": image.seed}
+        return image_ref(image)
 
     async def _finish(self, job_id: str, status: str, *, error: tuple[str, str] | None = None,
                       timings: dict[str, float] | None = None, event: dict[str, Any] | None = None) -> None:
@@ -418,11 +423,14 @@ class JobService:
     def job_json(self, job: GenerationJob, images: list[GeneratedImage]) -> dict[str, Any]:
         settings = json.loads(job.settings)
         live = self._live.get(job.id)
+        # Art jobs (server/art.py) have no steps: their total is the number of styles, their step the images so far.
+        total = settings["steps"] if "steps" in settings else len(settings.get("styles", ()))
+        step = live.step if live else (total if job.status == "done" else 0 if "steps" in settings else len(images))
         return {
-            "id": job.id, "status": job.status, "public": job.public, **settings,
+            "id": job.id, "kind": job.kind, "model": job.model, "status": job.status, "public": job.public, **settings,
             "place": self._places.get(job.id) if job.status == "queued" else None,
-            "step": live.step if live else (settings["steps"] if job.status == "done" else 0),
-            "total": settings["steps"],
+            "step": step,
+            "total": total,
             "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
             "images": [self._image_ref(image) for image in images],
             "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),

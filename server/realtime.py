@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.art import ArtService
 from server.auth import Principal
 from server.chat import ChatService, check_room_name
 from server.errors import AppError, InvalidInput, RateLimited, Unauthenticated
@@ -91,6 +92,7 @@ class Connection:
         flusher: Flusher,
         max_frames_per_sec: int,
         max_send_buffer_bytes: int,
+        art: ArtService | None = None,
     ):
         # More frames than this in one second is a flood: the socket is closed with 1008.
         self._max_frames_per_sec = max_frames_per_sec
@@ -102,6 +104,7 @@ class Connection:
         self._topics = topics
         self._chat = chat
         self._jobs = jobs
+        self._art = art
         self._send = send
         self._close = close
         self._subs: dict[str, _Subscription] = {}
@@ -118,6 +121,7 @@ class Connection:
             "chat.send": self._op_chat_send, "chat.edit": self._op_chat_edit,
             "chat.delete": self._op_chat_delete, "typing": self._op_typing,
             "gen.submit": self._op_gen_submit, "gen.cancel": self._op_gen_cancel,
+            "art.submit": self._op_art_submit,
         }
 
     async def start(self) -> None:
@@ -345,6 +349,20 @@ class Connection:
             raise InvalidInput("`init_image` must be raw bytes (msgpack bin).")
         job = await self._jobs.submit(user, fields, init_image)
         # The submitter watches its job from the first event: replay from seq 0.
+        await self._op_sub({"topic": f"job:{job['id']}", "since": 0})
+        return {"type": "ack", "job": job}
+
+    async def _op_art_submit(self, message: dict[str, Any]) -> dict[str, Any]:
+        user = self._user()
+        image, preset = message.get("image"), message.get("preset")
+        if not isinstance(image, bytes):
+            raise InvalidInput("`image` must be raw bytes (msgpack bin).")
+        if preset is not None and not isinstance(preset, str):
+            raise InvalidInput("`preset` must be a string.")
+        if self._art is None:
+            raise InvalidInput("The art studio is not available on this socket.", code="unknown_op")
+        job = await self._art.submit(user, image, preset)
+        # As for gen.submit: the socket watches the job from its first event.
         await self._op_sub({"topic": f"job:{job['id']}", "since": 0})
         return {"type": "ack", "job": job}
 

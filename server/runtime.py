@@ -17,6 +17,7 @@ from inference.engine import Engine, EngineConfig
 from inference.metrics import register_engine_metrics
 from inference.models import ModelRegistry
 from inference.screening import PromptScreen
+from server.art import ArtService
 from server.auth import AuthService
 from server.blobs import BlobStore
 from server.cache import Cache, MemoryCache, RedisCache
@@ -64,6 +65,7 @@ class Runtime:
     chat: ChatService
     topics: TopicPolicy
     jobs: JobService
+    art: ArtService
     # Open WebSocket handlers, so shutdown can close them, and tasks to finish before closing.
     sockets: set = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -134,6 +136,7 @@ class Runtime:
             auth=auth,
             tokens=TokenService(db, principals),
             hub=hub, presence=presence, chat=chat, topics=topics, jobs=jobs,
+            art=ArtService(db, hub, blobs, cache, executors, settings),
         )
         if inference_engine is not None:
             register_engine_metrics(inference_engine, runtime.registry)
@@ -167,6 +170,7 @@ class Runtime:
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
         await self.jobs.close()
+        await self.art.close()
         if self.jobs.engine is not None:
             await self.jobs.engine.aclose()
         await self.hub.close()
