@@ -94,6 +94,7 @@ class JobService:
         self._live: dict[str, _Live] = {}
         self._running: set[str] = set()
         self._places: dict[str, int] = {}
+        self._reserved: dict[int, int] = {}  # per user: submissions admitted but not yet queued
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -173,16 +174,29 @@ class JobService:
     async def submit(self, user: User, params: dict[str, Any], init_image: bytes | None = None) -> dict[str, Any]:
         """Check, persist and queue a job; answers at once (the job runs later)."""
         request = self.parse(params, init_image)
-        waiting = len(self._queue)
+        # Checked and reserved before the first await, so a burst of submissions cannot all pass the check.
+        waiting = len(self._queue) + sum(self._reserved.values())
         if waiting >= self._settings.queue_max_global:
             raise QueueFull(f"The queue is full: {waiting} jobs are waiting. Try again in a moment.")
-        mine = self._queue.count_for(user.id)
+        mine = self._queue.count_for(user.id) + self._reserved.get(user.id, 0)
         if mine >= self._settings.queue_max_per_user:
             raise QueueFull(f"You already have {mine} jobs waiting, the most allowed; wait for one to finish.")
+        self._reserved[user.id] = self._reserved.get(user.id, 0) + 1
+        try:
+            job = await self._store_job(user, request, bool(params.get("public", False)))
+        finally:
+            self._reserved[user.id] -= 1
+            if not self._reserved[user.id]:
+                del self._reserved[user.id]
+        self._enqueue(job.id, user.id, job.public, request)
+        await self._announce_places()
+        self._wake.set()
+        return self.job_json(job, [])
+
+    async def _store_job(self, user: User, request: GenerationRequest, public: bool) -> GenerationJob:
         init_sha = None
         if request.init_image is not None:
             init_sha = await self._executors.run_io(self._blobs.put_bytes, request.init_image)
-        public = bool(params.get("public", False))
         stored = {name: getattr(request, name) for name in REQUEST_FIELDS}
         job = GenerationJob(id=uuid.uuid4().hex, owner_id=user.id, status="queued", kind=request.kind,
                             model=request.model, settings=json.dumps(stored), init_image_sha256=init_sha,
@@ -190,10 +204,7 @@ class JobService:
         async with self._db() as db:
             db.add(job)
             await db.commit()
-        self._enqueue(job.id, user.id, public, request)
-        await self._announce_places()
-        self._wake.set()
-        return self.job_json(job, [])
+        return job
 
     def _enqueue(self, job_id: str, owner_id: int, public: bool, request: GenerationRequest) -> None:
         self._live[job_id] = _Live(owner_id=owner_id, public=public, total=request.steps)

@@ -237,3 +237,17 @@ async def test_a_restart_keeps_queued_jobs(gen_settings):
         if first["status"] == "failed":
             assert first["error"]["code"] == "server_restarted"
         await script.aclose()
+
+
+async def test_a_burst_cannot_overrun_the_global_cap(gen_settings):
+    settings = gen_settings.model_copy(update={"queue_max_global": 4, "queue_max_per_user": 10})
+    async with running_server(settings) as (base, runtime):
+        alice = ApiClient(base)
+        await alice.register("alice")
+        responses = await asyncio.gather(*(alice.post("/api/jobs", {**SMALL, "steps": 40}) for _ in range(12)))
+        admitted = [r for r in responses if r.status_code == 202]
+        assert 4 <= len(admitted) <= 5  # four waiting, at most one already running
+        assert all(error_code(r) == "queue_full" for r in responses if r.status_code != 202)
+        for response in admitted:
+            await alice.delete(f"/api/jobs/{response.json()['job']['id']}")
+        await alice.aclose()
