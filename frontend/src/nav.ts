@@ -12,5 +12,8 @@ export interface NavItem {
 
 export const NAV_ITEMS: NavItem[] = [
   { label: 'nav.home', to: { name: 'home' }, match: 'home' },
+  // Shown to guests too: the route sends them to log in and back.
+  { label: 'nav.generate', to: { name: 'generate' }, match: 'generate' },
   { label: 'nav.rooms', to: { name: 'rooms' }, match: 'rooms' },
+  { label: 'nav.studio', to: { name: 'studio' }, match: 'studio' },
 ]

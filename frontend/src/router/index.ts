@@ -35,6 +35,15 @@ export const routes: RouteRecordRaw[] = [
     path: '/u/:username', name: 'user', component: () => import('@/views/UserProfileView.vue'), props: true,
   },
   {
+    // ?from=<image id>: start from that image's settings (a remix).
+    path: '/generate', name: 'generate', component: () => import('@/views/GenerateView.vue'),
+    meta: { requiresAuth: true, title: 'generate.title' },
+  },
+  {
+    path: '/studio', name: 'studio', component: () => import('@/views/StudioView.vue'),
+    meta: { requiresAuth: true, title: 'studio.title' },
+  },
+  {
     path: '/rooms/:room?', name: 'rooms', component: () => import('@/views/RoomsView.vue'), props: true,
     meta: { title: 'rooms.title', fillHeight: true },
   },
