@@ -22,6 +22,7 @@ DEFAULT_MAX_SIDE_PX = 1024
 PHASH_SIDE = 16
 # Background that transparent pixels are flattened onto (paper white suits every style).
 BACKGROUND_RGB = (255, 255, 255)
+PENCIL_DENOISE_SIGMA_PX = 1.2
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,9 @@ def render(rgb: np.ndarray, style: str, preset: str = "fast") -> np.ndarray:
     p = PRESETS[preset]
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     if style in ("pencil", "colour_pencil"):
-        grey, colour = cv2.pencilSketch(bgr, sigma_s=p.pencil_sigma_s, sigma_r=p.pencil_sigma_r,
+        # A light blur first: pencilSketch draws every speck of sensor noise as a stroke otherwise.
+        smooth = cv2.GaussianBlur(bgr, (0, 0), PENCIL_DENOISE_SIGMA_PX)
+        grey, colour = cv2.pencilSketch(smooth, sigma_s=p.pencil_sigma_s, sigma_r=p.pencil_sigma_r,
                                         shade_factor=p.pencil_shade)
         if style == "pencil":
             return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
