@@ -147,10 +147,10 @@ async function screenshot(page, name) {
 
 /**
  * Runs one browser test: `body({ browser, page, context, log })`. On failure (or on running past
- * SCRIPT_TIMEOUT_MS) it screenshots the page to $VA_E2E_ARTIFACTS/<name>.png, prints why and
+ * `timeoutMs`, SCRIPT_TIMEOUT_MS unless told) it screenshots the page to $VA_E2E_ARTIFACTS/<name>.png, prints why and
  * exits 1; console errors from the page are printed to help reading a failure.
  */
-export async function runE2E(name, body) {
+export async function runE2E(name, body, { timeoutMs = SCRIPT_TIMEOUT_MS } = {}) {
   const started = Date.now()
   const log = (...args) => console.log(`[${name} ${((Date.now() - started) / 1000).toFixed(1)}s]`, ...args)
   let browser
@@ -165,7 +165,7 @@ export async function runE2E(name, body) {
     await browser?.close().catch(() => {})
     process.exit(1)
   }
-  const watchdog = setTimeout(() => fail(new Error(`timed out after ${SCRIPT_TIMEOUT_MS / 1000} s`)), SCRIPT_TIMEOUT_MS)
+  const watchdog = setTimeout(() => fail(new Error(`timed out after ${timeoutMs / 1000} s`)), timeoutMs)
   try {
     browser = await launch()
     const context = await freshContext(browser)

@@ -501,8 +501,12 @@ export const useGenerationStore = defineStore('generation', () => {
     }
   }
 
+  /** Shows a job in the live area (a refusal shown for an earlier submit goes away). */
   function select(id: string): void {
-    if (jobs.value[id]) currentId.value = id
+    if (!jobs.value[id]) return
+    currentId.value = id
+    submitError.value = null
+    cancelError.value = null
   }
 
   /** Forgets every job (on sign-out, or another user signing in); the draft stays. */
