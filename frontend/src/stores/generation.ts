@@ -389,8 +389,10 @@ export const useGenerationStore = defineStore('generation', () => {
       if (run !== epoch) return
       for (const job of page.jobs) upsert(job)
       const ids = page.jobs.map((j) => j.id)
-      // Jobs submitted while the page was on its way are newer than all of it.
-      order.value = [...order.value.filter((id) => !ids.includes(id)), ...ids]
+      // Jobs submitted while the page was on its way are newer than all of it; older pages start over.
+      const newest = page.jobs[0]?.created_at ?? ''
+      const fresher = order.value.filter((id) => !ids.includes(id) && (jobs.value[id]?.created_at ?? '') > newest)
+      order.value = [...fresher, ...ids]
       nextCursor.value = page.next_cursor
       historyLoaded.value = true
       for (const job of page.jobs) if (isActive(job.status)) watchJob(job.id)
@@ -422,10 +424,22 @@ export const useGenerationStore = defineStore('generation', () => {
     }
   }
 
-  /** Loads models and my jobs once per signed-in user (the Generate page calls it on every visit). */
-  function init(): Promise<void> {
-    initialising ??= Promise.all([loadCatalogue(), loadHistory()]).then(() => undefined)
-    return initialising
+  /**
+   * For a page that shows generation: models once (again if that failed), and my latest jobs on every
+   * call, so jobs started in another tab show up too.
+   */
+  async function init(): Promise<void> {
+    const catalogueLoaded = catalogue.value !== null ? Promise.resolve() : (initialising ??= loadCatalogue().finally(() => {
+      initialising = null
+    }))
+    await Promise.all([catalogueLoaded, loadHistory()])
+  }
+
+  /** Shows someone's job as it goes (a public one, or mine from elsewhere): its state, then its live events. */
+  async function follow(id: string): Promise<LiveJob | null> {
+    const job = await refresh(id)
+    if (job && isActive(job.status)) watchJob(id)
+    return job
   }
 
   /** What gen.submit / POST /api/jobs get for these settings. */
@@ -537,7 +551,7 @@ export const useGenerationStore = defineStore('generation', () => {
     // jobs
     jobs, current, currentId, history, hasOlder, historyLoaded, historyLoading, historyError,
     submitting, submitError, cancelError,
-    init, loadHistory, loadOlder, submit, cancel, select, watchJob, refresh, reset,
+    init, loadHistory, loadOlder, submit, cancel, select, follow, watchJob, refresh, reset,
   }
 })
 

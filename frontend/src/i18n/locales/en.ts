@@ -259,6 +259,7 @@ const en = {
     ahead: '{n} job ahead of you | {n} jobs ahead of you',
     waiting: 'Waiting for a free worker…',
     starting: 'Loading the model…',
+    nextPreview: 'Waiting for the next preview…',
     step: 'Step {step} / {total}',
     etaSeconds: 'about {n} s left',
     etaMinutes: 'about {n} min left',

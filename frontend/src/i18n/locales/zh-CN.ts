@@ -261,6 +261,7 @@ const zhCN: Messages = {
     ahead: '前面还有 {n} 个任务',
     waiting: '正在等待空闲的算力……',
     starting: '正在加载模型……',
+    nextPreview: '正在等待下一帧预览……',
     step: '第 {step} / {total} 步',
     etaSeconds: '约剩 {n} 秒',
     etaMinutes: '约剩 {n} 分钟',
