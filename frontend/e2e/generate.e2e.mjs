@@ -1,13 +1,13 @@
 // The Generate page against the real server and its engine (the tiny random-weight model `demo-tiny`):
 // the model list, Ctrl+Enter, live preview frames in step order, the final PNG downloaded, a job
 // cancelled mid-run, the queue place, a refused submit (the per-user queue cap), progress that goes on
-// after a reload, and a history item loading its settings back into the form.
+// after a reload, image to image, and a history item loading its settings back into the form.
 //   VA_BASE_URL=http://127.0.0.1:8888 node e2e/generate.e2e.mjs   (the server needs `run.py demo-model`)
 // Timing: one step of demo-tiny takes ~15 ms on an idle CPU and much longer on a busy one, so the
 // checks wait for states, never for durations.
 
 import { readFile } from 'node:fs/promises'
-import { assert, byTestId, registerViaUi, runE2E } from './lib.mjs'
+import { assert, byTestId, makePng, registerViaUi, runE2E } from './lib.mjs'
 
 const MODEL = 'demo-tiny'
 /** Long enough for several preview frames even at the server's default 8 previews a second. */
@@ -128,7 +128,8 @@ await runE2E('generate', async ({ page, log }) => {
   assert.deepEqual([...png.subarray(0, 8)], PNG_SIGNATURE, 'the download is a PNG')
   await page.locator(`[data-testid="gen-history-item"][data-job-id="${firstJob}"][data-status="done"] img`).waitFor()
 
-  log(`a ${LONG_STEPS}-step job, cancelled mid-run`)
+  log(`a ${LONG_STEPS}-step job at 256×256, cancelled mid-run`)
+  await setSize(page, 256)
   await byTestId(page, 'gen-steps').fill(String(LONG_STEPS))
   await byTestId(page, 'gen-seed').fill('')
   await byTestId(page, 'gen-prompt').fill('a storm over the sea, cancelled')
@@ -146,7 +147,10 @@ await runE2E('generate', async ({ page, log }) => {
   assert.ok(stoppedAt >= stepAtCancel && stoppedAt < LONG_STEPS, `stopped at step ${stoppedAt} of ${LONG_STEPS}`)
   await byTestId(page, 'gen-cancel').waitFor({ state: 'detached' })
 
-  log('another long job; the next one waits in the queue with its place shown; the queue cap refuses more')
+  log('another long job, at the native size (so that it still runs after all that follows)')
+  await byTestId(page, 'gen-native-size').click()
+  assert.equal((await byTestId(page, 'gen-width').innerText()).trim(), '512')
+  log('the next one waits in the queue with its place shown; the queue cap refuses more')
   await byTestId(page, 'gen-prompt').fill('a slow sunrise, watched across a reload')
   await byTestId(page, 'gen-submit').click()
   await waitStatus(page, 'running')
@@ -207,6 +211,20 @@ await runE2E('generate', async ({ page, log }) => {
       await waitStatus(page, 'cancelled', 15_000)
     }
   }
+
+  log('image to image: a picked picture, a strength, sent over HTTP')
+  assert.equal(await byTestId(page, 'gen-strength').count(), 0, 'no strength without an init image')
+  await byTestId(page, 'gen-init-input').setInputFiles({ name: 'start.png', mimeType: 'image/png', buffer: makePng(64, 64) })
+  await byTestId(page, 'gen-init-preview').waitFor()
+  await byTestId(page, 'gen-strength').fill('0.5')
+  await byTestId(page, 'gen-steps').fill('8')
+  await byTestId(page, 'gen-prompt').fill('the same gradient, repainted')
+  await byTestId(page, 'gen-submit').click()
+  await waitStatus(page, 'done')
+  assert.equal(await byTestId(page, 'gen-detail-strength').locator('dd').innerText(), '0.5')
+  await byTestId(page, 'gen-result-image').waitFor()
+  await byTestId(page, 'gen-init-remove').click()
+  await byTestId(page, 'gen-strength').waitFor({ state: 'detached' })
 
   log('a history item loads its settings back into the form')
   await page.locator(`[data-testid="gen-history-item"][data-job-id="${firstJob}"]`).click()
