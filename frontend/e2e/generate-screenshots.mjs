@@ -66,7 +66,7 @@ try {
   // The one that runs while every variant looks at it (a reload picks it up again), and one behind it.
   await settings(page, {
     prompt: 'an old lighthouse on a cliff at dusk, oil painting, warm light, crashing waves',
-    negative: 'lowres, jpeg artifacts', side: 256, steps: 150,
+    negative: 'lowres, jpeg artifacts', side: 512, steps: 150,
   })
   await byTestId(page, 'gen-submit').click()
   await page.locator('[data-testid="gen-status"][data-status="running"]').waitFor({ timeout: JOB_TIMEOUT_MS })
