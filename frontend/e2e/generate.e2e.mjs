@@ -1,7 +1,7 @@
 // The Generate page against the real server and its engine (the tiny random-weight model `demo-tiny`):
 // the model list, Ctrl+Enter, live preview frames in step order, the final PNG downloaded, a job
 // cancelled mid-run, the queue place, a refused submit (the per-user queue cap), progress that goes on
-// after a reload, image to image, and a history item loading its settings back into the form.
+// after a reload, image to image, a history item loading its settings back into the form, a remix link.
 //   VA_BASE_URL=http://127.0.0.1:8888 node e2e/generate.e2e.mjs   (the server needs `run.py demo-model`)
 // Timing: one step of demo-tiny takes ~15 ms on an idle CPU and much longer on a busy one, so the
 // checks wait for states, never for durations.
@@ -116,6 +116,7 @@ await runE2E('generate', async ({ page, log }) => {
   log('the final image, its settings, and a PNG download')
   const firstJob = await currentJobId(page)
   assert.ok(firstJob)
+  const firstImage = await byTestId(page, 'gen-result-image').getAttribute('data-image-id')
   assert.ok(await byTestId(page, 'gen-result-image').evaluate((img) => img.complete && img.naturalWidth === 64))
   assert.equal(await byTestId(page, 'gen-detail-seed').locator('dd').innerText(), seed, 'the seed asked for was used')
   assert.equal(await byTestId(page, 'gen-detail-size').locator('dd').innerText(), '64 × 64')
@@ -234,5 +235,14 @@ await runE2E('generate', async ({ page, log }) => {
   assert.equal(await byTestId(page, 'gen-seed').inputValue(), seed)
   assert.equal((await byTestId(page, 'gen-width').innerText()).trim(), '64')
   await byTestId(page, 'gen-result-image').waitFor()
+
+  log('a remix link (/generate?from=<image id>) loads that image\'s settings')
+  await byTestId(page, 'gen-prompt').fill('something else entirely')
+  await byTestId(page, 'gen-steps').fill('12')
+  await page.goto(`/generate?from=${firstImage}`)
+  await page.waitForFunction((p) => document.querySelector('[data-testid="gen-prompt"]')?.value === p, prompt)
+  assert.equal(await byTestId(page, 'gen-seed').inputValue(), seed)
+  assert.equal(await byTestId(page, 'gen-steps').inputValue(), String(FIRST_STEPS))
+  await page.waitForURL((url) => !url.searchParams.has('from'))
 
 }, { timeoutMs: 85_000 })

@@ -197,6 +197,7 @@ export const useGenerationStore = defineStore('generation', () => {
     draft.width = fitSide(draft.width)
     draft.height = fitSide(draft.height)
     if (limits.batch_max) draft.batch = Math.min(Math.max(1, draft.batch), limits.batch_max)
+    if (limits.guidance_max !== undefined) draft.guidance = Math.min(Math.max(0, draft.guidance), limits.guidance_max)
   }
 
   function fitSide(value: number): number {
