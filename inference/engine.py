@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -72,6 +73,10 @@ class EngineConfig:
     text_cache_entries: int = DEFAULT_TEXT_CACHE_ENTRIES
     latent_cache_entries: int = DEFAULT_LATENT_CACHE_ENTRIES
     cache_ttl_s: float = DEFAULT_CACHE_TTL_SECS
+    # torch's intra-op threads on a CPU-only host; None = one fewer than the cores, so the event
+    # loop and the preview encoder keep a core (with every core, torch's spinning threads stall
+    # whenever anything else runs: 10 tiny steps went from 0.14 s to 4.9 s beside one busy process).
+    cpu_threads: int | None = None
 
 
 def detect_devices() -> list[str]:
@@ -197,6 +202,8 @@ class Engine:
 
     def start(self) -> "Engine":
         if not self._started:
+            if self.devices == ["cpu"]:
+                torch.set_num_threads(self.config.cpu_threads or max(1, (os.cpu_count() or 2) - 1))
             for worker in self.workers:
                 worker.thread.start()
             self._started = True

@@ -258,7 +258,15 @@ class Connection:
             raise InvalidInput("`since` must be a non-negative integer seq.")
         kind, ident = await self._topics.check(self.principal, topic)
         if topic in self._subs:
-            return {"type": "ack", "topic": topic, "seq": self._subs[topic].last_seq}
+            ack = {"type": "ack", "topic": topic, "seq": self._subs[topic].last_seq}
+            if since is None:
+                return ack
+            # Already watching (e.g. gen.submit subscribed it): still answer the replay asked for.
+            if "ref" in message:
+                ack["ref"] = message["ref"]
+            self._emit(ack)
+            await self._replay_into(topic, since)
+            return None
         sub = self._subs[topic] = _Subscription()
         await self._hub.subscribe(topic, self)
         current = await self._hub.current_seq(topic)
@@ -291,6 +299,16 @@ class Connection:
         if kind == "room":
             await self._enter_room(ident)
         return None
+
+    async def _replay_into(self, topic: str, since: int) -> None:
+        result = await self._hub.replay(topic, since)
+        if isinstance(result, Reset):
+            self._emit({"type": "reset", "topic": topic, "epoch": result.epoch, "seq": result.seq})
+            return
+        sub = self._subs[topic]
+        for seq, frame in result:
+            self._enqueue(frame)
+            sub.last_seq = max(sub.last_seq, seq)
 
     async def _enter_room(self, room: str) -> None:
         self._emit({"type": "presence", "topic": f"room:{room}", "users": await self._chat.present_users(room)})

@@ -251,3 +251,16 @@ async def test_logging_out_closes_that_sessions_sockets(connect, new_client):
     assert (await alice.post("/api/auth/logout")).status_code == 204
     assert await ws_here.closed() == 1000
     assert (await ws_other.request("ping"))["type"] == "pong"
+
+
+async def test_sub_with_since_on_a_watched_topic_still_replays(connect, new_client):
+    alice = await signed_in(new_client, "alice")
+    ws = await connect(alice)
+    await ws.request("sub", topic="room:again")
+    for i in range(3):
+        await ws.request("chat.send", room="again", text=f"m{i}")
+    await ws.collect("chat.msg", 3)
+    ack = await ws.request("sub", topic="room:again", since=0)
+    assert ack["type"] == "ack"
+    replayed = await ws.collect("chat.msg", 3)
+    assert [e["message"]["text"] for e in replayed] == ["m0", "m1", "m2"]
