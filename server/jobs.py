@@ -340,32 +340,28 @@ class JobService:
                 log.exception("storing the images of job %s failed", job_id)
                 await self._finish(job_id, "failed", error=("storage_failed", "The images could not be stored."))
                 return
-            await self._finish(job_id, "done", timings=result.timings, event={
-                "type": "gen.done", "images": [self._image_ref(image) for image in images],
+            await self._finish(job_id, "done", timings=result.timings, images=images, event={
+                "type": "gen.done", "images": [image_ref(image) for image in images],
                 "seed": request.seed, "timings": result.timings,
             })
 
     async def _store_images(self, job_id: str, result: JobResult) -> list[GeneratedImage]:
+        """Write each PNG and its thumbnail to the blob store (in parallel); the rows are added by _finish."""
         owner_id = self._live[job_id].owner_id
-        rows = []
-        for generated in result.images:
-            png_sha = await self._executors.run_io(self._blobs.put_bytes, generated.png)
-            thumb = await self._executors.run_cpu(make_thumbnail, generated.png)
-            thumb_sha = await self._executors.run_io(self._blobs.put_bytes, thumb)
-            rows.append(GeneratedImage(id=uuid.uuid4().hex, owner_id=owner_id, job_id=job_id, png_sha256=png_sha,
-                                       thumb_sha256=thumb_sha, width=generated.width, height=generated.height,
-                                       seed=generated.seed, parameters=generated.parameters))
-        async with self._db() as db:
-            db.add_all(rows)
-            await db.commit()
-        return rows
 
-    @staticmethod
-    def _image_ref(image: GeneratedImage) -> dict[str, Any]:
-        return image_ref(image)
+        async def store(generated: Any) -> GeneratedImage:
+            thumb, png_sha = await asyncio.gather(self._executors.run_cpu(make_thumbnail, generated.png),
+                                                  self._executors.run_io(self._blobs.put_bytes, generated.png))
+            thumb_sha = await self._executors.run_io(self._blobs.put_bytes, thumb)
+            return GeneratedImage(id=uuid.uuid4().hex, owner_id=owner_id, job_id=job_id, png_sha256=png_sha,
+                                  thumb_sha256=thumb_sha, width=generated.width, height=generated.height,
+                                  seed=generated.seed, parameters=generated.parameters)
+
+        return list(await asyncio.gather(*(store(generated) for generated in result.images)))
 
     async def _finish(self, job_id: str, status: str, *, error: tuple[str, str] | None = None,
-                      timings: dict[str, float] | None = None, event: dict[str, Any] | None = None) -> None:
+                      timings: dict[str, float] | None = None, event: dict[str, Any] | None = None,
+                      images: list[GeneratedImage] = ()) -> None:
         """Persist the outcome, then (through the publisher, after the job's earlier events) announce it."""
         values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
         if error is not None:
@@ -374,6 +370,7 @@ class JobService:
         if timings is not None:
             values["timings"] = json.dumps(timings)
         async with self._db() as db:
+            db.add_all(images)  # one transaction: a job is never "done" without its images
             await db.execute(update(GenerationJob).where(GenerationJob.id == job_id).values(**values))
             await db.commit()
         self._running.discard(job_id)
@@ -443,7 +440,7 @@ class JobService:
             "step": step,
             "total": total,
             "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-            "images": [self._image_ref(image) for image in images],
+            "images": [image_ref(image) for image in images],
             "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at), "timings": json.loads(job.timings or "{}"),
         }
