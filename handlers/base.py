@@ -166,6 +166,17 @@ class APIHandler(BaseHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
+    def write_blob(self, data: bytes, digest: str, content_type: str, cache_control: str) -> None:
+        """Answer with content-addressed bytes: the digest is the ETag, so a revalidation costs a 304."""
+        self.set_header("Content-Type", content_type)
+        self.set_header("ETag", f'"{digest}"')
+        self.set_header("Cache-Control", cache_control)
+        if self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(data)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error leaves as ``{"error": {"code", "message"}}``; no stack trace reaches a client."""
         exc = kwargs.get("exc_info", (None, None, None))[1]

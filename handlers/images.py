@@ -19,16 +19,9 @@ class ImageFileHandler(APIHandler):
         """The PNG (`file`, with its parameters chunk) or a WebP thumbnail (`thumb`)."""
         thumb = variant == "thumb"
         digest, data = await self.runtime.jobs.image_bytes(self.principal, image_id, thumb=thumb)
-        self.set_header("Content-Type", "image/webp" if thumb else "image/png")
-        self.set_header("ETag", f'"{digest}"')
-        self.set_header("Cache-Control", IMMUTABLE_CACHE)
         if not thumb:
             self.set_header("Content-Disposition", f'inline; filename="visionary-{image_id[:12]}.png"')
-        if self.check_etag_header():
-            self.set_status(304)
-            self.finish()
-            return
-        self.finish(data)
+        self.write_blob(data, digest, "image/webp" if thumb else "image/png", IMMUTABLE_CACHE)
 
 
 default_handlers = [

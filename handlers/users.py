@@ -71,14 +71,7 @@ class AvatarHandler(APIHandler):
     async def get(self, username: str) -> None:
         """The avatar image (WebP)."""
         digest, data = await self.users.avatar_bytes(username)
-        self.set_header("Content-Type", "image/webp")
-        self.set_header("ETag", f'"{digest}"')
-        self.set_header("Cache-Control", IMMUTABLE_CACHE if self.get_argument("v", None) else "no-cache")
-        if self.check_etag_header():
-            self.set_status(304)
-            self.finish()
-            return
-        self.finish(data)
+        self.write_blob(data, digest, "image/webp", IMMUTABLE_CACHE if self.get_argument("v", None) else "no-cache")
 
 
 default_handlers = [
