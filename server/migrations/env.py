@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from config import load_settings
 from server.store.database import create_engine
-from server.store.models import Base
+from server.store.schema import metadata
 
 config = context.config
 
@@ -19,7 +19,7 @@ config = context.config
 def run_with(connection: Connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=metadata,
         # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
         render_as_batch=True,
         compare_type=True,

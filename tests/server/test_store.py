@@ -6,7 +6,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select, text
 
 from server.store.migrations import pending_revisions
-from server.store.models import Base, User
+from server.store.models import User
+from server.store.schema import metadata
 from tests.support.backends import kill_mariadb_connections
 
 
@@ -14,7 +15,7 @@ async def test_migrations_match_the_models(runtime):
     assert await pending_revisions(runtime.engine) == []
 
     def diff(sync_conn):
-        return compare_metadata(MigrationContext.configure(sync_conn), Base.metadata)
+        return compare_metadata(MigrationContext.configure(sync_conn), metadata)
 
     async with runtime.engine.connect() as conn:
         assert await conn.run_sync(diff) == []

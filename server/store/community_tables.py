@@ -1,0 +1,3 @@
+"""The community's tables: posts, likes, follows, notifications and reports."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""The model hub's tables: models, their versions and files, and uploads in progress."""
+
+from __future__ import annotations

@@ -1,0 +1,9 @@
+"""Every table of the one schema: importing this registers them all on ``Base.metadata``.
+
+Migrations and the schema test need the whole schema; services import only their own tables.
+"""
+
+from server.store import collab_tables, community_tables, hub_tables, models  # noqa: F401
+from server.store.models import Base
+
+metadata = Base.metadata
