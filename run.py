@@ -59,6 +59,15 @@ async def migrate(settings: Settings) -> None:
     log.info("database is at the newest schema")
 
 
+async def set_moderator(settings: Settings, username: str, moderator: bool) -> None:
+    runtime = await Runtime.start(settings.model_copy(update={"inference_enabled": False}))
+    try:
+        user = await runtime.users.set_moderator(username, moderator)
+        log.info("%s is %s a moderator", user.username, "now" if moderator else "no longer")
+    finally:
+        await runtime.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
     parser.add_argument("--log-level", default="info")
@@ -69,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply pending database migrations")
     demo = commands.add_parser("demo-model", help="build the tiny random-weight demo model into the models dir")
     demo.add_argument("--overwrite", action="store_true")
+    moderator = commands.add_parser("moderator", help="grant (or --revoke) the moderator role")
+    moderator.add_argument("username")
+    moderator.add_argument("--revoke", action="store_true")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
 
@@ -82,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(settings))
     elif command == "migrate":
         asyncio.run(migrate(settings))
+    elif command == "moderator":
+        asyncio.run(set_moderator(settings, args.username, not args.revoke))
     elif command == "demo-model":
         target = settings.models_dir / DEMO_MODEL_NAME
         if target.exists() and not args.overwrite:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
-from server.store.models import ApiToken, User
+from server.store.models import ApiToken, User, iso
 from server.users import public_user
 
-
-def iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def user_json(user: User, *, private: bool = False) -> dict[str, Any]:

@@ -14,7 +14,7 @@ class RoomMessagesHandler(APIHandler):
         if (before is not None and not before.isdigit()) or not limit.isdigit():
             raise InvalidInput("`before` and `limit` must be positive integers.")
         messages, next_cursor = await self.runtime.chat.history(
-            room, before=int(before) if before else None, limit=int(limit)
+            self.principal.user if self.principal else None, room, before=int(before) if before else None, limit=int(limit)
         )
         self.write_json({"messages": messages, "next_cursor": next_cursor})
 

@@ -62,9 +62,11 @@ class MyAvatarHandler(APIHandler):
 
 class UserHandler(APIHandler):
     async def get(self, username: str) -> None:
-        """A public profile."""
+        """A public profile, with follower, following and post counts."""
         user = await self.users.get_by_username(username)
-        self.write_json({"user": user_json(user)})
+        viewer = self.principal.user if self.principal else None
+        stats = await self.runtime.community.follows.profile_stats(user, viewer)
+        self.write_json({"user": user_json(user), "stats": stats})
 
 
 class AvatarHandler(APIHandler):

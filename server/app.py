@@ -7,7 +7,7 @@ import time
 
 from tornado import web
 
-from handlers import art, auth, collab, health, images, jobs, modelhub, posts, rooms, tokens, users, ws
+from handlers import art, auth, collab, community, health, images, jobs, modelhub, posts, rooms, tokens, users, ws
 from handlers.base import NotFoundHandler
 from handlers.frontend import FrontendHandler
 from server.runtime import Runtime
@@ -20,7 +20,7 @@ WEBSOCKET_MAX_MESSAGE_BYTES = 64 * 1024
 # Pings keep proxies from closing idle sockets and find dead peers; Tornado caps the timeout at the interval.
 WEBSOCKET_PING_SECS = 20
 
-FEATURE_HANDLERS = [auth, users, tokens, rooms, jobs, images, art, modelhub, posts, collab, ws, health]
+FEATURE_HANDLERS = [auth, users, tokens, rooms, jobs, images, art, modelhub, posts, community, collab, ws, health]
 
 
 def make_app(runtime: Runtime) -> web.Application:

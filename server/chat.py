@@ -8,10 +8,9 @@ replayed them from the database.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import unicodedata
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -22,7 +21,7 @@ from server.hub import Hub, Reset
 from server.hub.frames import encode, with_topic
 from server.presence import Presence
 from server.ratelimit import RateLimiter
-from server.store.models import Message, Room, User, utcnow
+from server.store.models import Message, Room, User, iso, utcnow
 from server.users import public_user
 
 ROOM_NAME_RE = re.compile(r"^[a-z0-9_\-:.]{1,64}$")
@@ -49,10 +48,11 @@ def check_room_name(name: str) -> str:
     return name
 
 
-async def may_read_room(_principal: object, name: str) -> bool:
-    """Rooms are public to read (sending needs a signed-in user, checked per op); the name must be valid."""
-    check_room_name(name)
-    return True
+# Rooms whose name starts with a prefix may belong to something (``post:<id>``), which says who may use them:
+# (viewer or None, the part after the prefix) -> None, or raises NotFound/Forbidden.
+RoomGuard = Callable[[User | None, str], Awaitable[None]]
+# Told of every stored message: (room, message, author, mentioned users).
+MessageListener = Callable[[str, Message, User, list[User]], Awaitable[None]]
 
 
 def clean_message_text(text: Any) -> str:
@@ -68,12 +68,10 @@ def clean_message_text(text: Any) -> str:
     return text
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
-
 
 def message_json(message: Message, author: User, room: str) -> dict[str, Any]:
     deleted = message.deleted_at is not None
+    hidden = message.hidden_at is not None
     return {
         "id": message.id,
         "room": room,
@@ -81,15 +79,16 @@ def message_json(message: Message, author: User, room: str) -> dict[str, Any]:
         "author": public_user(author),
         "text": "" if deleted else message.text,
         "mentions": message.mentions.split() if message.mentions and not deleted else [],
-        "created_at": _iso(message.created_at),
-        "edited_at": _iso(message.edited_at),
+        "created_at": iso(message.created_at),
+        "edited_at": iso(message.edited_at),
         "deleted": deleted,
+        "hidden": hidden,
     }
 
 
 def _event_for(message: Message, author: User, room: str, since: int) -> dict[str, Any] | None:
     """What a client that saw everything up to ``since`` needs to learn about this message."""
-    if message.deleted_at is not None:
+    if message.deleted_at is not None or message.hidden_at is not None:
         if message.created_seq > since:
             return None  # sent and deleted while away: nothing to show
         return {"type": "chat.deleted", "message": {"id": message.id, "room": room, "deleted": True}}
@@ -107,12 +106,26 @@ class ChatService:
         self._hub = hub
         self._presence = presence
         self._limiter = limiter
+        self.room_guards: dict[str, RoomGuard] = {}
+        self.message_listeners: list[MessageListener] = []
         hub.register_history("room:", self._replay_topic, self._topic_seq)
+
+    async def check_access(self, viewer: User | None, room: str) -> None:
+        """Raises unless ``viewer`` may read (and, signed in, write in) ``room``."""
+        check_room_name(room)
+        for prefix, guard in self.room_guards.items():
+            if room.startswith(prefix):
+                await guard(viewer, room.removeprefix(prefix))
+
+    async def may_read(self, principal: Any, room: str) -> bool:
+        """The topic policy for ``room:<name>``: public rooms to anyone, owned rooms as their owner says."""
+        await self.check_access(principal.user if principal is not None else None, room)
+        return True
 
     async def send(self, author: User, room: str, text: Any, client_ref: str | None = None) -> dict[str, Any]:
         """Store a message, then publish it; a retry with the same ``client_ref`` returns the first."""
-        check_room_name(room)
         text = clean_message_text(text)
+        await self.check_access(author, room)
         decision = await self._limiter.hit(f"chat-send:{author.id}", self._send_limit, self._send_window_secs)
         if not decision.allowed:
             raise RateLimited(f"You are sending too fast; wait {decision.retry_after_secs} s.",
@@ -135,11 +148,8 @@ class ChatService:
             return existing
         payload = message_json(message, author, room)
         await self._hub.publish(room_topic(room), {"type": "chat.msg", "message": payload}, seq=seq)
-        for user in mentioned:
-            await self._hub.publish(f"user:{user.id}", {
-                "type": "notify", "kind": "mention", "room": room, "message": message.id,
-                "from": public_user(author), "text": text[:200],
-            })
+        for listener in self.message_listeners:
+            await listener(room, message, author, mentioned)
         return payload
 
     async def edit(self, editor: User, room: str, message_id: int, text: Any) -> dict[str, Any]:
@@ -171,13 +181,18 @@ class ChatService:
             "type": "chat.deleted", "message": {"id": message.id, "room": room, "deleted": True},
         }, seq=message.seq)
 
-    async def history(self, room: str, *, before: int | None = None, limit: int = HISTORY_PAGE_DEFAULT
-                      ) -> tuple[list[dict[str, Any]], int | None]:
-        """Messages newest first, and the cursor for the page before them (None at the start)."""
-        check_room_name(room)
+    async def history(self, viewer: User | None, room: str, *, before: int | None = None,
+                      limit: int = HISTORY_PAGE_DEFAULT) -> tuple[list[dict[str, Any]], int | None]:
+        """Messages newest first, and the cursor for the page before them (None at the start).
+        Hidden messages are left out, except for their author and moderators."""
+        await self.check_access(viewer, room)
         limit = max(1, min(limit, HISTORY_PAGE_MAX))
         query = (select(Message, User).join(User, User.id == Message.author_id).join(Room, Room.id == Message.room_id)
                  .where(Room.name == room, Message.deleted_at.is_(None)))
+        if viewer is None:
+            query = query.where(Message.hidden_at.is_(None))
+        elif not viewer.is_moderator:
+            query = query.where(Message.hidden_at.is_(None) | (Message.author_id == viewer.id))
         if before is not None:
             query = query.where(Message.id < before)
         async with self._db() as db:
@@ -185,6 +200,33 @@ class ChatService:
         page = [message_json(message, author, room) for message, author in rows[:limit]]
         next_cursor = page[-1]["id"] if len(rows) > limit else None
         return page, next_cursor
+
+    async def set_hidden(self, message_id: str, hidden: bool) -> None:
+        """A moderator's hide or restore: everyone's open pages drop (or get back) the message."""
+        ident = int(message_id) if str(message_id).isdigit() and len(str(message_id)) < 19 else -1
+        async with self._db() as db:
+            row = (await db.execute(select(Message, User, Room.name).join(User, User.id == Message.author_id)
+                                    .join(Room, Room.id == Message.room_id).where(Message.id == ident))).first()
+            if row is None or row[0].deleted_at is not None:
+                raise NotFound(f"No message {str(message_id)[:40]}.")
+            message, author, room = row
+            message.seq = await self._next_seq(db, message.room_id)
+            message.hidden_at = utcnow() if hidden else None
+            await db.commit()
+        if hidden:
+            event = {"type": "chat.deleted", "message": {"id": message.id, "room": room, "deleted": True}}
+        else:
+            event = {"type": "chat.edited", "message": message_json(message, author, room)}
+        await self._hub.publish(room_topic(room), event, seq=message.seq)
+
+    async def describe(self, message_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """What a moderator's queue shows of each message."""
+        ids = [int(i) for i in message_ids if str(i).isdigit() and len(str(i)) < 19]
+        async with self._db() as db:
+            rows = (await db.execute(select(Message, User, Room.name).join(User, User.id == Message.author_id)
+                                     .join(Room, Room.id == Message.room_id).where(Message.id.in_(ids)))).all()
+        return {str(message.id): message_json(message, author, room) for message, author, room in rows
+                if message.deleted_at is None}
 
     async def _topic_seq(self, topic: str) -> int:
         async with self._db() as db:

@@ -10,7 +10,6 @@ coroutine, so a job's events reach the hub in the order they happened.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import time
@@ -35,7 +34,8 @@ from server.executors import Executors
 from server.fairqueue import Entry, FairQueue
 from server.hub import Hub
 from server.images import make_thumbnail
-from server.store.models import GeneratedImage, GenerationJob, User, utcnow
+from server.store.community_tables import Post, PostImage
+from server.store.models import GeneratedImage, GenerationJob, User, iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,13 @@ class QueueFull(AppError):
     status = 429
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
-
 
 def image_json(image: GeneratedImage) -> dict[str, Any]:
     return {
         "id": image.id, "job": image.job_id, "owner": image.owner_id, "width": image.width,
         "height": image.height, "seed": image.seed, "parameters": image.parameters,
         "url": f"/api/images/{image.id}/file", "thumb_url": f"/api/images/{image.id}/thumb",
-        "created_at": _iso(image.created_at),
+        "created_at": iso(image.created_at),
     }
 
 
@@ -281,12 +278,20 @@ class JobService:
 
     async def _image(self, principal: Principal | None, image_id: str) -> GeneratedImage:
         async with self._db() as db:
-            row = (await db.execute(select(GeneratedImage, GenerationJob.public)
+            # Anyone may see an image of a public job or of a post that is not hidden.
+            row = (await db.execute(select(GeneratedImage, GenerationJob.public, Post.hidden)
                                     .join(GenerationJob, GenerationJob.id == GeneratedImage.job_id)
+                                    .outerjoin(PostImage, PostImage.image_id == GeneratedImage.id)
+                                    .outerjoin(Post, Post.id == PostImage.post_id)
                                     .where(GeneratedImage.id == image_id))).first()
-        if row is None or not (row[1] or (principal is not None and principal.user.id == row[0].owner_id)):
+        if row is None:
             raise NotFound(f"No image {image_id}.")
-        return row[0]
+        image, job_public, post_hidden = row
+        viewer = principal.user if principal else None
+        if not (job_public or post_hidden is False or (viewer is not None and (
+                viewer.id == image.owner_id or (post_hidden and viewer.is_moderator)))):
+            raise NotFound(f"No image {image_id}.")
+        return image
 
     # Running
 
@@ -441,6 +446,6 @@ class JobService:
             "total": total,
             "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
             "images": [image_ref(image) for image in images],
-            "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
-            "finished_at": _iso(job.finished_at), "timings": json.loads(job.timings or "{}"),
+            "created_at": iso(job.created_at), "started_at": iso(job.started_at),
+            "finished_at": iso(job.finished_at), "timings": json.loads(job.timings or "{}"),
         }

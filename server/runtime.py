@@ -21,7 +21,8 @@ from server.art import ArtService
 from server.auth import AuthService
 from server.blobs import BlobStore
 from server.cache import Cache, MemoryCache, RedisCache
-from server.chat import ChatService, may_read_room
+from server.chat import ChatService
+from server.community import Community, build_community
 from server.executors import Executors
 from server.hub import Hub, MemoryHub, RedisHub
 from server.jobs import JobService
@@ -66,6 +67,7 @@ class Runtime:
     topics: TopicPolicy
     jobs: JobService
     art: ArtService
+    community: Community
     # Open WebSocket handlers, so shutdown can close them, and tasks to finish before closing.
     sockets: set = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -118,7 +120,7 @@ class Runtime:
         chat = ChatService(db, hub, presence, limiter, send_limit=settings.chat_send_limit,
                            send_window_secs=settings.chat_send_window_secs)
         topics = TopicPolicy()
-        topics.register("room", may_read_room)
+        topics.register("room", chat.may_read)
         topics.register("user", own_user_topic)
         inference_engine = None
         if settings.inference_enabled:
@@ -137,6 +139,7 @@ class Runtime:
             tokens=TokenService(db, principals),
             hub=hub, presence=presence, chat=chat, topics=topics, jobs=jobs,
             art=ArtService(db, hub, blobs, cache, executors, settings),
+            community=build_community(db, cache, hub, chat),
         )
         if inference_engine is not None:
             register_engine_metrics(inference_engine, runtime.registry)

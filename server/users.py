@@ -151,6 +151,16 @@ class UserService:
         await self._principals.forget_user(user_id)
         return user
 
+    async def set_moderator(self, username: str, moderator: bool) -> User:
+        """Grant or revoke the moderator role (from the command line: ``run.py moderator``)."""
+        user = await self.get_by_username(username)
+        async with self._sessions() as db:
+            user = await db.get(User, user.id)
+            user.is_moderator = moderator
+            await db.commit()
+        await self._principals.forget_user(user.id)
+        return user
+
     async def set_avatar(self, user_id: int, data: bytes) -> User:
         """Verify, re-encode and store an avatar image."""
         if len(data) > self._settings.max_avatar_bytes:

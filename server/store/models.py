@@ -26,6 +26,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def iso(value: dt.datetime | None) -> str | None:
+    """A stored naive-UTC time as ISO 8601 with a ``Z``, for JSON."""
+    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -116,6 +121,8 @@ class Message(Base):
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
     edited_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    # Set by a moderator: the message is gone for everyone but its author and moderators.
+    hidden_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
 
 class GenerationJob(Base):

@@ -1,0 +1,81 @@
+"""Follows, notifications, reports and the moderators' queue."""
+
+from __future__ import annotations
+
+from handlers.base import APIHandler
+from server.errors import InvalidInput
+
+
+def _cursor(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidInput("`before` must be a cursor this list gave out.", code="bad_cursor")
+    return int(value)
+
+
+class FollowHandler(APIHandler):
+    async def put(self, username: str) -> None:
+        await self._set(username, True)
+
+    async def delete(self, username: str) -> None:
+        await self._set(username, False)
+
+    async def _set(self, username: str, following: bool) -> None:
+        follower = self.require_user().user
+        followee = await self.users.get_by_username(username)
+        self.write_json(await self.runtime.community.follows.set_following(follower, followee, following))
+
+
+class NotificationsHandler(APIHandler):
+    async def get(self) -> None:
+        """Newest first, with the unread count."""
+        user = self.require_user().user
+        page, unread, next_cursor = await self.runtime.community.notifications.page(
+            user, before=_cursor(self.get_query_argument("before", None)))
+        self.write_json({"notifications": page, "unread": unread, "next_cursor": next_cursor})
+
+
+class NotificationsReadHandler(APIHandler):
+    async def post(self) -> None:
+        """Mark `ids` (or, without them, all) as read."""
+        user = self.require_user().user
+        unread = await self.runtime.community.notifications.mark_read(user, self.json_body().get("ids"))
+        self.write_json({"unread": unread})
+
+
+class ReportsHandler(APIHandler):
+    async def post(self) -> None:
+        """Report a post, a chat message or a model; a second report of the same thing is the first."""
+        user = self.require_user().user
+        body = self.json_body()
+        report, created = await self.runtime.community.moderation.report(
+            user, body.get("kind"), body.get("target"), body.get("reason"), body.get("details", ""))
+        self.write_json({"report": report}, status=201 if created else 200)
+
+
+class ModerationQueueHandler(APIHandler):
+    async def get(self) -> None:
+        """Reported things for moderators, most recently reported first."""
+        user = self.require_user().user
+        items, next_cursor = await self.runtime.community.moderation.queue(
+            user, status=self.get_query_argument("status", "open"),
+            before=_cursor(self.get_query_argument("before", None)))
+        self.write_json({"items": items, "next_cursor": next_cursor})
+
+
+class ModerationActionHandler(APIHandler):
+    async def post(self, kind: str, target: str, action: str) -> None:
+        """hide, restore or dismiss one reported thing."""
+        closed = await self.runtime.community.moderation.act(self.require_user().user, kind, target, action)
+        self.write_json({"kind": kind, "target": target, "action": action, "reports_closed": closed})
+
+
+default_handlers = [
+    (r"/api/users/([a-zA-Z0-9_]{1,32})/follow", FollowHandler),
+    (r"/api/notifications", NotificationsHandler),
+    (r"/api/notifications/read", NotificationsReadHandler),
+    (r"/api/reports", ReportsHandler),
+    (r"/api/moderation/reports", ModerationQueueHandler),
+    (r"/api/moderation/([a-z]{1,16})/([^/]{1,64})/(hide|restore|dismiss)", ModerationActionHandler),
+]

@@ -1,0 +1,59 @@
+"""Joins the community's services to each other and to chat: who is told of what, who guards which room."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.cache import Cache
+from server.chat import ChatService
+from server.follows import FollowService
+from server.hub import Hub
+from server.moderation import ModerationService, Target
+from server.notifications import NotificationService
+from server.posts import PostService
+from server.store.models import Message, User
+
+POST_ROOM_PREFIX = "post:"
+
+
+@dataclass
+class Community:
+    posts: PostService
+    follows: FollowService
+    notifications: NotificationService
+    moderation: ModerationService
+
+
+def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub, chat: ChatService) -> Community:
+    posts = PostService(db, cache, hub)
+    follows = FollowService(db)
+    notifications = NotificationService(db, hub)
+    moderation = ModerationService(db)
+
+    async def on_like(owner_id: int, liker: User, post_id: int, title: str) -> None:
+        await notifications.notify(owner_id, "like", liker, post_id=post_id, text=title)
+
+    async def on_follow(followee_id: int, follower: User) -> None:
+        await notifications.notify(followee_id, "follow", follower)
+
+    async def on_message(room: str, message: Message, author: User, mentioned: list[User]) -> None:
+        told = {author.id}
+        for user in mentioned:
+            await notifications.notify(user.id, "mention", author, room=room, message_id=message.id, text=message.text)
+            told.add(user.id)
+        if room.startswith(POST_ROOM_PREFIX):
+            post_id = int(room.removeprefix(POST_ROOM_PREFIX))
+            owner_id = await posts.owner_of(post_id)
+            if owner_id is not None and owner_id not in told:
+                await notifications.notify(owner_id, "message", author, post_id=post_id, room=room,
+                                           message_id=message.id, text=message.text)
+
+    posts.like_listeners.append(on_like)
+    follows.listeners.append(on_follow)
+    chat.message_listeners.append(on_message)
+    chat.room_guards[POST_ROOM_PREFIX] = posts.check_room
+    moderation.register("post", Target(set_hidden=posts.set_hidden, describe=posts.describe))
+    moderation.register("message", Target(set_hidden=chat.set_hidden, describe=chat.describe))
+    return Community(posts, follows, notifications, moderation)

@@ -1,0 +1,94 @@
+"""Notifications: likes, follows, mentions and messages beside one's posts.
+
+Each is stored first (the list and its unread count survive a closed tab) and
+then published on ``user:<id>``, where an open page shows it at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.errors import InvalidInput
+from server.hub import Hub
+from server.store.community_tables import Notification
+from server.store.models import User, iso, utcnow
+from server.users import public_user
+
+KINDS = ("like", "follow", "mention", "message")
+PAGE_DEFAULT = 30
+PAGE_MAX = 100
+TEXT_MAX_CHARS = 200
+
+
+def notification_json(notification: Notification, actor: User | None) -> dict[str, Any]:
+    return {
+        "id": notification.id,
+        "kind": notification.kind,
+        "from": public_user(actor) if actor else None,
+        "post": notification.post_id,
+        "room": notification.room,
+        "message": notification.message_id,
+        "text": notification.text,
+        "read": notification.read_at is not None,
+        "created_at": iso(notification.created_at),
+    }
+
+
+class NotificationService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], hub: Hub):
+        self._db = sessions
+        self._hub = hub
+
+    async def notify(self, user_id: int, kind: str, actor: User, *, post_id: int | None = None,
+                     room: str | None = None, message_id: int | None = None, text: str = "") -> None:
+        """Store a notification for ``user_id`` and push it to their open pages."""
+        if user_id == actor.id:
+            return  # nobody is told about their own doings
+        async with self._db() as db:
+            notification = Notification(user_id=user_id, kind=kind, actor_id=actor.id, post_id=post_id, room=room,
+                                        message_id=message_id, text=text[:TEXT_MAX_CHARS])
+            db.add(notification)
+            await db.commit()
+            unread = await self._unread(db, user_id)
+        payload = notification_json(notification, actor)
+        # `kind`, `room`, `message`, `from` and `text` also at the top level, as the first mention events had them.
+        await self._hub.publish(f"user:{user_id}", {
+            "type": "notify", **payload, "notification": payload, "unread": unread,
+        })
+
+    async def page(self, user: User, *, before: int | None = None, limit: int = PAGE_DEFAULT
+                   ) -> tuple[list[dict[str, Any]], int, int | None]:
+        """Newest first: the page, the unread count and the cursor of the next page."""
+        limit = max(1, min(limit, PAGE_MAX))
+        query = (select(Notification, User).outerjoin(User, User.id == Notification.actor_id)
+                 .where(Notification.user_id == user.id))
+        if before is not None:
+            query = query.where(Notification.id < before)
+        async with self._db() as db:
+            rows = (await db.execute(query.order_by(Notification.id.desc()).limit(limit + 1))).all()
+            unread = await self._unread(db, user.id)
+        page = [notification_json(n, actor) for n, actor in rows[:limit]]
+        return page, unread, (page[-1]["id"] if len(rows) > limit else None)
+
+    async def mark_read(self, user: User, ids: Any = None) -> int:
+        """Mark some (a list of ids) or all (None) as read; the unread count after."""
+        if ids is not None and (not isinstance(ids, list) or len(ids) > PAGE_MAX
+                                or not all(isinstance(i, int) for i in ids)):
+            raise InvalidInput(f"`ids` must be a list of at most {PAGE_MAX} notification ids, or absent for all.")
+        statement = update(Notification).where(Notification.user_id == user.id, Notification.read_at.is_(None))
+        if ids is not None:
+            statement = statement.where(Notification.id.in_(ids))
+        async with self._db() as db:
+            await db.execute(statement.values(read_at=utcnow()))
+            await db.commit()
+            unread = await self._unread(db, user.id)
+        await self._hub.publish(f"user:{user.id}", {"type": "notify.read", "unread": unread}, sequenced=False)
+        return unread
+
+    @staticmethod
+    async def _unread(db: AsyncSession, user_id: int) -> int:
+        return await db.scalar(select(func.count()).select_from(Notification).where(
+            Notification.user_id == user_id, Notification.read_at.is_(None))) or 0
