@@ -1,5 +1,5 @@
 // Art studio, as a person would use it: open it from the header, upload a photo, watch the four
-// styles fill in (a spinner for those still running), download one, upload the same photo again
+// styles fill in (a spinner for those still running), download one, publish one as a post, upload the same photo again
 // (served from the cache), then a different photo with the quality preset; Chinese labels too.
 //   VA_BASE_URL=http://127.0.0.1:8888 node e2e/studio.e2e.mjs
 
@@ -67,7 +67,19 @@ await runE2E('studio', async ({ page, log }) => {
   log('download one: a PNG (the server names it; its Content-Disposition wins over the link\'s name)')
   const [download] = await Promise.all([page.waitForEvent('download'), byTestId(page, 'studio-download').first().click()])
   assert.match(download.suggestedFilename(), /\.png$/)
-  assert.ok(await byTestId(page, 'studio-publish').first().isDisabled(), 'publishing comes later')
+
+  log('publish one style: that one image of the art job becomes a post')
+  const oilImage = await page.locator('[data-testid="studio-result"][data-style="oil"] [data-testid="studio-image"]').getAttribute('src')
+  await page.locator('[data-testid="studio-publish"][data-style="oil"]').click()
+  await byTestId(page, 'publish-title').fill('Holiday in oil')
+  await byTestId(page, 'publish-submit').click()
+  await page.waitForURL(/\/p\/\d+$/)
+  await byTestId(page, 'post-title').filter({ hasText: 'Holiday in oil' }).waitFor()
+  const postImage = await byTestId(page, 'post-image').getAttribute('src')
+  assert.equal(postImage.split('/')[3], oilImage.split('/')[3], 'the post shows the oil painting')
+  assert.equal(await byTestId(page, 'post-thumb').count(), 0, 'one image only')
+  await page.goto('/studio')
+  await byTestId(page, 'studio-drop').waitFor()
 
   log('the same photo again: served from the cache at once')
   await byTestId(page, 'studio-input').setInputFiles({ name: 'again.png', mimeType: 'image/png', buffer: photo(900, 600) })

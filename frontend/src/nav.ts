@@ -8,12 +8,16 @@ export interface NavItem {
   /** Route name that marks this item active (also its children). */
   match: string
   requiresAuth?: boolean
+  /** Only for moderators (the queue). */
+  requiresModerator?: boolean
 }
 
 export const NAV_ITEMS: NavItem[] = [
   { label: 'nav.home', to: { name: 'home' }, match: 'home' },
+  { label: 'nav.gallery', to: { name: 'gallery' }, match: 'gallery' },
   // Shown to guests too: the route sends them to log in and back.
   { label: 'nav.generate', to: { name: 'generate' }, match: 'generate' },
   { label: 'nav.rooms', to: { name: 'rooms' }, match: 'rooms' },
   { label: 'nav.studio', to: { name: 'studio' }, match: 'studio' },
+  { label: 'nav.moderation', to: { name: 'moderation' }, match: 'moderation', requiresAuth: true, requiresModerator: true },
 ]

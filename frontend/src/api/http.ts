@@ -121,6 +121,13 @@ async function send(method: HttpMethod, path: string, options: RequestOptions, x
 
 /** One request; resolves to the parsed JSON body (undefined for 204), rejects with ApiError. */
 export async function request<T>(method: HttpMethod, path: string, options: RequestOptions = {}): Promise<T> {
+  return (await requestWithStatus<T>(method, path, options)).data
+}
+
+/** Like `request`, with the HTTP status too (e.g. 201 created vs 200 already there). */
+export async function requestWithStatus<T>(
+  method: HttpMethod, path: string, options: RequestOptions = {},
+): Promise<{ status: number; data: T }> {
   const needsXsrf = method !== 'GET'
   let response = await send(method, path, options, needsXsrf ? await ensureXsrfCookie() : null)
   if (needsXsrf && response.status === 403 && !(options.body instanceof ReadableStream)) {
@@ -135,9 +142,9 @@ export async function request<T>(method: HttpMethod, path: string, options: Requ
     if (error.status === 401 && error.code === 'unauthenticated') onUnauthenticated?.()
     throw error
   }
-  if (response.status === 204) return undefined as T
+  if (response.status === 204) return { status: 204, data: undefined as T }
   const text = await response.text()
-  return (text ? JSON.parse(text) : undefined) as T
+  return { status: response.status, data: (text ? JSON.parse(text) : undefined) as T }
 }
 
 export const http = {

@@ -42,6 +42,8 @@ export interface ChatMessage {
   created_at: string
   edited_at: string | null
   deleted: boolean
+  /** Hidden by a moderator: only its author and moderators still get it (in the HTTP history). */
+  hidden?: boolean
 }
 
 export interface MessagePage {
@@ -149,4 +151,130 @@ export interface ImageInfo {
   url: string
   thumb_url: string
   created_at: string
+}
+
+// --- community (docs/openapi.yaml: /api/posts, follows, notifications, reports, moderation) ------
+
+/** What Remix fills in: the generation settings a post was made with (the model is `model`). */
+export interface PostSettings {
+  prompt?: string
+  negative_prompt?: string
+  sampler?: string
+  steps?: number
+  guidance?: number
+  width?: number
+  height?: number
+  seed?: number
+  strength?: number
+}
+
+export interface PostCover {
+  id: string
+  width: number
+  height: number
+  /** The PNG: only on the post page, on demand. */
+  url: string
+  /** WebP thumbnail, what the gallery shows. */
+  thumb_url: string
+}
+
+/** A post as the gallery shows it. */
+export interface PostCard {
+  id: number
+  title: string
+  owner: PublicUser
+  cover: PostCover
+  like_count: number
+  /** Whether I like it; absent when signed out. */
+  liked?: boolean
+  nsfw: boolean
+  tags: string[]
+  model: string
+  /** Hidden by a moderator: only its owner and moderators see it. */
+  hidden: boolean
+  created_at: string
+}
+
+export interface Post extends PostCard {
+  /** Plain text: rendered as text, never as HTML. */
+  description: string
+  settings: PostSettings
+  job: string
+  images: JobImage[]
+  /** The chat room beside it: `post:<id>`. */
+  room: string
+  updated_at: string
+}
+
+export interface PostPage {
+  posts: PostCard[]
+  next_cursor: string | null
+}
+
+export interface LikeState {
+  liked: boolean
+  like_count: number
+}
+
+export interface FollowState {
+  following: boolean
+  followers: number
+}
+
+export interface UserStats {
+  followers: number
+  following: number
+  posts: number
+  /** Whether I follow this user (false when signed out). */
+  followed: boolean
+}
+
+export type NotificationKind = 'like' | 'follow' | 'mention' | 'message'
+
+export interface AppNotification {
+  id: number
+  kind: NotificationKind | string
+  from: PublicUser | null
+  post: number | null
+  room: string | null
+  message: number | null
+  text: string
+  read: boolean
+  created_at: string
+}
+
+export interface NotificationPage {
+  notifications: AppNotification[]
+  unread: number
+  next_cursor: number | null
+}
+
+export const REPORT_REASONS = ['spam', 'nsfw', 'harassment', 'copyright', 'illegal', 'other'] as const
+export type ReportReason = (typeof REPORT_REASONS)[number]
+export type ReportKind = 'post' | 'message' | 'model'
+export type ReportStatus = 'open' | 'hidden' | 'dismissed'
+
+export interface Report {
+  id: number
+  kind: ReportKind
+  target: string
+  reason: ReportReason
+  details: string
+  status: ReportStatus
+  reporter: PublicUser
+  created_at: string
+}
+
+/** One reported thing in the moderators' queue; `subject` is a post card or a message (or null when gone). */
+export interface ModerationItem {
+  kind: ReportKind
+  target: string
+  count: number
+  subject: (Partial<PostCard> & Partial<ChatMessage> & Record<string, unknown>) | null
+  reports: Report[]
+}
+
+export interface ModerationPage {
+  items: ModerationItem[]
+  next_cursor: number | null
 }

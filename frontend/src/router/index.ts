@@ -9,6 +9,8 @@ declare module 'vue-router' {
     requiresAuth?: boolean
     /** Login and register: a signed-in visitor goes on to `next` (or home). */
     guestOnly?: boolean
+    /** Only moderators (others are sent home). */
+    requiresModerator?: boolean
     /** i18n key of the page title. */
     title?: string
     /** The page fills the viewport under the header (no page scroll), e.g. chat. */
@@ -44,6 +46,19 @@ export const routes: RouteRecordRaw[] = [
     meta: { requiresAuth: true, title: 'studio.title' },
   },
   {
+    // ?sort=top&period=week&feed=following&tag=…&model=…
+    path: '/gallery', name: 'gallery', component: () => import('@/views/GalleryView.vue'),
+    meta: { title: 'gallery.title' },
+  },
+  {
+    path: '/p/:id(\\d+)', name: 'post', component: () => import('@/views/PostView.vue'), props: true,
+    meta: { title: 'post.pageTitle' },
+  },
+  {
+    path: '/moderation', name: 'moderation', component: () => import('@/views/ModerationView.vue'),
+    meta: { requiresAuth: true, requiresModerator: true, title: 'moderation.title' },
+  },
+  {
     path: '/rooms/:room?', name: 'rooms', component: () => import('@/views/RoomsView.vue'), props: true,
     meta: { title: 'rooms.title', fillHeight: true },
   },
@@ -68,6 +83,9 @@ router.beforeEach(async (to) => {
   }
   if (to.meta.requiresAuth && !session.signedIn) {
     return { name: 'login', query: { next: to.fullPath } }
+  }
+  if (to.meta.requiresModerator && !session.user?.is_moderator) {
+    return { name: 'home' }
   }
   if (to.meta.guestOnly && session.signedIn) {
     return safeNext(to.query.next)

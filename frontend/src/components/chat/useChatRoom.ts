@@ -38,7 +38,8 @@ interface ChatEvent extends ServerEvent {
   user?: PublicUser
 }
 
-export function useChatRoom(room: Ref<string>, me: Ref<PublicUser | null>) {
+/** `onOther`: the room topic's other events (e.g. `post.likes` beside a post), for the page around the chat. */
+export function useChatRoom(room: Ref<string>, me: Ref<PublicUser | null>, onOther?: (event: ServerEvent) => void) {
   /** Oldest first. */
   const messages = ref<ChatMessage[]>([])
   const pending = ref<PendingMessage[]>([])
@@ -120,6 +121,8 @@ export function useChatRoom(room: Ref<string>, me: Ref<PublicUser | null>) {
       case 'typing':
         if (event.user && event.user.id !== me.value?.id) startTyping(event.user)
         return
+      default:
+        onOther?.(event)
     }
   }
 
