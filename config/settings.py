@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     art_threads: int = Field(4, ge=1)
     art_max_upload_bytes: int = Field(20 * MiB, ge=1024)
 
+    # Gallery pages are cached this long (like counts may lag by as much); 0 turns the cache off.
+    gallery_cache_ttl_secs: int = Field(60, ge=0)
+
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)
     cpu_threads: int = Field(max(2, os.cpu_count() or 2), ge=1)

@@ -26,8 +26,9 @@ class Community:
     moderation: ModerationService
 
 
-def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub, chat: ChatService) -> Community:
-    posts = PostService(db, cache, hub)
+def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub, chat: ChatService, *,
+                    gallery_cache_ttl_secs: int) -> Community:
+    posts = PostService(db, cache, hub, cache_ttl_secs=gallery_cache_ttl_secs)
     follows = FollowService(db)
     notifications = NotificationService(db, hub)
     moderation = ModerationService(db)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, false, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -51,7 +51,7 @@ class FollowService:
                 "followers": await _count(db, Follow.followee_id == user.id),
                 "following": await _count(db, Follow.follower_id == user.id),
                 "posts": await db.scalar(select(func.count()).select_from(Post)
-                                         .where(Post.owner_id == user.id, Post.hidden.is_(False))) or 0,
+                                         .where(Post.owner_id == user.id, Post.hidden == false())) or 0,
                 "followed": False,
             }
             if viewer is not None and viewer.id != user.id:

@@ -4,7 +4,7 @@ The gallery is read far more than it is written, so its pages go through the
 cache-aside layer under a generation number that every post write bumps: one
 ``INCR`` invalidates every cached page at once, on every process. Likes do not
 bump it (a popular post would empty the cache for everyone); the counts on a
-cached page are at most ``GALLERY_TTL_SECS`` old, the post page is always exact.
+cached page are at most ``cache_ttl_secs`` old (60 s by default), the post page is always exact.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, delete, false, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -35,7 +35,6 @@ TAG_RE = re.compile(r"^[\w\-]{1,40}$")
 MAX_IMAGES_PER_POST = 16
 GALLERY_PAGE_DEFAULT = 24
 GALLERY_PAGE_MAX = 100
-GALLERY_TTL_SECS = 60
 GALLERY_GENERATION_KEY = "gallery:gen"
 SORTS = ("new", "top")
 PERIODS = {"day": dt.timedelta(days=1), "week": dt.timedelta(days=7), "all": None}
@@ -116,8 +115,9 @@ def card_json(post: Post, owner: User) -> dict[str, Any]:
 
 
 class PostService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub, *, cache_ttl_secs: int):
         self._db = sessions
+        self._cache_ttl_secs = cache_ttl_secs
         self._cache = cache
         self._hub = hub
         self.like_listeners: list[LikeListener] = []
@@ -246,15 +246,15 @@ class PostService:
         # Owners (and moderators) see their hidden posts on profile pages, so those pages are theirs alone.
         personal = query.following or (viewer is not None and query.owner is not None
                                        and (viewer.is_moderator or viewer.username == query.owner.lower()))
-        if personal:
-            page = await self._load_page(query, viewer, include_hidden=not query.following)
+        if personal or not self._cache_ttl_secs:
+            page = await self._load_page(query, viewer, include_hidden=personal and not query.following)
         else:
             generation = int(await self._cache.get(GALLERY_GENERATION_KEY) or 0)
             key = query.cache_key(generation)
             page = await get_json(self._cache, key)
             if page is None:
                 page = await self._load_page(query, viewer, include_hidden=False)
-                await set_json(self._cache, key, page, GALLERY_TTL_SECS)
+                await set_json(self._cache, key, page, self._cache_ttl_secs)
         cards, next_cursor = page["posts"], page["next_cursor"]
         if viewer is not None and cards:
             async with self._db() as db:
@@ -266,7 +266,7 @@ class PostService:
     async def _load_page(self, query: GalleryQuery, viewer: User | None, *, include_hidden: bool) -> dict[str, Any]:
         statement = select(Post, User).join(User, User.id == Post.owner_id)
         if not include_hidden:
-            statement = statement.where(Post.hidden.is_(False))
+            statement = statement.where(Post.hidden == false())
         if query.tag:
             statement = statement.join(PostTag, PostTag.post_id == Post.id).where(PostTag.tag == query.tag)
         if query.model:

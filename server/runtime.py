@@ -139,7 +139,7 @@ class Runtime:
             tokens=TokenService(db, principals),
             hub=hub, presence=presence, chat=chat, topics=topics, jobs=jobs,
             art=ArtService(db, hub, blobs, cache, executors, settings),
-            community=build_community(db, cache, hub, chat),
+            community=build_community(db, cache, hub, chat, gallery_cache_ttl_secs=settings.gallery_cache_ttl_secs),
         )
         if inference_engine is not None:
             register_engine_metrics(inference_engine, runtime.registry)
