@@ -179,3 +179,25 @@ async def test_upload_over_the_size_limit_is_refused_before_it_is_read(server, n
     alice = await signed_in(new_client)
     response = await post_photo(alice, b"\x00" * (settings.art_max_upload_bytes + 1))
     assert response.status_code == 413 and error_code(response) == "payload_too_large"
+
+
+async def test_one_style_result_is_published_as_a_post(server, new_client):
+    alice, bob = await signed_in(new_client), await signed_in(new_client, "bob")
+    ws = await WsClient.connect(server, api=alice)
+    try:
+        job, events = await run_art(alice, ws, encode(photo(320, 240), "PNG"))
+    finally:
+        ws.close()
+    oil = next(e["image"] for e in events if e["type"] == "art.result" and e["style"] == "oil")
+    response = await alice.post("/api/posts", json={"job": job["id"], "images": [oil["id"]], "title": "Oil harbour",
+                                                    "tags": ["oil", "studio"]})
+    assert response.status_code == 201, response.text
+    post = response.json()["post"]
+    assert [image["id"] for image in post["images"]] == [oil["id"]]
+    assert post["model"] == job["model"] and post["settings"]["styles"] == job["styles"]
+    gallery = (await bob.get("/api/posts?tag=studio")).json()["posts"]
+    assert [p["id"] for p in gallery] == [post["id"]]
+    assert (await bob.get(gallery[0]["cover"]["thumb_url"])).status_code == 200
+    # The other three styles stay private to alice.
+    other = next(e["image"]["id"] for e in events if e["type"] == "art.result" and e["style"] == "pencil")
+    assert (await bob.get(f"/api/images/{other}/file")).status_code == 404
