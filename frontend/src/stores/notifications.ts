@@ -26,6 +26,8 @@ export const useNotifications = defineStore('notifications', () => {
   const error = ref<unknown>(null)
   let subscription: Subscription | null = null
   let generation = 0
+  /** A live `notify` came while the first page was on its way: its count is newer than the page's. */
+  let liveDuringLoad = false
 
   const hasMore = computed(() => cursor.value !== null)
 
@@ -49,12 +51,13 @@ export const useNotifications = defineStore('notifications', () => {
     const mine = generation
     loading.value = true
     error.value = null
+    liveDuringLoad = false
     try {
       const page = await fetchNotifications()
       if (mine !== generation) return
       const live = items.value.filter((n) => !page.notifications.some((p) => p.id === n.id))
       items.value = [...live, ...page.notifications].sort((a, b) => b.id - a.id)
-      unread.value = page.unread
+      unread.value = liveDuringLoad ? Math.max(unread.value, page.unread) : page.unread
       cursor.value = page.next_cursor
       loaded.value = true
     } catch (err) {
@@ -91,6 +94,7 @@ export const useNotifications = defineStore('notifications', () => {
         if (event.type === 'notify' && event.notification) {
           add(event.notification)
           if (typeof event.unread === 'number') unread.value = event.unread
+          if (loading.value) liveDuringLoad = true
         } else if (event.type === 'notify.read' && typeof event.unread === 'number') {
           unread.value = event.unread
           // Read elsewhere: which ones is not said; all of them when none are left.
