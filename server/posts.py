@@ -280,9 +280,8 @@ class PostService:
         since = PERIODS[query.period]
         if since is not None:
             statement = statement.where(Post.created_at >= utcnow() - since)
-        statement = _ordered_after(statement, query)
         async with self._db() as db:
-            rows = (await db.execute(statement.limit(query.limit + 1))).all()
+            rows = await _keyset_page(db, statement, query)
         cards = [card_json(post, owner) for post, owner in rows[:query.limit]]
         next_cursor = None
         if len(rows) > query.limit:
@@ -383,13 +382,25 @@ def _check_query(query: GalleryQuery) -> None:
         raise InvalidInput("`cursor` is not one this gallery gave out.", code="bad_cursor")
 
 
-def _ordered_after(statement: Select, query: GalleryQuery) -> Select:
-    """Newest first, or most liked first, after the cursor: keyset pagination, as cheap on page 1,000 as on page 1."""
+async def _keyset_page(db: AsyncSession, statement: Select, query: GalleryQuery) -> list:
+    """Up to ``limit + 1`` rows after the cursor, newest or most liked first: keyset pagination on indexes
+    that end in the id, as cheap on page 4,000 as on page 1."""
+    wanted = query.limit + 1
     if query.sort == "new":
         if query.cursor:
             statement = statement.where(Post.id < int(query.cursor))
-        return statement.order_by(Post.id.desc())
-    if query.cursor:
-        likes, last_id = (int(part) for part in query.cursor.split("."))
-        statement = statement.where((Post.like_count < likes) | ((Post.like_count == likes) & (Post.id < last_id)))
-    return statement.order_by(Post.like_count.desc(), Post.id.desc())
+        return list((await db.execute(statement.order_by(Post.id.desc()).limit(wanted))).all())
+    by_likes = (Post.like_count.desc(), Post.id.desc())
+    if not query.cursor:
+        return list((await db.execute(statement.order_by(*by_likes).limit(wanted))).all())
+    # "(likes, id) < (L, I)" as one OR is not a range MariaDB can seek (a deep page scanned 70,000 index
+    # entries); as two ranges, the rest of the posts with L likes and then those with fewer, it is.
+    # BETWEEN, not =, because with `like_count = L` MariaDB picks ref access on (hidden, like_count)
+    # and filters the id instead of seeking it.
+    likes, last_id = (int(part) for part in query.cursor.split("."))
+    rows = list((await db.execute(statement.where(Post.like_count.between(likes, likes), Post.id < last_id)
+                                  .order_by(*by_likes).limit(wanted))).all())
+    if len(rows) < wanted:
+        rows += (await db.execute(statement.where(Post.like_count < likes).order_by(*by_likes)
+                                  .limit(wanted - len(rows)))).all()
+    return rows
