@@ -99,6 +99,14 @@ async def test_likes_toggle_count_once_and_order_top(users):
     top = (await bob.get("/api/posts?sort=top&period=week")).json()["posts"]
     assert [p["id"] for p in top] == [first["id"], third["id"], second["id"]]
     assert top[0]["like_count"] == 1 and top[0]["liked"] is True
+    # One post a page: the cursor walks across equal like counts (ties by newest) without skipping any.
+    walked, cursor = [], ""
+    for _ in range(4):
+        page = (await bob.get(f"/api/posts?sort=top&limit=1&cursor={cursor}")).json()
+        walked += [p["id"] for p in page["posts"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert walked == [first["id"], third["id"], second["id"]]
 
 
 async def test_notifications_live_for_likes_follows_mentions_and_room_messages(users, gen_server):
