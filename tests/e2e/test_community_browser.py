@@ -18,6 +18,10 @@ from tests.support.server import running_server
 
 pytestmark = pytest.mark.browser
 
+SCROLL_JOBS = 4  # of 8 images each, one post per image: more than one gallery page (24)
+JOB_POLL_SECS = 0.1
+JOB_TIMEOUT_SECS = 60
+
 
 @pytest.fixture
 async def community_server(embedded_backend, tmp_path) -> AsyncIterator[tuple[str, object]]:
@@ -49,5 +53,39 @@ async def test_moderator_hides_a_reported_post_from_the_queue(community_server, 
         await client.aclose()
     await runtime.users.set_moderator(name, True)
     output = await run_e2e("moderation.e2e.mjs", base_url, VA_MOD_USER=name, VA_MOD_PASSWORD=password)
+    print(output)
+    assert output.rstrip().lower().endswith("pass"), output
+
+
+async def _finished_job(client: ApiClient, **fields) -> dict:
+    response = await client.post("/api/jobs", json={"model": DEMO_MODEL_NAME, "prompt": "a tile", "width": 64,
+                                                    "height": 64, "steps": 1, **fields})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job"]["id"]
+    for _ in range(int(JOB_TIMEOUT_SECS / JOB_POLL_SECS)):
+        job = (await client.get(f"/api/jobs/{job_id}")).json()["job"]
+        if job["status"] not in ("queued", "running"):
+            assert job["status"] == "done", job
+            return job
+        await asyncio.sleep(JOB_POLL_SECS)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+async def test_gallery_loads_the_next_page_as_it_scrolls(community_server, run_e2e):
+    base_url, _runtime = community_server
+    client = ApiClient(base_url)
+    published = 0
+    try:
+        await client.register(f"painter_{secrets.token_hex(4)}")
+        for n in range(SCROLL_JOBS):
+            job = await _finished_job(client, batch=8, seed=1000 * n)
+            for image in job["images"]:
+                published += 1
+                response = await client.post("/api/posts", json={"job": job["id"], "images": [image["id"]],
+                                                                 "title": f"Tile {published}", "tags": ["tile"]})
+                assert response.status_code == 201, response.text
+    finally:
+        await client.aclose()
+    output = await run_e2e("gallery-scroll.e2e.mjs", base_url, VA_SCROLL_POSTS=str(published))
     print(output)
     assert output.rstrip().lower().endswith("pass"), output
