@@ -4,7 +4,7 @@
 // count, the message and both notifications arrive live (bell badge), opens one, marks all read;
 // B remixes it (someone else's image: the form gets its prompt and seed), follows A from the profile
 // and sees A's posts under Following; a second publish of the same job is refused; a report twice
-// says so; an NSFW post is blurred until B opts in (remembered after a reload).
+// says so; an NSFW post is blurred until B opts in (remembered after a reload); A edits and deletes it.
 //   VA_BASE_URL=http://127.0.0.1:8888 node e2e/community.e2e.mjs   (the server needs `run.py demo-model`)
 
 import { randomBytes } from 'node:crypto'
@@ -48,8 +48,9 @@ await runE2E('community', async ({ browser, page: pageA, log }) => {
   assert.match(await byTestId(pageA, 'post-image').getAttribute('src'), /\/file$/, 'the PNG on demand')
   await pageA.locator('[data-testid="chat-connection"][data-state="open"]').waitFor()
 
-  log('B opens the gallery from the header and sees the post as a lazy WebP thumbnail')
+  log('B sees it on the home page, opens the gallery from the header: a lazy WebP thumbnail')
   await pageB.goto('/')
+  await card(pageB, postId).waitFor()
   await byTestId(pageB, 'nav-gallery').click()
   await pageB.waitForURL('**/gallery')
   await card(pageB, postId).waitFor()
@@ -151,6 +152,18 @@ await runE2E('community', async ({ browser, page: pageA, log }) => {
   await pageB.locator(`[data-testid="post-card"][data-post-id="${nsfwId}"][data-blurred="false"]`).waitFor()
   await byTestId(pageB, 'gallery-nsfw-switch').click()
   await pageB.locator(`[data-testid="post-card"][data-post-id="${nsfwId}"][data-blurred="true"]`).waitFor()
+
+
+  log('A edits the NSFW post\'s title, then deletes it: gone from the gallery')
+  await byTestId(pageA, 'post-edit').click()
+  await byTestId(pageA, 'publish-title').fill(`Moon, edited ${run}`)
+  await byTestId(pageA, 'publish-submit').click()
+  await byTestId(pageA, 'post-title').filter({ hasText: `Moon, edited ${run}` }).waitFor()
+  await byTestId(pageA, 'post-delete').click()
+  await pageA.locator('.el-message-box__btns .el-button--danger').click()
+  await pageA.waitForURL('**/gallery')
+  await card(pageA, postId).waitFor()
+  assert.equal(await card(pageA, nsfwId).count(), 0)
 
   assert.deepEqual(errorsB, [], 'no script errors in B\'s page')
 }, { timeoutMs: 110_000 })

@@ -28,9 +28,8 @@ const en = {
     intro: 'A community for AI art: render images and watch every step appear, talk about them live, write prompts together and share the models you trained.',
     getStarted: 'Create an account',
     haveAccount: 'I already have an account',
-    emptyTitle: 'Nothing here yet',
-    emptyHint: 'Generation, the gallery and chat rooms are on their way. Meanwhile, make your profile yours.',
-    editProfile: 'Edit your profile',
+    latest: 'Latest artworks',
+    toGallery: 'See the gallery',
   },
   auth: {
     username: 'Username',

@@ -30,9 +30,8 @@ const zhCN: Messages = {
     intro: '一个 AI 艺术社区：生成图像并看着每一步逐渐成形，实时讨论作品，一起写提示词，分享你训练的模型。',
     getStarted: '创建账户',
     haveAccount: '我已有账户',
-    emptyTitle: '这里还空空如也',
-    emptyHint: '图像生成、作品广场和聊天室即将上线。先来完善你的个人资料吧。',
-    editProfile: '编辑个人资料',
+    latest: '最新作品',
+    toGallery: '去画廊看看',
   },
   auth: {
     username: '用户名',
