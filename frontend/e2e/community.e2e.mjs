@@ -98,6 +98,7 @@ await runE2E('community', async ({ browser, page: pageA, log }) => {
   await byTestId(pageA, 'notif-read-all').click()
   await waitBadge(pageA, 0)
   await pageA.keyboard.press('Escape')
+  await byTestId(pageA, 'notif-panel').waitFor({ state: 'hidden' })
 
   log('B reports the post; a second report says it is already reported')
   await byTestId(pageB, 'post-report').click()
