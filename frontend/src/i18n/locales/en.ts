@@ -340,6 +340,8 @@ const en = {
     allTime: 'All time',
     tagFilter: 'Tag (Enter to apply)',
     modelFilter: 'Model (Enter to apply)',
+    tagPlaceholder: 'Filter by tag',
+    modelPlaceholder: 'Filter by model',
     modelIs: 'Model: {model}',
     empty: 'No posts yet — generate something and publish it',
     emptyHint: 'Finished images on the Generate page have a Publish button.',

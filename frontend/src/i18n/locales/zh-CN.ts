@@ -342,6 +342,8 @@ const zhCN: Messages = {
     allTime: '全部',
     tagFilter: '标签（回车应用）',
     modelFilter: '模型（回车应用）',
+    tagPlaceholder: '按标签筛选',
+    modelPlaceholder: '按模型筛选',
     modelIs: '模型：{model}',
     empty: '还没有帖子——生成一张图并发布吧',
     emptyHint: '生成页面上完成的图片都有“发布”按钮。',
