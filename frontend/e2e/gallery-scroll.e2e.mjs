@@ -1,7 +1,7 @@
 // The gallery as a signed-out visitor with more posts than one page (VA_SCROLL_POSTS of them, tagged
 // `tile`, made by the pytest wrapper): the first page only, then the next one as the end of the grid
 // scrolls into view (next_cursor), each post once, newest first, and the end marked; no Following
-// tab and no liking without an account.
+// tab and no liking without an account; offline, an error with a retry that works once back online.
 //   VA_SCROLL_POSTS=32 VA_BASE_URL=http://127.0.0.1:8888 node e2e/gallery-scroll.e2e.mjs
 
 import { assert, byTestId, runE2E } from './lib.mjs'
@@ -31,4 +31,18 @@ await runE2E('gallery-scroll', async ({ page, log }) => {
   assert.equal(new Set(ids).size, TOTAL, 'each post once')
   assert.deepEqual(ids, [...ids].sort((a, b) => b - a), 'newest first')
   assert.equal(await byTestId(page, 'post-grid-more').count(), 0)
+
+  log('offline, another tab fails with a retry button; back online, retry loads it')
+  await page.evaluate(() => window.scrollTo(0, 0))
+  await page.context().setOffline(true)
+  await byTestId(page, 'gallery-tab-top').click()
+  await page.waitForURL(/sort=top/)
+  await byTestId(page, 'post-grid-error').waitFor()
+  await page.context().setOffline(false)
+  await byTestId(page, 'post-grid-retry').click()
+  await byTestId(page, 'post-card').first().waitFor()
+  assert.equal(await byTestId(page, 'post-grid-error').count(), 0)
+  await byTestId(page, 'gallery-period-week').click()
+  await page.waitForURL(/period=week/)
+  await byTestId(page, 'post-card').first().waitFor()
 })
