@@ -15,7 +15,7 @@ async function choose(page, select, option, value) {
 }
 
 /** On /generate: a 64×64 image of `prompt` with `seed`; resolves with the job id once it is done. */
-export async function generate(page, { prompt, seed, steps = 3 }) {
+export async function generate(page, { prompt, seed, steps = 3, batch = 1 }) {
   if (!new URL(page.url()).pathname.startsWith('/generate')) await page.goto('/generate')
   await byTestId(page, 'gen-status').waitFor()
   await choose(page, 'gen-model', 'gen-model-option', MODEL)
@@ -24,6 +24,8 @@ export async function generate(page, { prompt, seed, steps = 3 }) {
   await byTestId(page, 'gen-steps').fill(String(steps))
   await byTestId(page, 'gen-seed').fill(String(seed))
   await byTestId(page, 'gen-prompt').fill(prompt)
+  await byTestId(page, 'gen-batch').locator('input').fill(String(batch))
+  await byTestId(page, 'gen-batch').locator('input').blur()
   const before = await page.locator('[data-testid="gen-history-item"]').count()
   await byTestId(page, 'gen-submit').click()
   await page.waitForFunction((n) => document.querySelectorAll('[data-testid="gen-history-item"]').length > n, before)
