@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     art_threads: int = Field(4, ge=1)
     art_max_upload_bytes: int = Field(20 * MiB, ge=1024)
 
+    # Collaborative sessions: y-protocols messages per member per window (keystrokes and cursor moves;
+    # 10 characters a second is brisk typing), the largest message (under the 64 KiB WebSocket frame),
+    # and how many stored updates a session gathers before they are compacted into one snapshot (0: never).
+    collab_update_limit: int = Field(100, ge=1)
+    collab_update_window_secs: int = Field(2, ge=1)
+    collab_max_update_bytes: int = Field(32 * 1024, ge=1024, le=60 * 1024)
+    collab_compact_rows: int = Field(500, ge=0)
+
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)
     cpu_threads: int = Field(max(2, os.cpu_count() or 2), ge=1)

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,6 +43,10 @@ REQUEST_FIELDS = ("kind", "model", "prompt", "negative_prompt", "steps", "guidan
                   "sampler", "batch", "strength")
 LIST_PAGE_MAX = 50
 RESTART_MESSAGE = "The server restarted while this job was running; run it again."
+
+
+# (principal, job id) -> may this principal watch the job and see its images?
+WatchGrant = Callable[[Principal | None, str], Awaitable[bool]]
 
 
 class QueueFull(AppError):
@@ -98,6 +102,18 @@ class JobService:
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        # Other features that let more people watch a job (e.g. a collab session's members its renders).
+        self._watch_grants: list[WatchGrant] = []
+
+    def add_watch_grant(self, grant: WatchGrant) -> None:
+        """Let ``grant(principal, job_id)`` admit watchers beyond the owner (and everyone, when public)."""
+        self._watch_grants.append(grant)
+
+    async def _granted(self, principal: Principal | None, job_id: str) -> bool:
+        for grant in self._watch_grants:
+            if await grant(principal, job_id):
+                return True
+        return False
 
     # Lifecycle
 
@@ -228,9 +244,10 @@ class JobService:
         return self.job_json(job, images)
 
     async def get(self, principal: Principal | None, job_id: str) -> dict[str, Any]:
-        """A job its owner (or anyone, when public) may see."""
+        """A job its owner (or anyone, when public, or whom a grant admits) may see."""
         job, images = await self._load(job_id)
-        if not job.public and (principal is None or principal.user.id != job.owner_id):
+        if not job.public and (principal is None or principal.user.id != job.owner_id) \
+                and not await self._granted(principal, job_id):
             raise NotFound(f"No job {job_id}.")  # private jobs are not revealed to others
         return self.job_json(job, images)
 
@@ -256,7 +273,7 @@ class JobService:
         return page, (jobs[limit - 1].id if len(jobs) > limit else None)
 
     async def may_watch(self, principal: Principal | None, job_id: str) -> bool:
-        """``job:<id>`` is for its owner, and for anyone when the job is public."""
+        """``job:<id>`` is for its owner, anyone when the job is public, and whom a grant admits."""
         live = self._live.get(job_id)
         if live is not None:
             owner, public = live.owner_id, live.public
@@ -267,7 +284,7 @@ class JobService:
             if row is None:
                 return False
             owner, public = row
-        return public or (principal is not None and principal.user.id == owner)
+        return public or (principal is not None and principal.user.id == owner) or await self._granted(principal, job_id)
 
     async def image(self, principal: Principal | None, image_id: str) -> dict[str, Any]:
         image = await self._image(principal, image_id)
@@ -284,7 +301,8 @@ class JobService:
             row = (await db.execute(select(GeneratedImage, GenerationJob.public)
                                     .join(GenerationJob, GenerationJob.id == GeneratedImage.job_id)
                                     .where(GeneratedImage.id == image_id))).first()
-        if row is None or not (row[1] or (principal is not None and principal.user.id == row[0].owner_id)):
+        if row is None or not (row[1] or (principal is not None and principal.user.id == row[0].owner_id)
+                               or await self._granted(principal, row[0].job_id)):
             raise NotFound(f"No image {image_id}.")
         return row[0]
 

@@ -3,15 +3,56 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.store.models import MYSQL_TABLE_ARGS, Base, BigId, Timestamp, utcnow
 
-# MySQL's BLOB stops at 64 KiB; a compacted snapshot of a long-lived session may be larger.
-UpdateBytes = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql")
+
+
+class _FromHex(FunctionElement):
+    """``UNHEX(:value)`` on MySQL, the bare value elsewhere (see ``UpdateBytes``)."""
+
+    inherit_cache = True
+    type = LargeBinary()
+
+
+@compiles(_FromHex)
+def _plain_value(element: _FromHex, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_FromHex, "mysql")
+def _unhex_value(element: _FromHex, compiler: Any, **kw: Any) -> str:
+    return f"UNHEX({compiler.process(element.clauses, **kw)})"
+
+
+class UpdateBytes(TypeDecorator):
+    """Binary CRDT updates. MySQL's BLOB stops at 64 KiB and a compacted snapshot may be larger,
+    hence MEDIUMBLOB there. On MySQL the bytes travel as hex text into UNHEX(): aiomysql 0.3.2
+    cannot send bytes parameters with PyMySQL 1.2 (it calls a helper PyMySQL replaced by a string)."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        return dialect.type_descriptor(mysql.MEDIUMBLOB() if dialect.name == "mysql" else LargeBinary())
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return _FromHex(bindvalue)
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name != "mysql":
+            return super().bind_processor(dialect)
+        # Replaces (not precedes) the driver's Binary() wrapping, which would turn the text back into bytes.
+        return lambda value: None if value is None else bytes(value).hex()
 
 
 class CollabSession(Base):
@@ -64,7 +105,7 @@ class CollabUpdate(Base):
     session_id: Mapped[str] = mapped_column(String(32), ForeignKey("collab_sessions.id", ondelete="CASCADE"),
                                             nullable=False)
     kind: Mapped[str] = mapped_column(String(8), nullable=False)
-    data: Mapped[bytes] = mapped_column(UpdateBytes, nullable=False)
+    data: Mapped[bytes] = mapped_column(UpdateBytes(), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
 
 
