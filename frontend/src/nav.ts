@@ -16,4 +16,5 @@ export const NAV_ITEMS: NavItem[] = [
   { label: 'nav.generate', to: { name: 'generate' }, match: 'generate' },
   { label: 'nav.rooms', to: { name: 'rooms' }, match: 'rooms' },
   { label: 'nav.studio', to: { name: 'studio' }, match: 'studio' },
+  { label: 'nav.collab', to: { name: 'collab' }, match: 'collab' },
 ]
