@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pycrdt import Doc, Map, Text
+from pycrdt import Doc, Map, Text, merge_updates
 
 from server.collab import protocol
 from server.collab.protocol import Kind
@@ -28,6 +28,10 @@ class Peer:
         self.negative = self.doc.get("negative_prompt", type=Text)
         self.settings = self.doc.get("settings", type=Map)
         self.errors: list[dict[str, Any]] = []
+        # Each local transaction's own update, as Yjs's doc.on('update') gives the browser.
+        self._local: list[bytes] = []
+        self._capturing = False
+        self.doc.observe(lambda event: self._capturing and self._local.append(event.update))
 
     @classmethod
     async def join(cls, base_url: str, api: ApiClient, session_id: str) -> "Peer":
@@ -47,9 +51,14 @@ class Peer:
 
     async def edit(self, change) -> bytes:
         """Apply ``change(peer)`` locally and send it as one update; returns the update."""
-        before = self.doc.get_state()
-        change(self)
-        update = self.doc.get_update(before)
+        self._capturing = True
+        try:
+            with self.doc.transaction():
+                change(self)
+        finally:
+            self._capturing = False
+        update = merge_updates(*self._local) if self._local else protocol.EMPTY_UPDATE
+        self._local.clear()
         await self.send(protocol.encode(Kind.UPDATE, update))
         return update
 
