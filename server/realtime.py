@@ -409,10 +409,11 @@ class Connection:
         if self._collab is None:
             raise InvalidInput("Collaborative sessions are not available on this socket.", code="unknown_op")
         session = message.get("session")
-        for data in await self._collab.receive(self, session, message.get("data")):
+        # Keystrokes are many: only a frame that asks (with a ref) gets an ack, sent once the edit is stored.
+        confirm = "ref" in message
+        for data in await self._collab.receive(self, session, message.get("data"), confirm=confirm):
             self._emit({"type": "collab.sync", "topic": f"collab:{session}", "session": session, "data": data})
-        # Keystrokes are many: only a request that asks (with a ref) gets an ack.
-        return {"type": "ack"} if "ref" in message else None
+        return {"type": "ack"} if confirm else None
 
     async def _op_gen_cancel(self, message: dict[str, Any]) -> dict[str, Any]:
         user = self._user()

@@ -195,8 +195,12 @@ class CollabService:
         finally:
             await self._release(live)
 
-    async def receive(self, member: Member, session_id: Any, data: Any) -> list[bytes]:
-        """Handle one y-protocols message from a socket; returns the replies for that socket alone."""
+    async def receive(self, member: Member, session_id: Any, data: Any, *, confirm: bool = False) -> list[bytes]:
+        """Handle one y-protocols message from a socket; returns the replies for that socket alone.
+
+        An edit is applied at once and stored and published in the background, so a socket's next
+        keystroke does not wait for a database commit; with ``confirm`` it returns once stored.
+        """
         if not isinstance(data, bytes):
             raise InvalidInput("`data` must be raw bytes (msgpack bin).", code="bad_frame")
         if len(data) > self._settings.collab_max_update_bytes:
@@ -233,8 +237,24 @@ class CollabService:
         except ValueError as exc:  # pycrdt refuses updates (and state vectors) it cannot decode
             raise InvalidInput(f"Not a valid Yjs update: {str(exc)[:120]}", code="bad_update") from None
         if message.payload != protocol.EMPTY_UPDATE:
-            await self._commit(live, message.payload)
+            if confirm:
+                await self._commit(live, message.payload)
+            else:
+                self._spawn(self._commit_for(member, live, message.payload))
         return []
+
+    async def _commit_for(self, member: Member, live: LiveDocument, update: bytes) -> None:
+        try:
+            await self._commit(live, update)
+        except Exception:
+            log.exception("could not store an update of session %s", live.session_id)
+            member.emit({"type": "error", "code": "internal_error", "session": live.session_id,
+                         "message": "An edit could not be stored; reload the session."})
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _answer_step1(self, live: LiveDocument, state_vector: bytes, role: str) -> list[bytes]:
         replies = [protocol.encode(Kind.SYNC_STEP2, live.doc.get_update(state_vector))]
@@ -254,9 +274,7 @@ class CollabService:
         limit = self._settings.collab_compact_rows
         if limit and live.stored_rows >= limit and not live.compacting:
             live.compacting = True
-            task = asyncio.create_task(self._compact(live))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._compact(live))
 
     async def _compact(self, live: LiveDocument) -> None:
         try:

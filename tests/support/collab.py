@@ -49,8 +49,10 @@ class Peer:
     async def send(self, data: bytes, **extra: Any) -> None:
         await self.ws.send("collab.update", session=self.session, data=data, **extra)
 
-    async def edit(self, change) -> bytes:
-        """Apply ``change(peer)`` locally and send it as one update; returns the update."""
+    async def edit(self, change, *, confirm: bool = False) -> bytes:
+        """Apply ``change(peer)`` locally and send it as one update; returns the update.
+
+        With ``confirm`` the frame carries a ref and this waits for the ack: the edit is stored."""
         self._capturing = True
         try:
             with self.doc.transaction():
@@ -59,7 +61,11 @@ class Peer:
             self._capturing = False
         update = merge_updates(*self._local) if self._local else protocol.EMPTY_UPDATE
         self._local.clear()
-        await self.send(protocol.encode(Kind.UPDATE, update))
+        if confirm:
+            reply = await self.ws.request("collab.update", session=self.session, data=protocol.encode(Kind.UPDATE, update))
+            assert reply["type"] == "ack", reply
+        else:
+            await self.send(protocol.encode(Kind.UPDATE, update))
         return update
 
     def _handle(self, event: dict[str, Any]) -> None:
