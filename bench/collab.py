@@ -37,7 +37,7 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.http_api import free_port, make_token, start_server  # noqa: E402
+from bench.http_api import free_port, make_token  # noqa: E402
 from server.collab import protocol  # noqa: E402
 from server.collab.protocol import Kind  # noqa: E402
 from server.collab.store import UpdateStore, merge  # noqa: E402
@@ -57,6 +57,7 @@ class Editor:
         self.cursor = 0
         self.edits = 0
         self.received = 0
+        self.errors: dict[str, int] = {}
         self.rng = random.Random(index)
         # Like Yjs's doc.on('update'): each local transaction's own update (get_update(state) would
         # repeat the document's whole delete set every time).
@@ -98,7 +99,7 @@ class Editor:
                 if event.get("type") in ("collab.update", "collab.sync"):
                     self._apply(event["data"], now)
                 elif event.get("type") == "error":
-                    print(f"  editor {self.index}: error {event['code']}: {event['message']}")
+                    self.errors[event["code"]] = self.errors.get(event["code"], 0) + 1
 
     async def type(self, rate: float, seconds: float, start: float) -> None:
         interval = 1.0 / rate
@@ -123,6 +124,23 @@ class Editor:
             self.edits += 1
 
 
+def start_server(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
+    """The server, its log in a file (an unread stderr pipe would fill and stall it)."""
+    process = subprocess.Popen(
+        [sys.executable, "run.py", "--log-level", "warning", "serve", "--port", str(port)],
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log_path.open("w"),
+    )
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not start: " + log_path.read_text()[-2000:])
+
+
 def setup_session(base: str, editors: int) -> tuple[str, list[str]]:
     """The owner's session and one bearer token per editor (the owner is editor 0)."""
     tokens = [make_token(base) for _ in range(editors)]
@@ -142,7 +160,7 @@ async def run_editors(port: int, session: str, tokens: list[str], rate: float, s
     editors, readers = [], []
     for index, token in enumerate(tokens):
         ws = await connect(f"ws://127.0.0.1:{port}/ws?token={token}", origin=f"http://127.0.0.1:{port}",
-                           max_size=2**24, compression=None)
+                           max_size=2**24, compression=None, ping_interval=None)
         await ws.send(msgpack.packb({"op": "sub", "topic": f"collab:{session}", "ref": "s"}))
         editor = Editor(index, ws, session, sent, latencies)
         editors.append(editor)
@@ -157,6 +175,10 @@ async def run_editors(port: int, session: str, tokens: list[str], rate: float, s
     while sum(e.received for e in editors) < expected and time.perf_counter() < deadline:
         await asyncio.sleep(0.2)
     texts = {str(e.text) for e in editors}
+    errors: dict[str, int] = {}
+    for editor in editors:
+        for code, count in editor.errors.items():
+            errors[code] = errors.get(code, 0) + count
     for editor in editors:
         await editor.ws.close()
     for reader in readers:
@@ -166,7 +188,7 @@ async def run_editors(port: int, session: str, tokens: list[str], rate: float, s
         "edits": sum(e.edits for e in editors), "typed_secs": typed_secs, "expected": expected,
         "delivered": len(latencies), "converged": len(texts) == 1, "text": texts.pop() if len(texts) == 1 else None,
         "p50_ms": statistics.median(latencies) * 1000, "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "max_ms": latencies[-1] * 1000,
+        "max_ms": latencies[-1] * 1000, "errors": errors,
     }
 
 
@@ -211,13 +233,17 @@ def main() -> None:
         subprocess.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
                        env={**os.environ, **env}, check=True)
     port = free_port()
-    server = start_server(env, port)
+    log_path = Path(data_dir) / "server.log"
+    server = start_server(env, port, log_path)
     try:
         session, tokens = setup_session(f"http://127.0.0.1:{port}", args.editors)
         result = asyncio.run(run_editors(port, session, tokens, args.rate, args.seconds))
     finally:
         server.terminate()
         server.wait(15)
+        problems = [line for line in log_path.read_text().splitlines() if "Traceback" in line or "ERROR" in line]
+        if problems:
+            print(f"  the server logged {len(problems)} errors; see {log_path}")
     sizes = asyncio.run(storage(database_url, session, result["text"]))
     if admin is not None:
         admin.cursor().execute(f"DROP DATABASE `{name}`")
@@ -228,6 +254,7 @@ def main() -> None:
           f"({result['edits'] / result['typed_secs']:.0f}/s into one session)")
     print(f"  deliveries to other editors: {result['delivered']} of {result['expected']}; "
           f"documents converged: {result['converged']} ({len(result['text'] or '')} characters)")
+    print(f"  error frames: {result['errors'] or 'none'}")
     print(f"  update delivery latency: p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms  "
           f"max {result['max_ms']:.1f} ms")
     before, after = sizes["before"], sizes["after"]

@@ -26,7 +26,7 @@ from server.collab.protocol import Kind, MalformedMessage
 from server.collab.renders import RenderLog
 from server.collab.sessions import OWNER, SessionDirectory, may_edit, session_json
 from server.collab.store import Stored, UpdateStore, merge
-from server.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge, RateLimited
+from server.errors import Forbidden, InvalidInput, PayloadTooLarge, RateLimited
 from server.executors import Executors
 from server.hub import Hub
 from server.jobs import JobService
