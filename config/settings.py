@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     collab_update_window_secs: int = Field(2, ge=1)
     collab_max_update_bytes: int = Field(32 * 1024, ge=1024, le=60 * 1024)
     collab_compact_rows: int = Field(500, ge=0)
+    # A session's stored updates past this size refuse further edits (compaction brings the size down).
+    collab_max_document_bytes: int = Field(4 * MiB, ge=1024)
 
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)

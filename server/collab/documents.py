@@ -96,6 +96,7 @@ class LiveDocument:
         self.closed = closed
         self.users = 0  # sockets and requests holding it; unloaded at zero
         self.stored_rows = 0  # rows in the store since the last snapshot, to know when to compact
+        self.stored_bytes = 0  # what those rows take, bounded by collab_max_document_bytes
         self.compacting = False
         self.awareness: dict[int, AwarenessEntry] = {}
         self.members: dict[Member, dict[int, int]] = {}  # socket -> the awareness clients it speaks for

@@ -231,6 +231,10 @@ class CollabService:
                 return []
             if not may_edit(role):
                 raise Forbidden("Viewers cannot edit the document.")
+            if live.stored_bytes + len(message.payload) > self._settings.collab_max_document_bytes:
+                raise PayloadTooLarge(f"The session's document has reached "
+                                      f"{self._settings.collab_max_document_bytes // 1024} KiB; no more edits fit.",
+                                      code="document_too_large")
             live.apply(message.payload)
         except MalformedMessage as exc:
             raise InvalidInput(f"Not a y-protocols message: {exc}.", code="bad_update") from None
@@ -267,6 +271,7 @@ class CollabService:
 
     async def _commit(self, live: LiveDocument, update: bytes) -> None:
         """Store an applied update, then tell every member (stored first: see store.py)."""
+        live.stored_bytes += len(update)  # counted before the commit, so concurrent edits cannot overshoot
         await self.store.append(live.session_id, update)
         live.stored_rows += 1
         await self._hub.publish(live.topic, {"type": "collab.update", "session": live.session_id,
@@ -279,7 +284,7 @@ class CollabService:
     async def _compact(self, live: LiveDocument) -> None:
         try:
             after = await self.store.compact(live.session_id)
-            live.stored_rows = after.rows
+            live.stored_rows, live.stored_bytes = after.rows, after.bytes
         except Exception:
             log.exception("compacting session %s failed; its updates stay as they are", live.session_id)
         finally:
@@ -315,7 +320,7 @@ class CollabService:
         except Exception:
             await self._hub.unsubscribe(live.topic, live)
             raise
-        live.stored_rows = len(updates)
+        live.stored_rows, live.stored_bytes = len(updates), sum(map(len, updates))
         self._live[session_id] = live
         return live
 

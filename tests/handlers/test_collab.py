@@ -310,3 +310,21 @@ async def test_render_every_member_watches_and_a_render_is_restored(gen_server):
     finally:
         await alice.aclose()
         await bob.aclose()
+
+
+async def test_a_document_past_its_size_limit_refuses_more_edits(embedded_backend, tmp_path):
+    settings = make_settings(embedded_backend, tmp_path / "data", collab_max_document_bytes=4096,
+                             collab_update_limit=1000)
+    async with running_server(settings) as (base, _runtime):
+        alice = ApiClient(base)
+        await alice.register("alice")
+        sid = await new_session(alice, prompt="")
+        a = await Peer.join(base, alice, sid)
+        for _ in range(20):
+            await a.edit(lambda p: p.prompt.insert(len(p.prompt), "y" * 300))
+        refused = await a.ws.wait_type("error", code="document_too_large")
+        assert "KiB" in refused["message"]
+        stored = (await document(alice, sid))["prompt"]
+        assert 0 < len(stored) < 20 * 300 and set(stored) == {"y"}
+        a.close()
+        await alice.aclose()

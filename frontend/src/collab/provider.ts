@@ -48,6 +48,8 @@ export class CollabProvider {
   private updateTimer: ReturnType<typeof setTimeout> | null = null
   private awarenessTimer: ReturnType<typeof setTimeout> | null = null
   private awarenessDirty = false
+  private resyncTimer: ReturnType<typeof setTimeout> | null = null
+  private offError: (() => void) | null = null
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown) => {
     if (origin === this || !this.canEdit) return
     this.pending.push(update)
@@ -69,6 +71,15 @@ export class CollabProvider {
   }
 
   connect(): void {
+    // A refused edit (too many too fast) stays only here; syncing again after the wait sends it:
+    // the server answers our step 1 with its own, and our step 2 carries what it lacks.
+    this.offError = realtime.onError((err) => {
+      if (err.code !== 'rate_limited' || this.resyncTimer) return
+      this.resyncTimer = setTimeout(() => {
+        this.resyncTimer = null
+        this.sendSyncStep1()
+      }, (err.retryAfter ?? 1) * 1000)
+    })
     this.subscription = realtime.subscribe(collabTopic(this.sessionId), {
       onSubscribed: () => this.sendSyncStep1(),
       onEvent: (event) => this.handle(event),
@@ -155,6 +166,8 @@ export class CollabProvider {
   destroy(): void {
     if (this.updateTimer) clearTimeout(this.updateTimer)
     if (this.awarenessTimer) clearTimeout(this.awarenessTimer)
+    if (this.resyncTimer) clearTimeout(this.resyncTimer)
+    this.offError?.()
     this.flushUpdates()
     this.doc.off('update', this.onDocUpdate)
     this.awareness.off('update', this.onAwarenessUpdate)
