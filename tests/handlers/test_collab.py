@@ -184,7 +184,7 @@ async def test_bad_input_is_refused_and_nobody_else_is_affected(people, server):
 
 
 async def test_a_flood_of_updates_is_rate_limited(backend, tmp_path):
-    settings = make_settings(backend, tmp_path / "data", collab_update_limit=20, collab_update_window_secs=5)
+    settings = make_settings(backend, tmp_path / "data", collab_update_limit=20, collab_update_window_secs=1)
     async with running_server(settings) as (base, _runtime):
         alice, bob = ApiClient(base), ApiClient(base)
         await alice.register("alice")
@@ -202,6 +202,11 @@ async def test_a_flood_of_updates_is_rate_limited(backend, tmp_path):
         await a.settle(0.3)
         assert str(a.prompt).startswith("A") and 0 < str(a.prompt).count("x") < 40
         assert (await document(alice, sid))["prompt"] == str(a.prompt)
+        # After the wait, syncing again (as the browser does) sends what was refused: nothing is lost.
+        await asyncio.sleep(limited["retry_after"] + 0.1)
+        await b.sync()
+        await a.wait_text("A" + "x" * 40)
+        assert (await document(alice, sid))["prompt"] == "A" + "x" * 40
         for peer in (a, b):
             peer.close()
         await alice.aclose()
