@@ -2,7 +2,8 @@
 // alice starts a session from the Generate page and invites bob by link as an editor; both type into
 // the prompt at the same time and end with the same text (each sees the other's cursor); bob presses
 // Render and both watch the preview frames and the result; restoring the render brings its prompt back
-// for both.  VA_BASE_URL=http://127.0.0.1:8888 node e2e/collab.e2e.mjs   (needs `run.py demo-model`)
+// for both; the owner removes bob and his page stops editing.
+//   VA_BASE_URL=http://127.0.0.1:8888 node e2e/collab.e2e.mjs   (needs `run.py demo-model`)
 
 import { assert, byTestId, freshContext, registerViaUi, runE2E } from './lib.mjs'
 
@@ -126,4 +127,11 @@ await runE2E('collab', async ({ browser, page: alice, log }) => {
   await byTestId(alice, 'collab-restore').click()
   await waitText(alice, finalText)
   await waitText(bob, finalText)
+
+  // The owner removes bob: his page says so at once and his editor stops taking input.
+  await byTestId(alice, `collab-remove-${bobUser.username}`).click()
+  await alice.locator('.el-message-box__btns .el-button--primary').click()
+  await byTestId(bob, 'collab-removed').waitFor()
+  assert.equal(await byTestId(bob, 'collab-prompt').getAttribute('contenteditable'), 'false')
+  await alice.locator(`[data-testid="collab-member"][data-username="${bobUser.username}"]`).waitFor({ state: 'detached' })
 })
