@@ -97,6 +97,15 @@ class Settings(BaseSettings):
 
     # Gallery pages are cached this long (like counts may lag by as much); 0 turns the cache off.
     gallery_cache_ttl_secs: int = Field(60, ge=0)
+    # Collaborative sessions: y-protocols messages per member per window (keystrokes and cursor moves;
+    # 10 characters a second is brisk typing), the largest message (under the 64 KiB WebSocket frame),
+    # and how many stored updates a session gathers before they are compacted into one snapshot (0: never).
+    collab_update_limit: int = Field(100, ge=1)
+    collab_update_window_secs: int = Field(2, ge=1)
+    collab_max_update_bytes: int = Field(32 * 1024, ge=1024, le=60 * 1024)
+    collab_compact_rows: int = Field(500, ge=0)
+    # A session's stored updates past this size refuse further edits (compaction brings the size down).
+    collab_max_document_bytes: int = Field(4 * MiB, ge=1024)
 
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)

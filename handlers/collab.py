@@ -1,5 +1,90 @@
-"""Collaborative prompt sessions: create, invite, members, renders."""
+"""Collaborative prompt sessions over HTTP: create, invite, members, renders.
+
+The document itself travels on the WebSocket (topic ``collab:<id>``, op ``collab.update``).
+"""
 
 from __future__ import annotations
 
-default_handlers: list = []
+from handlers.base import APIHandler
+from server.collab.service import CollabService
+
+SESSION_ID = r"([0-9a-f]{32})"
+
+
+class CollabHandler(APIHandler):
+    @property
+    def collab(self) -> CollabService:
+        return self.runtime.collab
+
+
+class SessionsHandler(CollabHandler):
+    async def post(self) -> None:
+        """Create a session (I own it), its document seeded from `prompt`, `negative_prompt`, `settings`."""
+        user = self.require_user().user
+        self.write_json({"session": await self.collab.create(user, self.json_body())}, status=201)
+
+    async def get(self) -> None:
+        """The sessions I belong to, newest first."""
+        user = self.require_user().user
+        self.write_json({"sessions": await self.collab.list_mine(user)})
+
+
+class SessionHandler(CollabHandler):
+    async def get(self, session_id: str) -> None:
+        """The session, my role, its members, its renders and the document's current values."""
+        user = self.require_user().user
+        self.write_json(await self.collab.describe(user, session_id))
+
+    async def delete(self, session_id: str) -> None:
+        """Close the session (owner only)."""
+        user = self.require_user().user
+        self.write_json({"session": await self.collab.close(user, session_id)})
+
+
+class InvitesHandler(CollabHandler):
+    async def post(self, session_id: str) -> None:
+        """A new invitation link for `role` (editor or viewer; owner only)."""
+        user = self.require_user().user
+        invite = await self.collab.invite(user, session_id, self.json_body().get("role"))
+        self.write_json({"invite": invite}, status=201)
+
+
+class AcceptInviteHandler(CollabHandler):
+    async def post(self, token: str) -> None:
+        """Join the session the invitation names, with its role."""
+        user = self.require_user().user
+        self.write_json(await self.collab.accept(user, token))
+
+
+class MemberHandler(CollabHandler):
+    async def delete(self, session_id: str, user_id: str) -> None:
+        """Remove a member (owner only); their sockets leave the session at once."""
+        user = self.require_user().user
+        await self.collab.remove_member(user, session_id, int(user_id))
+        self.set_status(204)
+        self.finish()
+
+
+class RendersHandler(CollabHandler):
+    async def post(self, session_id: str) -> None:
+        """Render the document as it is now (editors); 202 with the render and its job."""
+        user = self.require_user().user
+        self.write_json(await self.collab.render(user, session_id), status=202)
+
+
+class RestoreHandler(CollabHandler):
+    async def post(self, session_id: str, render_id: str) -> None:
+        """Put a render's prompt and settings back into the document, as an edit everyone sees."""
+        user = self.require_user().user
+        self.write_json(await self.collab.restore(user, session_id, render_id))
+
+
+default_handlers = [
+    (r"/api/collab/sessions", SessionsHandler),
+    (rf"/api/collab/sessions/{SESSION_ID}", SessionHandler),
+    (rf"/api/collab/sessions/{SESSION_ID}/invites", InvitesHandler),
+    (rf"/api/collab/sessions/{SESSION_ID}/members/([0-9]{{1,19}})", MemberHandler),
+    (rf"/api/collab/sessions/{SESSION_ID}/renders", RendersHandler),
+    (rf"/api/collab/sessions/{SESSION_ID}/renders/([0-9a-f]{{32}})/restore", RestoreHandler),
+    (r"/api/collab/invites/([A-Za-z0-9_\-]{8,64})/accept", AcceptInviteHandler),
+]

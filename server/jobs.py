@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,6 +43,10 @@ REQUEST_FIELDS = ("kind", "model", "prompt", "negative_prompt", "steps", "guidan
                   "sampler", "batch", "strength")
 LIST_PAGE_MAX = 50
 RESTART_MESSAGE = "The server restarted while this job was running; run it again."
+
+
+# (principal, job id) -> may this principal watch the job and see its images?
+WatchGrant = Callable[[Principal | None, str], Awaitable[bool]]
 
 
 class QueueFull(AppError):
@@ -95,6 +99,18 @@ class JobService:
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        # Other features that let more people watch a job (e.g. a collab session's members its renders).
+        self._watch_grants: list[WatchGrant] = []
+
+    def add_watch_grant(self, grant: WatchGrant) -> None:
+        """Let ``grant(principal, job_id)`` admit watchers beyond the owner (and everyone, when public)."""
+        self._watch_grants.append(grant)
+
+    async def _granted(self, principal: Principal | None, job_id: str) -> bool:
+        for grant in self._watch_grants:
+            if await grant(principal, job_id):
+                return True
+        return False
 
     # Lifecycle
 
@@ -225,9 +241,10 @@ class JobService:
         return self.job_json(job, images)
 
     async def get(self, principal: Principal | None, job_id: str) -> dict[str, Any]:
-        """A job its owner (or anyone, when public) may see."""
+        """A job its owner (or anyone, when public, or whom a grant admits) may see."""
         job, images = await self._load(job_id)
-        if not job.public and (principal is None or principal.user.id != job.owner_id):
+        if not job.public and (principal is None or principal.user.id != job.owner_id) \
+                and not await self._granted(principal, job_id):
             raise NotFound(f"No job {job_id}.")  # private jobs are not revealed to others
         return self.job_json(job, images)
 
@@ -253,7 +270,7 @@ class JobService:
         return page, (jobs[limit - 1].id if len(jobs) > limit else None)
 
     async def may_watch(self, principal: Principal | None, job_id: str) -> bool:
-        """``job:<id>`` is for its owner, and for anyone when the job is public."""
+        """``job:<id>`` is for its owner, anyone when the job is public, and whom a grant admits."""
         live = self._live.get(job_id)
         if live is not None:
             owner, public = live.owner_id, live.public
@@ -264,7 +281,7 @@ class JobService:
             if row is None:
                 return False
             owner, public = row
-        return public or (principal is not None and principal.user.id == owner)
+        return public or (principal is not None and principal.user.id == owner) or await self._granted(principal, job_id)
 
     async def image(self, principal: Principal | None, image_id: str) -> dict[str, Any]:
         image = await self._image(principal, image_id)
@@ -289,7 +306,8 @@ class JobService:
         image, job_public, post_hidden = row
         viewer = principal.user if principal else None
         if not (job_public or post_hidden is False or (viewer is not None and (
-                viewer.id == image.owner_id or (post_hidden and viewer.is_moderator)))):
+                viewer.id == image.owner_id or (post_hidden and viewer.is_moderator)))
+                or await self._granted(principal, image.job_id)):
             raise NotFound(f"No image {image_id}.")
         return image
 

@@ -20,6 +20,7 @@ from typing import Any
 from server.art import ArtService
 from server.auth import Principal
 from server.chat import ChatService, check_room_name
+from server.collab.service import CollabService
 from server.errors import AppError, InvalidInput, RateLimited, Unauthenticated
 from server.hub import Hub, Reset
 from server.jobs import JobService
@@ -93,6 +94,7 @@ class Connection:
         max_frames_per_sec: int,
         max_send_buffer_bytes: int,
         art: ArtService | None = None,
+        collab: CollabService | None = None,
     ):
         # More frames than this in one second is a flood: the socket is closed with 1008.
         self._max_frames_per_sec = max_frames_per_sec
@@ -105,6 +107,7 @@ class Connection:
         self._chat = chat
         self._jobs = jobs
         self._art = art
+        self._collab = collab
         self._send = send
         self._close = close
         self._subs: dict[str, _Subscription] = {}
@@ -121,7 +124,7 @@ class Connection:
             "chat.send": self._op_chat_send, "chat.edit": self._op_chat_edit,
             "chat.delete": self._op_chat_delete, "typing": self._op_typing,
             "gen.submit": self._op_gen_submit, "gen.cancel": self._op_gen_cancel,
-            "art.submit": self._op_art_submit,
+            "art.submit": self._op_art_submit, "collab.update": self._op_collab_update,
         }
 
     async def start(self) -> None:
@@ -156,6 +159,24 @@ class Connection:
 
     def _emit(self, event: dict[str, Any]) -> None:
         self._enqueue(frames.encode(event))
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Send one event to this socket alone."""
+        self._emit(event)
+
+    def revoke(self, topic: str, event: dict[str, Any]) -> None:
+        """Stop delivering a topic the socket may no longer watch (removed from a session), saying why."""
+        if self._closed or self._subs.pop(topic, None) is None:
+            return
+        self._emit({**event, "topic": topic})
+        asyncio.ensure_future(self._left(topic)).add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _left(self, topic: str) -> None:
+        await self._hub.unsubscribe(topic, self)
+        if topic.startswith("room:") and self.principal is not None:
+            await self._chat.leave(topic[5:], self.principal.user, self.id)
+        elif topic.startswith("collab:") and self._collab is not None:
+            await self._collab.leave(self, topic[7:])
 
     def flush(self) -> None:
         if self._closed or not self._outbox:
@@ -298,6 +319,8 @@ class Connection:
             self.deliver(topic, seq, frame)
         if kind == "room":
             await self._enter_room(ident)
+        elif kind == "collab" and self._collab is not None:
+            await self._collab.join(self, ident)
         return None
 
     async def _replay_into(self, topic: str, since: int) -> None:
@@ -331,9 +354,7 @@ class Connection:
     async def _op_unsub(self, message: dict[str, Any]) -> dict[str, Any]:
         topic = message.get("topic")
         if isinstance(topic, str) and self._subs.pop(topic, None) is not None:
-            await self._hub.unsubscribe(topic, self)
-            if topic.startswith("room:") and self.principal is not None:
-                await self._chat.leave(topic[5:], self.principal.user, self.id)
+            await self._left(topic)
         return {"type": "ack", "topic": topic}
 
     async def _op_chat_send(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -384,6 +405,16 @@ class Connection:
         await self._op_sub({"topic": f"job:{job['id']}", "since": 0})
         return {"type": "ack", "job": job}
 
+    async def _op_collab_update(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        if self._collab is None:
+            raise InvalidInput("Collaborative sessions are not available on this socket.", code="unknown_op")
+        session = message.get("session")
+        # Keystrokes are many: only a frame that asks (with a ref) gets an ack, sent once the edit is stored.
+        confirm = "ref" in message
+        for data in await self._collab.receive(self, session, message.get("data"), confirm=confirm):
+            self._emit({"type": "collab.sync", "topic": f"collab:{session}", "session": session, "data": data})
+        return {"type": "ack"} if confirm else None
+
     async def _op_gen_cancel(self, message: dict[str, Any]) -> dict[str, Any]:
         user = self._user()
         job_id = message.get("job")
@@ -396,10 +427,8 @@ class Connection:
         self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        for topic in list(self._subs):
-            await self._hub.unsubscribe(topic, self)
-            if topic.startswith("room:") and self.principal is not None:
-                await self._chat.leave(topic[5:], self.principal.user, self.id)
-        self._subs.clear()
+        topics, self._subs = list(self._subs), {}
+        for topic in topics:
+            await self._left(topic)
         if self._control_topic:
             await self._hub.unsubscribe(self._control_topic, self)

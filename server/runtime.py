@@ -22,6 +22,7 @@ from server.auth import AuthService
 from server.blobs import BlobStore
 from server.cache import Cache, MemoryCache, RedisCache
 from server.chat import ChatService
+from server.collab.service import CollabService
 from server.community import Community, build_community
 from server.executors import Executors
 from server.hub import Hub, MemoryHub, RedisHub
@@ -68,6 +69,7 @@ class Runtime:
     jobs: JobService
     art: ArtService
     community: Community
+    collab: CollabService
     # Open WebSocket handlers, so shutdown can close them, and tasks to finish before closing.
     sockets: set = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -129,6 +131,9 @@ class Runtime:
                                       screen=PromptScreen.from_file()).start()
         jobs = JobService(db, hub, blobs, executors, inference_engine, settings)
         topics.register("job", jobs.may_watch)
+        collab = CollabService(db, hub, limiter, executors, jobs, settings)
+        topics.register("collab", collab.may_watch)
+        jobs.add_watch_grant(collab.may_watch_job)
         auth = AuthService(db, passwords, limiter, executors, settings, principals)
         auth.on_sessions_revoked = lambda ids: _close_sockets_of(hub, ids)
         runtime = cls(
@@ -140,6 +145,7 @@ class Runtime:
             hub=hub, presence=presence, chat=chat, topics=topics, jobs=jobs,
             art=ArtService(db, hub, blobs, cache, executors, settings),
             community=build_community(db, cache, hub, chat, gallery_cache_ttl_secs=settings.gallery_cache_ttl_secs),
+            collab=collab,
         )
         if inference_engine is not None:
             register_engine_metrics(inference_engine, runtime.registry)
@@ -174,6 +180,7 @@ class Runtime:
             await asyncio.gather(*self.background, return_exceptions=True)
         await self.jobs.close()
         await self.art.close()
+        await self.collab.close_all()
         if self.jobs.engine is not None:
             await self.jobs.engine.aclose()
         await self.hub.close()

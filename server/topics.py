@@ -24,7 +24,7 @@ class TopicPolicy:
         """The topic's kind and id, if ``principal`` may subscribe; raises otherwise."""
         match = TOPIC_RE.match(topic) if isinstance(topic, str) else None
         if match is None or match.group(1) not in self._authorizers:
-            raise InvalidInput(f"{str(topic)[:80]!r} is not a topic (room:<name>, user:<id>, job:<id>).",
+            raise InvalidInput(f"{str(topic)[:80]!r} is not a topic (room:<name>, user:<id>, job:<id>, collab:<id>).",
                                code="bad_topic")
         kind, ident = match.groups()
         if not await self._authorizers[kind](principal, ident):

@@ -63,6 +63,18 @@ export const routes: RouteRecordRaw[] = [
     meta: { title: 'rooms.title', fillHeight: true },
   },
   {
+    path: '/collab', name: 'collab', component: () => import('@/views/CollabListView.vue'),
+    meta: { requiresAuth: true, title: 'collab.title' },
+  },
+  {
+    path: '/collab/join/:token', name: 'collab-join', component: () => import('@/views/CollabJoinView.vue'), props: true,
+    meta: { requiresAuth: true, title: 'collab.title' },
+  },
+  {
+    path: '/collab/:id([0-9a-f]{32})', name: 'collab-session', component: () => import('@/views/CollabSessionView.vue'), props: true,
+    meta: { requiresAuth: true, title: 'collab.title' },
+  },
+  {
     path: '/:pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue'),
     meta: { title: 'notFound.title' },
   },
