@@ -26,6 +26,7 @@ from server.executors import Executors
 from server.hub import Hub, MemoryHub, RedisHub
 from server.jobs import JobService
 from server.metrics import HttpMetrics
+from server.modelhub.service import ModelHub
 from server.passwords import Passwords
 from server.presence import MemoryPresence, Presence, RedisPresence
 from server.principals import PrincipalCache
@@ -66,6 +67,7 @@ class Runtime:
     topics: TopicPolicy
     jobs: JobService
     art: ArtService
+    modelhub: ModelHub
     # Open WebSocket handlers, so shutdown can close them, and tasks to finish before closing.
     sockets: set = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -137,6 +139,7 @@ class Runtime:
             tokens=TokenService(db, principals),
             hub=hub, presence=presence, chat=chat, topics=topics, jobs=jobs,
             art=ArtService(db, hub, blobs, cache, executors, settings),
+            modelhub=ModelHub.build(settings, db, cache, client, blobs, executors).start(),
         )
         if inference_engine is not None:
             register_engine_metrics(inference_engine, runtime.registry)
@@ -171,6 +174,7 @@ class Runtime:
             await asyncio.gather(*self.background, return_exceptions=True)
         await self.jobs.close()
         await self.art.close()
+        await self.modelhub.close()
         if self.jobs.engine is not None:
             await self.jobs.engine.aclose()
         await self.hub.close()
