@@ -321,6 +321,7 @@ default_handlers = [
     (r"/api/hub/files/([0-9]{1,18})/download", DownloadHandler),
     (rf"/api/models/{OWNER}/{SLUG}", HfRepoInfoHandler),
     (rf"/api/models/{OWNER}/{SLUG}/revision/([^/]+)", HfRepoInfoHandler),
-    (rf"/api/models/{OWNER}/{SLUG}/tree/([^/]+)(?:/(.*))?", HfTreeHandler),
+    (rf"/api/models/{OWNER}/{SLUG}/tree/([^/]+)", HfTreeHandler),
+    (rf"/api/models/{OWNER}/{SLUG}/tree/([^/]+)/([^?]+)", HfTreeHandler),
     (rf"/{OWNER}/{SLUG}/resolve/([^/]+)/([^/]+)", HfResolveHandler),
 ]

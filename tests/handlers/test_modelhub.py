@@ -297,3 +297,34 @@ async def test_abandoned_uploads_expire_and_are_swept(hub, alice: ApiClient) -> 
     assert await runtime.modelhub.uploads.expire(utcnow() + dt.timedelta(days=2)) == 1
     assert temp_files(runtime) == []
     assert (await alice.request("HEAD", location, headers=TUS)).status_code == 404
+
+
+async def test_huggingface_hub_client_downloads_from_us(hub, alice: ApiClient, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real `huggingface_hub` client: hf_hub_download and snapshot_download with endpoint=<our URL>."""
+    from huggingface_hub import constants, hf_hub_download, snapshot_download
+
+    # The inference tests force offline mode for the whole session; this test must reach our server.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    base_url, _ = hub
+    model = await create_model(alice, "HF Repo")
+    files = {"unet.safetensors": small_model(20_000, seed=3), "lora.safetensors": tiny_lora(seed=4)}
+    for name, data in files.items():
+        assert (await put_file(alice, model["versions"][0]["id"], name, data)).status_code == 201
+    repo_id = model["repo_id"]
+    assert repo_id == "alice/hf-repo"
+    cache = tmp_path / "hf-cache"
+
+    def fetch() -> tuple[str, str]:
+        one = hf_hub_download(repo_id, "lora.safetensors", endpoint=base_url, cache_dir=cache, token=False)
+        folder = snapshot_download(repo_id, endpoint=base_url, cache_dir=cache / "snap", token=False)
+        return one, folder
+
+    one, folder = await asyncio.get_running_loop().run_in_executor(None, fetch)
+    assert Path(one).read_bytes() == files["lora.safetensors"]
+    assert {p.name: p.read_bytes() for p in Path(folder).iterdir()} == files
+    assert Path(folder).name == (await alice.get(f"/api/hub/models/{model['id']}")).json()["model"]["versions"][0]["commit"]
+    missing = await alice.get(f"/{repo_id}/resolve/main/nothere.safetensors")
+    assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "EntryNotFound"
