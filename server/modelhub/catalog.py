@@ -28,6 +28,7 @@ from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.executors import Executors
 from server.modelhub.counters import Counters
 from server.modelhub.markdown import render_markdown
+from server.modelhub.publish import LINKED_KINDS, ModelLinks, engine_name
 from server.modelhub.safetensors_check import CheckedFile
 from server.modelhub.schemas import ListQuery, ModelPatch, NewModel, NewVersion
 from server.store.hub_tables import HubFile, HubLike, HubModel, HubVersion
@@ -85,7 +86,8 @@ def _decode_cursor(cursor: str) -> tuple[Any, int]:
 
 class Catalog:
     def __init__(self, db: async_sessionmaker[AsyncSession], cache: Cache, blobs: BlobStore,
-                 executors: Executors, counters: Counters, cache_ttl_secs: float) -> None:
+                 executors: Executors, counters: Counters, cache_ttl_secs: float, links: ModelLinks) -> None:
+        self._links = links
         self._db = db
         self._cache = cache
         self._blobs = blobs
@@ -130,9 +132,12 @@ class Catalog:
         """Delete a model, its versions and files (owner only); blobs no other file uses are removed."""
         async with self._db() as db:
             await self._owned(db, user, model_id)
-            shas = set(await db.scalars(
-                select(HubFile.sha256).join(HubVersion, HubVersion.id == HubFile.version_id)
-                .where(HubVersion.model_id == model_id)))
+            rows = (await db.execute(
+                select(HubFile.sha256, HubFile.kind, HubFile.filename, HubVersion.name, HubModel.slug, User.username)
+                .join(HubVersion, HubVersion.id == HubFile.version_id)
+                .join(HubModel, HubModel.id == HubVersion.model_id).join(User, User.id == HubModel.owner_id)
+                .where(HubVersion.model_id == model_id))).all()
+            shas = {row.sha256 for row in rows}
             version_ids = select(HubVersion.id).where(HubVersion.model_id == model_id)
             # Explicit deletes rather than ON DELETE CASCADE alone: SQLite enforces it only with the pragma.
             await db.execute(delete(HubFile).where(HubFile.version_id.in_(version_ids)))
@@ -141,6 +146,9 @@ class Catalog:
             await db.execute(delete(HubModel).where(HubModel.id == model_id))
             await db.commit()
         await self._invalidate(model_id)
+        for row in rows:
+            await self._executors.run_io(self._links.unlink, engine_name(row.username, row.slug, row.name, row.filename),
+                                         row.kind)
         await self._drop_unused_blobs(shas)
 
     async def add_version(self, user: User, model_id: int, fields: NewVersion) -> dict[str, Any]:
@@ -185,6 +193,7 @@ class Catalog:
                 await self._drop_unused_blobs({sha256})
                 raise Conflict(f"This version already has a file named `{filename}`.", code="file_exists") from None
             model = await db.get(HubModel, version.model_id)
+            owner = await db.get(User, model.owner_id) if model is not None else None
             if model is not None:
                 if not model.kind and checked.kind:
                     model.kind = checked.kind
@@ -192,8 +201,13 @@ class Catalog:
                     model.base = checked.base
                 model.updated_at = utcnow()
             await db.commit()
+        if model is not None and owner is not None:
+            # Checkpoints and LoRAs become loadable by the engine: they appear in the Generate page's picker.
+            await self._executors.run_io(self._links.link, engine_name(owner.username, model.slug, version.name, filename),
+                                         checked.kind, self._blobs.path(sha256))
         await self._invalidate(version.model_id)
-        return _file_json(row)
+        return _file_json(row, engine_name(owner.username if owner else "", model.slug if model else "",
+                                           version.name, filename))
 
     async def like(self, user: User, model_id: int, liked: bool) -> None:
         """Like or unlike a model; the count follows through the batched counters."""
@@ -332,7 +346,8 @@ class Catalog:
         data["versions"] = [{
             "id": v.id, "name": v.name, "notes": v.notes, "created_at": iso(v.created_at),
             "commit": version_commit(v.id, [(f.filename, f.sha256) for f in by_version.get(v.id, [])]),
-            "files": [_file_json(f) for f in by_version.get(v.id, [])],
+            "files": [_file_json(f, engine_name(username, model.slug, v.name, f.filename))
+                      for f in by_version.get(v.id, [])],
         } for v in versions]
         return data
 
@@ -394,7 +409,7 @@ def _model_json(model: HubModel, username: str) -> dict[str, Any]:
     }
 
 
-def _file_json(file: HubFile) -> dict[str, Any]:
+def _file_json(file: HubFile, engine: str) -> dict[str, Any]:
     return {
         "id": file.id,
         "filename": file.filename,
@@ -406,4 +421,6 @@ def _file_json(file: HubFile) -> dict[str, Any]:
         "tensor_count": file.tensor_count,
         "metadata": json.loads(file.metadata_json or "{}"),
         "download_url": f"/api/hub/files/{file.id}/download",
+        # What the Generate page calls a checkpoint (`model`) or a LoRA (`loras[].name`); None for other kinds.
+        "engine_name": engine if file.kind in LINKED_KINDS else None,
     }

@@ -18,6 +18,7 @@ from server.executors import Executors
 from server.modelhub.catalog import Catalog
 from server.modelhub.counters import MemoryCounters, RedisCounters
 from server.modelhub.hf_compat import HfCompat
+from server.modelhub.publish import ModelLinks
 from server.modelhub.uploads import UploadService
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ class ModelHub:
     def build(cls, settings: Settings, db: async_sessionmaker[AsyncSession], cache: Cache, client: redis.Redis | None,
               blobs: BlobStore, executors: Executors) -> "ModelHub":
         counters = RedisCounters(client, settings.redis_prefix) if client is not None else MemoryCounters()
-        catalog = Catalog(db, cache, blobs, executors, counters, settings.hub_cache_ttl_secs)
+        catalog = Catalog(db, cache, blobs, executors, counters, settings.hub_cache_ttl_secs,
+                          ModelLinks(settings.models_dir))
         uploads = UploadService(db, blobs, executors, catalog, settings.hub_max_file_bytes,
                                 settings.hub_upload_expiry_secs)
         return cls(catalog, uploads, HfCompat(catalog), executors, settings.hub_counter_flush_secs)
