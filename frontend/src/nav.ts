@@ -14,6 +14,7 @@ export const NAV_ITEMS: NavItem[] = [
   { label: 'nav.home', to: { name: 'home' }, match: 'home' },
   // Shown to guests too: the route sends them to log in and back.
   { label: 'nav.generate', to: { name: 'generate' }, match: 'generate' },
+  { label: 'nav.models', to: { name: 'models' }, match: 'models' },
   { label: 'nav.rooms', to: { name: 'rooms' }, match: 'rooms' },
   { label: 'nav.studio', to: { name: 'studio' }, match: 'studio' },
 ]
