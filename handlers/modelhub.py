@@ -20,12 +20,20 @@ TUS_EXTENSIONS = "creation,termination,checksum,expiration"
 TUS_CONTENT_TYPE = "application/offset+octet-stream"
 # Downloads are revalidated with the ETag (a 304 costs nothing); the bytes of a file id never change.
 DOWNLOAD_CACHE_CONTROL = "private, no-cache"
+IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
+IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
 
 
 class HubHandler(APIHandler):
     @property
     def modelhub(self) -> ModelHub:
         return self.runtime.modelhub
+
+    def write_json_bytes(self, data: bytes) -> None:
+        """JSON already encoded (a cache hit is sent as stored)."""
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(data)
 
 
 class ModelsHandler(HubHandler):
@@ -38,7 +46,7 @@ class ModelsHandler(HubHandler):
         except ValidationError as exc:
             first = exc.errors()[0]
             raise InvalidInput(f"`{first['loc'][0]}`: {first['msg']}.") from None
-        self.write_json(await self.modelhub.catalog.list_models(query))
+        self.write_json_bytes(await self.modelhub.catalog.list_models(query))
 
     async def post(self) -> None:
         """Create a model (and its first version); 201 with the model."""
@@ -49,7 +57,7 @@ class ModelsHandler(HubHandler):
 class ModelHandler(HubHandler):
     async def get(self, model_id: str) -> None:
         """A model with its versions and files."""
-        self.write_json({"model": await self.modelhub.catalog.detail(int(model_id))})
+        self.write_json_bytes(b'{"model":' + await self.modelhub.catalog.detail_json(int(model_id)) + b"}")
 
     async def patch(self, model_id: str) -> None:
         """Edit a model (owner only)."""
@@ -63,6 +71,25 @@ class ModelHandler(HubHandler):
         await self.modelhub.catalog.delete_model(user, int(model_id))
         self.set_status(204)
         self.finish()
+
+
+class ThumbnailHandler(HubHandler):
+    max_body_bytes = 10 * 1024 * 1024
+
+    async def get(self, model_id: str) -> None:
+        """The preview image (WebP); immutable when asked for by its `?v=` digest."""
+        digest, data = await self.modelhub.catalog.thumbnail(int(model_id))
+        cache = IMMUTABLE_CACHE if self.get_query_argument("v", None) == digest[:12] else "no-cache"
+        self.write_blob(data, digest, "image/webp", cache)
+
+    async def put(self, model_id: str) -> None:
+        """Set the preview image from the raw body (PNG, JPEG, WebP or GIF; owner only)."""
+        user = self.require_user().user
+        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type not in IMAGE_TYPES:
+            raise UnsupportedMediaType(f"Send the image as the body with Content-Type one of "
+                                       f"{', '.join(sorted(IMAGE_TYPES))}, not {content_type or 'none'!r}.")
+        self.write_json({"model": await self.modelhub.catalog.set_thumbnail(user, int(model_id), self.body)})
 
 
 class VersionsHandler(HubHandler):
@@ -314,6 +341,7 @@ default_handlers = [
     (r"/api/hub/models", ModelsHandler),
     (r"/api/hub/models/([0-9]{1,18})", ModelHandler),
     (r"/api/hub/models/([0-9]{1,18})/versions", VersionsHandler),
+    (r"/api/hub/models/([0-9]{1,18})/thumbnail", ThumbnailHandler),
     (r"/api/hub/models/([0-9]{1,18})/like", LikeHandler),
     (r"/api/hub/versions/([0-9]{1,18})/files/([^/]+)", PutFileHandler),
     (r"/api/hub/uploads", TusCreateHandler),

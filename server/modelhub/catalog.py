@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.blobs import BlobStore
-from server.cache import Cache, get_json, set_json
+from server.cache import Cache
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.executors import Executors
 from server.modelhub.counters import Counters
@@ -31,6 +31,7 @@ from server.modelhub.markdown import render_markdown
 from server.modelhub.publish import LINKED_KINDS, ModelLinks, engine_name
 from server.modelhub.safetensors_check import CheckedFile
 from server.modelhub.schemas import ListQuery, ModelPatch, NewModel, NewVersion
+from server.modelhub.thumbnails import make_preview
 from server.store.hub_tables import HubFile, HubLike, HubModel, HubVersion
 from server.store.models import User, utcnow
 
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 GENERATION_KEY = "hub:gen"
 SLUG_RE = re.compile(r"[^a-z0-9._-]+")
-AUTOV2_HEX = 10  # A1111/Civitai's short hash: the first 10 hex digits of the sha256
+AUTOV2_HEX = 10
+LIST_DESCRIPTION_CHARS = 200  # A1111/Civitai's short hash: the first 10 hex digits of the sha256
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,29 @@ class Catalog:
         return _file_json(row, engine_name(owner.username if owner else "", model.slug if model else "",
                                            version.name, filename))
 
+    async def set_thumbnail(self, user: User, model_id: int, data: bytes) -> dict[str, Any]:
+        """Store a preview image for the model (owner only); returns the model."""
+        async with self._db() as db:
+            await self._owned(db, user, model_id)
+        if not data:
+            raise InvalidInput("The image is empty.", code="invalid_image")
+        preview = await self._executors.run_cpu(make_preview, data)
+        digest = await self._executors.run_io(self._blobs.put_bytes, preview)
+        async with self._db() as db:
+            model = await self._owned(db, user, model_id)
+            model.thumbnail_sha256 = digest
+            await db.commit()
+        await self._invalidate(model_id)
+        return await self.detail(model_id)
+
+    async def thumbnail(self, model_id: int) -> tuple[str, bytes]:
+        """The preview image's sha256 and WebP bytes."""
+        async with self._db() as db:
+            digest = await db.scalar(select(HubModel.thumbnail_sha256).where(HubModel.id == model_id))
+        if digest is None:
+            raise NotFound("This model has no preview image.")
+        return digest, await self._executors.run_io(self._blobs.read_bytes, digest)
+
     async def like(self, user: User, model_id: int, liked: bool) -> None:
         """Like or unlike a model; the count follows through the batched counters."""
         async with self._db() as db:
@@ -257,10 +282,14 @@ class Catalog:
 
     async def detail(self, model_id: int) -> dict[str, Any]:
         """A model with its versions and files (cached)."""
-        value = await self._cached(f"hub:model:{model_id}", lambda: self._load_detail(model_id))
-        if value is None:
+        return json.loads(await self.detail_json(model_id))
+
+    async def detail_json(self, model_id: int) -> bytes:
+        """The same as JSON bytes: a cache hit is sent as stored, never decoded and encoded again."""
+        raw = await self._cached(f"hub:model:{model_id}", lambda: self._load_detail(model_id))
+        if raw is None:
             raise NotFound(f"There is no model {model_id}.")
-        return value
+        return raw
 
     async def find_model_id(self, owner: str, slug: str) -> int:
         async with self._db() as db:
@@ -270,8 +299,8 @@ class Catalog:
             raise NotFound(f"There is no model {owner}/{slug}.", code="repo_not_found")
         return model_id
 
-    async def list_models(self, query: ListQuery) -> dict[str, Any]:
-        """One page of models matching the query, with the cursor of the next page (cached)."""
+    async def list_models(self, query: ListQuery) -> bytes:
+        """One page of models matching the query, with the cursor of the next page, as JSON bytes (cached)."""
         generation = await self._generation()
         params = json.dumps(query.model_dump(), sort_keys=True)
         key = f"hub:list:{generation}:{hashlib.sha1(params.encode()).hexdigest()}"
@@ -300,15 +329,19 @@ class Catalog:
             raise Forbidden("Only the model's owner may change it.", code="not_owner")
         return model
 
-    async def _cached(self, key: str, load: Any) -> Any:
-        if self._ttl <= 0:
-            return await load()
-        value = await get_json(self._cache, key)
+    async def _cached(self, key: str, load: Any) -> bytes | None:
+        """Cache-aside over JSON bytes; None when `load` finds nothing (not cached)."""
+        if self._ttl > 0:
+            raw = await self._cache.get(key)
+            if raw is not None:
+                return raw
+        value = await load()
         if value is None:
-            value = await load()
-            if value is not None:
-                await set_json(self._cache, key, value, self._ttl)
-        return value
+            return None
+        raw = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        if self._ttl > 0:
+            await self._cache.set(key, raw, self._ttl)
+        return raw
 
     async def _generation(self) -> int:
         raw = await self._cache.get(GENERATION_KEY) if self._ttl > 0 else None
@@ -385,10 +418,13 @@ class Catalog:
             last = page[-1][0]
             value = last.created_at.isoformat() if query.sort == "newest" else getattr(last, query.sort)
             next_cursor = _encode_cursor(value, last.id)
-        return {"models": [_model_json(model, username) for model, username in page], "next_cursor": next_cursor}
+        return {"models": [_model_json(model, username, summary=True) for model, username in page],
+                "next_cursor": next_cursor}
 
 
-def _model_json(model: HubModel, username: str) -> dict[str, Any]:
+def _model_json(model: HubModel, username: str, *, summary: bool = False) -> dict[str, Any]:
+    # Lists carry the start of the description only: pages stay small however long descriptions are.
+    description = model.description[:LIST_DESCRIPTION_CHARS] if summary else model.description
     return {
         "id": model.id,
         "repo_id": f"{username}/{model.slug}",
@@ -397,13 +433,14 @@ def _model_json(model: HubModel, username: str) -> dict[str, Any]:
         "name": model.name,
         "kind": model.kind,
         "base": model.base,
-        "description": model.description,
+        "description": description,
         "tags": model.tags.split() if model.tags else [],
         "licence": model.licence,
         "nsfw": model.nsfw,
         "downloads": model.downloads,
         "likes": model.likes,
-        "thumbnail_url": f"/api/hub/blobs/{model.thumbnail_sha256}" if model.thumbnail_sha256 else None,
+        "thumbnail_url": (f"/api/hub/models/{model.id}/thumbnail?v={model.thumbnail_sha256[:12]}"
+                          if model.thumbnail_sha256 else None),
         "created_at": iso(model.created_at),
         "updated_at": iso(model.updated_at),
     }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import unicodedata
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
@@ -12,8 +14,8 @@ from urllib.parse import quote
 from server.executors import Executors
 from server.modelhub.errors import RangeNotSatisfiable
 
-# Large enough that the executor hop is noise, small enough that memory stays flat per download.
-READ_CHUNK_BYTES = 1024 * 1024
+# Large enough that the executor hop is noise, small enough that memory stays flat (two chunks per download).
+READ_CHUNK_BYTES = 2 * 1024 * 1024
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -66,16 +68,25 @@ def content_disposition(filename: str) -> str:
 
 
 async def read_range(executors: Executors, path: Path, start: int, length: int) -> AsyncIterator[bytes]:
-    """The bytes [start, start+length) of a file, one chunk per executor hop."""
+    """The bytes [start, start+length) of a file; the next chunk is read while this one is sent."""
     f = await executors.run_io(open, path, "rb")
+    pending: asyncio.Future | None = None
     try:
         await executors.run_io(f.seek, start)
         remaining = length
-        while remaining > 0:
-            chunk = await executors.run_io(f.read, min(READ_CHUNK_BYTES, remaining))
+        if remaining > 0:
+            pending = asyncio.ensure_future(executors.run_io(f.read, min(READ_CHUNK_BYTES, remaining)))
+        while pending is not None:
+            chunk = await pending
+            pending = None
             if not chunk:
                 raise OSError(f"{path.name} is shorter than recorded")
             remaining -= len(chunk)
+            if remaining > 0:
+                pending = asyncio.ensure_future(executors.run_io(f.read, min(READ_CHUNK_BYTES, remaining)))
             yield chunk
     finally:
+        if pending is not None:  # the client went away mid-file: let the read finish before closing
+            with suppress(Exception):
+                await pending
         await executors.run_io(f.close)

@@ -328,3 +328,31 @@ async def test_huggingface_hub_client_downloads_from_us(hub, alice: ApiClient, t
     assert Path(folder).name == (await alice.get(f"/api/hub/models/{model['id']}")).json()["model"]["versions"][0]["commit"]
     missing = await alice.get(f"/{repo_id}/resolve/main/nothere.safetensors")
     assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "EntryNotFound"
+
+
+async def test_the_owner_sets_a_preview_image_shown_in_lists(hub, alice: ApiClient) -> None:
+    import io
+
+    from PIL import Image
+
+    base_url, _ = hub
+    model = await create_model(alice)
+    buffer = io.BytesIO()
+    Image.new("RGB", (800, 400), (200, 40, 40)).save(buffer, format="PNG")
+    path = f"/api/hub/models/{model['id']}/thumbnail"
+    not_image = await alice.put(path, content=b"not an image", headers={"Content-Type": "image/png"})
+    assert not_image.status_code == 415
+    done = await alice.put(path, content=buffer.getvalue(), headers={"Content-Type": "image/png"})
+    assert done.status_code == 200, done.text
+    url = done.json()["model"]["thumbnail_url"]
+    assert [m["thumbnail_url"] for m in (await alice.get("/api/hub/models")).json()["models"]] == [url]
+    image = await alice.get(url)
+    assert image.headers["Content-Type"] == "image/webp" and "immutable" in image.headers["Cache-Control"]
+    assert Image.open(io.BytesIO(image.content)).size == (480, 360)
+    bob = ApiClient(base_url)
+    try:
+        await bob.register("bob")
+        refused = await bob.put(path, content=buffer.getvalue(), headers={"Content-Type": "image/png"})
+        assert refused.status_code == 403
+    finally:
+        await bob.aclose()

@@ -327,6 +327,9 @@ const en = {
   },
   // Model hub (issue 7): its own section, appended.
   hub: {
+    thumbnail: 'Preview image',
+    thumbnailHint: 'Upload the picture shown in the model list (PNG, JPEG, WebP; cropped to 4:3)',
+    thumbnailSet: 'The preview image is set.',
     title: 'Models',
     subtitle: 'Checkpoints, LoRAs, ControlNets, VAEs and embeddings shared by the community — safetensors only.',
     upload: 'Upload a model',

@@ -329,6 +329,9 @@ const zhCN: Messages = {
   },
   // Model hub (issue 7): its own section, appended.
   hub: {
+    thumbnail: '预览图',
+    thumbnailHint: '上传在模型列表中显示的图片（PNG、JPEG、WebP；裁剪为 4:3）',
+    thumbnailSet: '预览图已设置。',
     title: '模型',
     subtitle: '社区分享的 Checkpoint、LoRA、ControlNet、VAE 和嵌入——仅限 safetensors。',
     upload: '上传模型',
