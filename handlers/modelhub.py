@@ -284,15 +284,18 @@ class FileSender(HubHandler):
         if head:
             self.finish()
             return
+        sent = 0
         try:
             async for chunk in read_range(self.modelhub.executors, ref.path, start, length):
+                sent += len(chunk)
+                if sent == length and start + length == ref.size_bytes:
+                    # Counted as the file's last bytes go out (a resumed or ranged download counts once, a probe
+                    # never), before they are written: a client holding every byte may ask for the count at once.
+                    await self.modelhub.catalog.count_download(ref.model_id)
                 self.write(chunk)
-                await self.flush()  # one chunk in memory at a time, whatever the file's size
+                await self.flush()  # a chunk or two in memory at a time, whatever the file's size
         except StreamClosedError:
-            return  # the client went away; not a completed download
-        if start + length == ref.size_bytes:
-            # Counted when the last byte went out: a resumed or ranged download counts once, a probe never.
-            await self.modelhub.catalog.count_download(ref.model_id)
+            return  # the client went away
         await self.finish()
 
 

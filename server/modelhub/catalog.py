@@ -8,6 +8,7 @@ held the model; the old pages expire by their TTL.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -90,6 +91,7 @@ class Catalog:
     def __init__(self, db: async_sessionmaker[AsyncSession], cache: Cache, blobs: BlobStore,
                  executors: Executors, counters: Counters, cache_ttl_secs: float, links: ModelLinks) -> None:
         self._links = links
+        self._inflight: dict[str, asyncio.Future] = {}
         self._db = db
         self._cache = cache
         self._blobs = blobs
@@ -275,7 +277,9 @@ class Catalog:
                 await self.counters.add(model_id, field, amount)
             raise
         models = {model_id for model_id, _ in taken}
-        await self._invalidate(*models)
+        # Details show the new counts at once; list pages keep theirs until they expire (hub_cache_ttl_secs):
+        # bumping the generation here would empty the list cache at every flush of a busy site.
+        await self._cache.delete(*(f"hub:model:{model_id}" for model_id in models))
         return len(models)
 
     # -- reads ----------------------------------------------------------------------------------
@@ -330,11 +334,32 @@ class Catalog:
         return model
 
     async def _cached(self, key: str, load: Any) -> bytes | None:
-        """Cache-aside over JSON bytes; None when `load` finds nothing (not cached)."""
+        """Cache-aside over JSON bytes; None when `load` finds nothing (not cached).
+
+        Concurrent misses of one key in this process share one load, so an expiry under load costs one
+        query, not one per waiting request.
+        """
         if self._ttl > 0:
             raw = await self._cache.get(key)
             if raw is not None:
                 return raw
+        inflight = self._inflight.get(key)
+        if inflight is not None:
+            return await asyncio.shield(inflight)
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            raw = await self._fill(key, load)
+            future.set_result(raw)
+            return raw
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it; nobody waiting is not an error
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _fill(self, key: str, load: Any) -> bytes | None:
         value = await load()
         if value is None:
             return None
