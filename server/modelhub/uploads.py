@@ -37,7 +37,7 @@ from server.store.models import User, utcnow
 log = logging.getLogger(__name__)
 
 # Chunks from the socket (64 KiB) are gathered to this size before one executor hop writes and hashes them.
-WRITE_BUFFER_BYTES = 1024 * 1024
+WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 REHASH_CHUNK_BYTES = 8 * 1024 * 1024
 TUS_TEMP_PREFIX = "tus-"
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
@@ -84,7 +84,12 @@ class _Sink:
 
 
 class StreamIn:
-    """One request body streaming into a sink, in buffered executor hops, never past `limit` bytes."""
+    """One request body streaming into a sink, never past `limit` bytes.
+
+    Socket chunks are gathered into buffers of WRITE_BUFFER_BYTES; a full buffer is written and hashed in
+    the io pool while the next one fills (two buffers at most in memory), so reading the socket and
+    hashing overlap.
+    """
 
     def __init__(self, executors: Executors, sink: _Sink, limit: int, extra: Any = None) -> None:
         self._executors = executors
@@ -92,6 +97,7 @@ class StreamIn:
         self._limit = limit
         self._buffer: list[bytes] = []
         self._buffered = 0
+        self._pending: asyncio.Future | None = None
         self.received = 0
         self.extra = extra  # a per-request checksum, fed the same bytes
         self._lock = asyncio.Lock()
@@ -103,13 +109,26 @@ class StreamIn:
         self._buffer.append(chunk)
         self._buffered += len(chunk)
         if self._buffered >= WRITE_BUFFER_BYTES:
-            await self.drain()
+            async with self._lock:
+                await self._settle()
+                self._pending = asyncio.ensure_future(self._executors.run_io(self._write, self._take()))
 
     async def drain(self) -> None:
+        """Write everything received so far."""
         async with self._lock:
-            chunks, self._buffer, self._buffered = self._buffer, [], 0
+            await self._settle()
+            chunks = self._take()
             if chunks:
                 await self._executors.run_io(self._write, chunks)
+
+    async def _settle(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+
+    def _take(self) -> list[bytes]:
+        chunks, self._buffer, self._buffered = self._buffer, [], 0
+        return chunks
 
     def _write(self, chunks: list[bytes]) -> None:
         self._sink.write(chunks)
