@@ -4,7 +4,9 @@
 //   VA_BASE_URL=http://127.0.0.1:8888 node e2e/modelhub.e2e.mjs
 
 import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { assert, byTestId, randomUsername, registerViaUi, runE2E } from './lib.mjs'
 
 /** A valid .safetensors file: one F32 LoRA-like tensor pair of about `bytes` bytes. */
@@ -88,5 +90,37 @@ await runE2E('modelhub', async ({ page, log }) => {
   assert.equal(download.suggestedFilename(), 'ink-wash.safetensors')
   const saved = readFileSync(await download.path())
   assert.equal(createHash('sha256').update(saved).digest('hex'), sha)
+
+  log('a bigger upload on a slow link, interrupted by a reload, resumes where it stopped')
+  await page.goto(new URL(page.url()).pathname + '/upload')
+  await byTestId(page, 'upload-drop').waitFor()
+  // From a file on disk, so the browser sees the same file (name, size, mtime) after the reload.
+  const bigPath = join(mkdtempSync(join(tmpdir(), 'va-e2e-')), 'ink-wash-xl.safetensors')
+  const big = safetensors(12 * 1024 * 1024)
+  writeFileSync(bigPath, big)
+  const cdp = await page.context().newCDPSession(page)
+  await cdp.send('Network.enable')
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 3 * 1024 * 1024,
+  })
+  await byTestId(page, 'upload-input').setInputFiles(bigPath)
+  await page.waitForFunction(() => Number(document.querySelector('[data-testid="upload-progress"]')
+    ?.getAttribute('data-percent') ?? 0) >= 20, null, { timeout: 15_000 })
+  await page.reload()
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1,
+  })
+  await byTestId(page, 'upload-drop').waitFor()
+  await byTestId(page, 'upload-input').setInputFiles(bigPath)
+  await byTestId(page, 'upload-resumed').waitFor({ timeout: 10_000 })
+  const startPercent = Number(await byTestId(page, 'upload-progress').getAttribute('data-start-percent'))
+  log('resumed from', startPercent, '%')
+  assert.ok(startPercent >= 10, `the upload started again from ${startPercent}%`)
+  await page.waitForURL(/\/models\/\d+$/, { timeout: 20_000 })
+  const bigSha = createHash('sha256').update(big).digest('hex')
+  const names = await byTestId(page, 'model-file').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-filename')))
+  assert.deepEqual(names.sort(), ['ink-wash-xl.safetensors', 'ink-wash.safetensors'])
+  assert.match(await page.locator('[data-filename="ink-wash-xl.safetensors"] [data-testid="file-sha256"]').innerText(),
+    new RegExp(bigSha))
   log('pass')
 })
