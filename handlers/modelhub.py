@@ -209,7 +209,9 @@ class TusUploadHandler(TusHandler):
             raise InvalidInput("`Upload-Offset` must be a byte count.")
         self.request.connection.set_max_body_size(self.modelhub.uploads.max_file_bytes)
         checksum = parse_tus_checksum(self.request.headers.get("Upload-Checksum"))
-        self._append = await self.modelhub.uploads.begin_append(user, self.path_args[0], int(offset), checksum)
+        length = self.request.headers.get("Content-Length", "")
+        self._append = await self.modelhub.uploads.begin_append(
+            user, self.path_args[0], int(offset), checksum, int(length) if length.isdigit() else None)
 
     async def data_received(self, chunk: bytes) -> None:
         if self._append is not None:

@@ -33,6 +33,7 @@ class ModelHub:
     uploads: UploadService
     hf: HfCompat
     executors: Executors
+    blobs: BlobStore
     flush_secs: float
     _task: asyncio.Task | None = field(default=None, init=False)
 
@@ -44,7 +45,7 @@ class ModelHub:
                           ModelLinks(settings.models_dir))
         uploads = UploadService(db, blobs, executors, catalog, settings.hub_max_file_bytes,
                                 settings.hub_upload_expiry_secs)
-        return cls(catalog, uploads, HfCompat(catalog), executors, settings.hub_counter_flush_secs)
+        return cls(catalog, uploads, HfCompat(catalog), executors, blobs, settings.hub_counter_flush_secs)
 
     def start(self) -> "ModelHub":
         self._task = asyncio.ensure_future(self._housekeeping())
@@ -62,8 +63,10 @@ class ModelHub:
                 if since_sweep >= UPLOAD_SWEEP_SECS:
                     since_sweep = 0
                     expired = await self.uploads.expire()
-                    if expired:
-                        log.info("expired %d abandoned uploads", expired)
+                    # Temporary files of processes that died mid-upload (no row points at them any more).
+                    swept = await self.executors.run_io(self.blobs.sweep_temp, self.uploads.expiry_secs + 3600)
+                    if expired or swept:
+                        log.info("expired %d abandoned uploads, swept %d stray temporary files", expired, swept)
             except Exception:
                 log.exception("model hub housekeeping failed; retrying next round")
 

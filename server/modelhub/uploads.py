@@ -262,9 +262,12 @@ class UploadService:
         return upload, await self._offset(upload.id)
 
     async def begin_append(self, user: User, upload_id: str, offset: int,
-                           checksum: tuple[str, bytes] | None) -> TusAppend:
+                           checksum: tuple[str, bytes] | None, body_length: int | None = None) -> TusAppend:
         """A PATCH starting at `offset`, which must be where the upload stands."""
         upload = await self._get(user, upload_id)
+        if body_length is not None and offset + body_length > upload.length:
+            raise PayloadTooLarge(f"This PATCH would end at byte {offset + body_length:,}, past the declared "
+                                  f"Upload-Length of {upload.length:,}.")
         if upload_id in self._busy:
             raise UploadBusy("Another request is writing to this upload; retry once it has finished.")
         self._busy.add(upload_id)
@@ -305,9 +308,13 @@ class UploadService:
             if offset < append.upload.length or not complete_request:
                 return offset, None
             hasher, _ = self._hashers.pop(upload_id)
-            version = await self._version(append.upload.version_id)
+            temp = self._temp(upload_id)
             try:
-                file = await self.publish(version, append.upload.filename, self._temp(upload_id), hasher.hexdigest())
+                version = await self._version(append.upload.version_id)
+                file = await self.publish(version, append.upload.filename, temp, hasher.hexdigest())
+            except BaseException:
+                await self._executors.run_io(lambda: temp.unlink(missing_ok=True))
+                raise
             finally:
                 await self._delete_row(upload_id)
             return offset, file

@@ -121,6 +121,8 @@ async def test_tus_upload_survives_a_dropped_connection_and_resumes(hub, alice: 
     assert first.status_code == 204 and first.headers["Upload-Offset"] == "40000"
     wrong = await alice.request("PATCH", location, content=b"x", headers={**patch_headers, "Upload-Offset": "10"})
     assert wrong.status_code == 409 and error_code(wrong) == "offset_mismatch"
+    over = await alice.request("PATCH", location, content=data, headers={**patch_headers, "Upload-Offset": "40000"})
+    assert over.status_code == 413 and error_code(over) == "payload_too_large"
 
     # Second piece: the connection drops half-way through the body.
     sent = 50_000
