@@ -327,6 +327,9 @@ const en = {
   },
   // Model hub (issue 7): its own section, appended.
   hub: {
+    newVersion: 'New version',
+    versionPrompt: 'Name of the new version (e.g. v2)',
+    versionRule: '1–64 letters, digits, . _ - (starting with a letter or digit)',
     thumbnail: 'Preview image',
     thumbnailHint: 'Upload the picture shown in the model list (PNG, JPEG, WebP; cropped to 4:3)',
     thumbnailSet: 'The preview image is set.',

@@ -329,6 +329,9 @@ const zhCN: Messages = {
   },
   // Model hub (issue 7): its own section, appended.
   hub: {
+    newVersion: '新版本',
+    versionPrompt: '新版本的名称（例如 v2）',
+    versionRule: '1–64 个字母、数字或 . _ -（以字母或数字开头）',
     thumbnail: '预览图',
     thumbnailHint: '上传在模型列表中显示的图片（PNG、JPEG、WebP；裁剪为 4:3）',
     thumbnailSet: '预览图已设置。',
