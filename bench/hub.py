@@ -9,7 +9,7 @@
 
 Starts the real server (`run.py serve`) in a subprocess. Not a test: figures only.
 
-    .venv/bin/python bench/hub.py [--size-mib 1024] [--models 10000] [--seconds 10] [--connections 64]
+    .venv/bin/python bench/hub.py [--size-mib 1024] [--models 10000] [--seconds 10] [--connections 64] [--skip-transfer]
 """
 
 from __future__ import annotations
@@ -241,6 +241,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--skip-transfer", action="store_true", help="only the list/search part")
     args = parser.parse_args()
     database = f"va_bench_{uuid.uuid4().hex[:8]}"
     admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
@@ -261,7 +262,8 @@ def main() -> None:
         server = start_server({**env, "VA_HUB_CACHE_TTL_SECS": "60"}, port)
         try:
             token, user_id = account(f"http://127.0.0.1:{port}")
-            transfer(port, token, work, args.size_mib, server.pid)
+            if not args.skip_transfer:
+                transfer(port, token, work, args.size_mib, server.pid)
             print(f"\nseeding {args.models:,} models…", flush=True)
             seed_models(database, user_id, args.models)
             print(f"Model list / search, {args.connections} clients, {args.seconds:.0f} s each, MariaDB + Redis:")
