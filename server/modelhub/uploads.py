@@ -74,6 +74,9 @@ class _Sink:
     def write(self, chunks: list[bytes]) -> None:
         for chunk in chunks:
             self.file.write(chunk)
+
+    def hash(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
             self.hasher.update(chunk)
 
     def close(self) -> None:
@@ -111,7 +114,7 @@ class StreamIn:
         if self._buffered >= WRITE_BUFFER_BYTES:
             async with self._lock:
                 await self._settle()
-                self._pending = asyncio.ensure_future(self._executors.run_io(self._write, self._take()))
+                self._pending = asyncio.ensure_future(self._store(self._take()))
 
     async def drain(self) -> None:
         """Write everything received so far."""
@@ -119,7 +122,7 @@ class StreamIn:
             await self._settle()
             chunks = self._take()
             if chunks:
-                await self._executors.run_io(self._write, chunks)
+                await self._store(chunks)
 
     async def _settle(self) -> None:
         if self._pending is not None:
@@ -130,8 +133,13 @@ class StreamIn:
         chunks, self._buffer, self._buffered = self._buffer, [], 0
         return chunks
 
-    def _write(self, chunks: list[bytes]) -> None:
-        self._sink.write(chunks)
+    async def _store(self, chunks: list[bytes]) -> None:
+        # Writing and hashing both release the GIL: two threads do them side by side.
+        await asyncio.gather(self._executors.run_io(self._sink.write, chunks),
+                             self._executors.run_io(self._hash, chunks))
+
+    def _hash(self, chunks: list[bytes]) -> None:
+        self._sink.hash(chunks)
         if self.extra is not None:
             for chunk in chunks:
                 self.extra.update(chunk)
