@@ -358,3 +358,40 @@ async def test_the_owner_sets_a_preview_image_shown_in_lists(hub, alice: ApiClie
         assert refused.status_code == 403
     finally:
         await bob.aclose()
+
+
+async def test_a_bad_file_sent_by_tus_is_refused_when_complete_and_leaves_nothing(hub, alice: ApiClient) -> None:
+    _, runtime = hub
+    model = await create_model(alice)
+    data, code = BAD["shape_mismatch"]
+    metadata = (f"filename {base64.b64encode(b'bad.safetensors').decode()},"
+                f"version_id {base64.b64encode(str(model['versions'][0]['id']).encode()).decode()}")
+    created = await alice.post("/api/hub/uploads", headers={**TUS, "Upload-Length": str(len(data)),
+                                                            "Upload-Metadata": metadata})
+    location = created.headers["Location"]
+    done = await alice.request("PATCH", location, content=data, headers={
+        **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    assert done.status_code == 422 and error_code(done) == code
+    assert "span" in done.json()["error"]["message"]
+    assert (await alice.request("HEAD", location, headers=TUS)).status_code == 404
+    assert temp_files(runtime) == [] and blob_files(runtime) == []
+
+
+async def test_lists_and_details_come_from_the_cache_until_a_write(hub, alice: ApiClient) -> None:
+    """Cache-aside: a change made behind the service's back is not seen until a write invalidates."""
+    from sqlalchemy import update
+
+    from server.store.hub_tables import HubModel
+
+    _, runtime = hub
+    model = await create_model(alice, "Cached Name")
+    assert (await alice.get("/api/hub/models")).json()["models"][0]["name"] == "Cached Name"
+    assert (await alice.get(f"/api/hub/models/{model['id']}")).json()["model"]["name"] == "Cached Name"
+    async with runtime.db() as db:
+        await db.execute(update(HubModel).where(HubModel.id == model["id"]).values(name="Behind The Back"))
+        await db.commit()
+    assert (await alice.get("/api/hub/models")).json()["models"][0]["name"] == "Cached Name"
+    assert (await alice.get(f"/api/hub/models/{model['id']}")).json()["model"]["name"] == "Cached Name"
+    await alice.patch(f"/api/hub/models/{model['id']}", {"licence": "MIT"})
+    assert (await alice.get("/api/hub/models")).json()["models"][0]["name"] == "Behind The Back"
+    assert (await alice.get(f"/api/hub/models/{model['id']}")).json()["model"]["licence"] == "MIT"
