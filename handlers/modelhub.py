@@ -311,6 +311,14 @@ class DownloadHandler(FileSender):
         await self.send_file(await self.modelhub.catalog.file_ref(int(file_id)), head=True)
 
 
+class FileHandler(HubHandler):
+    async def delete(self, file_id: str) -> None:
+        """Delete one file (owner only)."""
+        await self.modelhub.catalog.delete_file(self.require_user().user, int(file_id))
+        self.set_status(204)
+        self.finish()
+
+
 class HfRepoInfoHandler(HubHandler):
     async def get(self, owner: str, slug: str, revision: str | None = None) -> None:
         """Hugging Face `model_info`: the revision's commit id and files."""
@@ -351,6 +359,7 @@ default_handlers = [
     (r"/api/hub/versions/([0-9]{1,18})/files/([^/]+)", PutFileHandler),
     (r"/api/hub/uploads", TusCreateHandler),
     (r"/api/hub/uploads/([0-9a-f]{32})", TusUploadHandler),
+    (r"/api/hub/files/([0-9]{1,18})", FileHandler),
     (r"/api/hub/files/([0-9]{1,18})/download", DownloadHandler),
     (rf"/api/models/{OWNER}/{SLUG}", HfRepoInfoHandler),
     (rf"/api/models/{OWNER}/{SLUG}/revision/([^/]+)", HfRepoInfoHandler),

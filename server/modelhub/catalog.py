@@ -155,6 +155,25 @@ class Catalog:
                                          row.kind)
         await self._drop_unused_blobs(shas)
 
+    async def delete_file(self, user: User, file_id: int) -> None:
+        """Delete one file of a model (owner only); its blob goes when no other file uses it."""
+        async with self._db() as db:
+            row = (await db.execute(
+                select(HubFile, HubVersion.name, HubVersion.model_id)
+                .join(HubVersion, HubVersion.id == HubFile.version_id).where(HubFile.id == file_id))).first()
+            if row is None:
+                raise NotFound(f"There is no file {file_id}.")
+            file, version_name, model_id = row
+            model = await self._owned(db, user, model_id)
+            owner = await db.get(User, model.owner_id)
+            await db.delete(file)
+            await db.commit()
+        await self._invalidate(model_id)
+        if owner is not None:
+            await self._executors.run_io(self._links.unlink, engine_name(owner.username, model.slug, version_name,
+                                                                         file.filename), file.kind)
+        await self._drop_unused_blobs({file.sha256})
+
     async def add_version(self, user: User, model_id: int, fields: NewVersion) -> dict[str, Any]:
         """A new version of a model (owner only)."""
         async with self._db() as db:

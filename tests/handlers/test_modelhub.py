@@ -237,6 +237,13 @@ async def test_only_the_owner_may_edit_delete_or_upload(hub, alice: ApiClient) -
                          await put_file(bob, model["versions"][0]["id"], "x.safetensors", small_model(64))):
             assert response.status_code == 403 and error_code(response) == "not_owner", response.text
         assert (await bob.get(path)).json()["model"]["name"] == "Tiny LoRA"
+        uploaded = await put_file(alice, model["versions"][0]["id"], "mine.safetensors", small_model(64))
+        file_path = f"/api/hub/files/{uploaded.json()['file']['id']}"
+        refused = await bob.delete(file_path)
+        assert refused.status_code == 403 and error_code(refused) == "not_owner"
+        assert (await alice.delete(file_path)).status_code == 204
+        assert (await alice.get(path)).json()["model"]["versions"][0]["files"] == []
+        assert (await alice.get(uploaded.json()["file"]["download_url"])).status_code == 404
         anonymous = ApiClient(base_url)
         assert (await anonymous.post("/api/hub/models", {"name": "x"})).status_code == 401
         await anonymous.aclose()

@@ -87,6 +87,7 @@ export const createModel = (input: HubModelInput) => request<{ model: HubModel }
 export const updateModel = (id: number, input: HubModelInput) =>
   request<{ model: HubModel }>('PATCH', `/api/hub/models/${id}`, { json: input })
 export const deleteModel = (id: number) => request<void>('DELETE', `/api/hub/models/${id}`)
+export const deleteFile = (id: number) => request<void>('DELETE', `/api/hub/files/${id}`)
 export const addVersion = (id: number, name: string) =>
   request<{ version: { id: number; name: string } }>('POST', `/api/hub/models/${id}/versions`, { json: { name } })
 export const setThumbnail = (id: number, image: File) =>

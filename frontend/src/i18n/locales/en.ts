@@ -327,6 +327,8 @@ const en = {
   },
   // Model hub (issue 7): its own section, appended.
   hub: {
+    deleteFile: 'Delete this file',
+    deleteFileConfirm: 'Delete “{name}”? This cannot be undone.',
     newVersion: 'New version',
     versionPrompt: 'Name of the new version (e.g. v2)',
     versionRule: '1–64 letters, digits, . _ - (starting with a letter or digit)',

@@ -329,6 +329,8 @@ const zhCN: Messages = {
   },
   // Model hub (issue 7): its own section, appended.
   hub: {
+    deleteFile: '删除此文件',
+    deleteFileConfirm: '删除“{name}”？此操作无法撤销。',
     newVersion: '新版本',
     versionPrompt: '新版本的名称（例如 v2）',
     versionRule: '1–64 个字母、数字或 . _ -（以字母或数字开头）',
