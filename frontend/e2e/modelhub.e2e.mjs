@@ -107,15 +107,16 @@ await runE2E('modelhub', async ({ page, log }) => {
   await page.waitForFunction(() => Number(document.querySelector('[data-testid="upload-progress"]')
     ?.getAttribute('data-percent') ?? 0) >= 20, null, { timeout: 15_000 })
   await page.reload()
-  await cdp.send('Network.emulateNetworkConditions', {
-    offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1,
-  })
   await byTestId(page, 'upload-drop').waitFor()
+  // Still slow, so the page is there to be looked at before the upload finishes and moves on.
   await byTestId(page, 'upload-input').setInputFiles(bigPath)
   await byTestId(page, 'upload-resumed').waitFor({ timeout: 10_000 })
   const startPercent = Number(await byTestId(page, 'upload-progress').getAttribute('data-start-percent'))
   log('resumed from', startPercent, '%')
   assert.ok(startPercent >= 10, `the upload started again from ${startPercent}%`)
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1,
+  })
   await page.waitForURL(/\/models\/\d+$/, { timeout: 20_000 })
   const bigSha = createHash('sha256').update(big).digest('hex')
   const names = await byTestId(page, 'model-file').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-filename')))
