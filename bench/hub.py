@@ -143,7 +143,8 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int) -> None
     drop_from_page_cache(source)
     with PeakRss(pid) as up_rss:
         started = time.perf_counter()
-        out = subprocess.run(["curl", "-sS", "--fail-with-body", "-T", str(source), "-H", f"Authorization: Bearer {token}",
+        out = subprocess.run(["curl", "-sS", "--fail-with-body", "-T", str(source),
+                              "-H", f"Authorization: Bearer {token}",
                               f"{base}/api/hub/versions/{version}/files/big.safetensors"],
                              check=True, capture_output=True)
         up_secs = time.perf_counter() - started
@@ -162,10 +163,11 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int) -> None
     print(f"\nTransfer of {total / MiB:.0f} MiB over loopback (same disk):")
     print(f"  cp                      {cp_secs:6.2f} s  {mbs(cp_secs):7.0f} MB/s   (+ sync {sync_secs:.2f} s: "
           f"{mbs(cp_secs + sync_secs):.0f} MB/s)")
-    print(f"  upload  PUT (curl -T)   {up_secs:6.2f} s  {mbs(up_secs):7.0f} MB/s   ratio to cp {cp_secs / up_secs:.2f}, "
-          f"to cp+sync {(cp_secs + sync_secs) / up_secs:.2f}   peak server RSS {up_rss.peak / MiB:.0f} MiB")
-    print(f"  download GET (curl -o)  {down_secs:6.2f} s  {mbs(down_secs):7.0f} MB/s   ratio to cp {cp_secs / down_secs:.2f}"
-          f"                   peak server RSS {down_rss.peak / MiB:.0f} MiB")
+    print(f"  upload  PUT (curl -T)   {up_secs:6.2f} s  {mbs(up_secs):7.0f} MB/s   "
+          f"ratio to cp {cp_secs / up_secs:.2f}, to cp+sync {(cp_secs + sync_secs) / up_secs:.2f}   "
+          f"peak server RSS {up_rss.peak / MiB:.0f} MiB")
+    print(f"  download GET (curl -o)  {down_secs:6.2f} s  {mbs(down_secs):7.0f} MB/s   "
+          f"ratio to cp {cp_secs / down_secs:.2f}                   peak server RSS {down_rss.peak / MiB:.0f} MiB")
     print(f"  server RSS before the upload {idle_rss / MiB:.0f} MiB (mostly torch/diffusers imports)")
     print("  (upload includes sha256 on the way, the safetensors check, fsync and the move into the blob store)")
 

@@ -151,8 +151,8 @@ class Catalog:
             await db.commit()
         await self._invalidate(model_id)
         for row in rows:
-            await self._executors.run_io(self._links.unlink, engine_name(row.username, row.slug, row.name, row.filename),
-                                         row.kind)
+            name = engine_name(row.username, row.slug, row.name, row.filename)
+            await self._executors.run_io(self._links.unlink, name, row.kind)
         await self._drop_unused_blobs(shas)
 
     async def delete_file(self, user: User, file_id: int) -> None:
@@ -226,8 +226,8 @@ class Catalog:
             await db.commit()
         if model is not None and owner is not None:
             # Checkpoints and LoRAs become loadable by the engine: they appear in the Generate page's picker.
-            await self._executors.run_io(self._links.link, engine_name(owner.username, model.slug, version.name, filename),
-                                         checked.kind, self._blobs.path(sha256))
+            name = engine_name(owner.username, model.slug, version.name, filename)
+            await self._executors.run_io(self._links.link, name, checked.kind, self._blobs.path(sha256))
         await self._invalidate(version.model_id)
         return _file_json(row, engine_name(owner.username if owner else "", model.slug if model else "",
                                            version.name, filename))

@@ -108,8 +108,8 @@ async def test_tus_upload_survives_a_dropped_connection_and_resumes(hub, alice: 
     data = small_model(150_000)
     options = await alice.request("OPTIONS", "/api/hub/uploads")
     assert "creation" in options.headers["Tus-Extension"] and options.headers["Tus-Version"] == "1.0.0"
-    metadata = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}"
-                        for k, v in {"filename": "big.safetensors", "version_id": str(model["versions"][0]["id"])}.items())
+    fields = {"filename": "big.safetensors", "version_id": str(model["versions"][0]["id"])}
+    metadata = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in fields.items())
     created = await alice.post("/api/hub/uploads", headers={**TUS, "Upload-Length": str(len(data)),
                                                             "Upload-Metadata": metadata})
     assert created.status_code == 201, created.text
@@ -117,7 +117,8 @@ async def test_tus_upload_survives_a_dropped_connection_and_resumes(hub, alice: 
     patch_headers = {**TUS, "Content-Type": "application/offset+octet-stream"}
 
     # First piece completes normally.
-    first = await alice.request("PATCH", location, content=data[:40_000], headers={**patch_headers, "Upload-Offset": "0"})
+    first = await alice.request("PATCH", location, content=data[:40_000],
+                                headers={**patch_headers, "Upload-Offset": "0"})
     assert first.status_code == 204 and first.headers["Upload-Offset"] == "40000"
     wrong = await alice.request("PATCH", location, content=b"x", headers={**patch_headers, "Upload-Offset": "10"})
     assert wrong.status_code == 409 and error_code(wrong) == "offset_mismatch"
@@ -256,8 +257,8 @@ async def test_only_the_owner_may_edit_delete_or_upload(hub, alice: ApiClient) -
 async def test_find_filters_sorts_pages_and_sees_every_write(hub, alice: ApiClient) -> None:
     _, runtime = hub
     ids = {}
-    for index, (name, kind, tags) in enumerate([("Ink Wash", "lora", ["ink"]), ("Photo Real", "checkpoint", ["photo"]),
-                                                 ("Ink Portrait", "lora", ["portrait"]), ("Line Art", "controlnet", [])]):
+    for name, kind, tags in [("Ink Wash", "lora", ["ink"]), ("Photo Real", "checkpoint", ["photo"]),
+                             ("Ink Portrait", "lora", ["portrait"]), ("Line Art", "controlnet", [])]:
         ids[name] = (await create_model(alice, name, kind=kind, tags=tags))["id"]
     listing = (await alice.get("/api/hub/models")).json()
     assert [m["name"] for m in listing["models"]] == ["Line Art", "Ink Portrait", "Photo Real", "Ink Wash"]
@@ -279,7 +280,8 @@ async def test_find_filters_sorts_pages_and_sees_every_write(hub, alice: ApiClie
 
     # A write is visible at once although the list is cached.
     await alice.patch(f"/api/hub/models/{ids['Ink Wash']}", {"name": "Sumi Wash"})
-    assert {m["name"] for m in (await alice.get("/api/hub/models", params={"q": "wash"})).json()["models"]} == {"Sumi Wash"}
+    washes = (await alice.get("/api/hub/models", params={"q": "wash"})).json()["models"]
+    assert {m["name"] for m in washes} == {"Sumi Wash"}
     # Likes accumulate and reach the database in a batch; sorting by them follows.
     assert (await alice.put(f"/api/hub/models/{ids['Photo Real']}/like")).status_code == 204
     assert (await alice.put(f"/api/hub/models/{ids['Photo Real']}/like")).status_code == 204  # idempotent
@@ -296,7 +298,8 @@ async def test_abandoned_uploads_expire_and_are_swept(hub, alice: ApiClient) -> 
     model = await create_model(alice)
     metadata = (f"filename {base64.b64encode(b'late.safetensors').decode()},"
                 f"version_id {base64.b64encode(str(model['versions'][0]['id']).encode()).decode()}")
-    created = await alice.post("/api/hub/uploads", headers={**TUS, "Upload-Length": "1000", "Upload-Metadata": metadata})
+    created = await alice.post("/api/hub/uploads",
+                               headers={**TUS, "Upload-Length": "1000", "Upload-Metadata": metadata})
     location = created.headers["Location"]
     await alice.request("PATCH", location, content=b"\0" * 100,
                         headers={**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
@@ -334,7 +337,8 @@ async def test_huggingface_hub_client_downloads_from_us(hub, alice: ApiClient, t
     one, folder = await asyncio.get_running_loop().run_in_executor(None, fetch)
     assert Path(one).read_bytes() == files["lora.safetensors"]
     assert {p.name: p.read_bytes() for p in Path(folder).iterdir()} == files
-    assert Path(folder).name == (await alice.get(f"/api/hub/models/{model['id']}")).json()["model"]["versions"][0]["commit"]
+    detail = (await alice.get(f"/api/hub/models/{model['id']}")).json()["model"]
+    assert Path(folder).name == detail["versions"][0]["commit"]
     missing = await alice.get(f"/{repo_id}/resolve/main/nothere.safetensors")
     assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "EntryNotFound"
 

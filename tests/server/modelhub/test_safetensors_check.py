@@ -48,7 +48,8 @@ def test_a_lora_is_detected_with_its_base_and_metadata_is_sanitised(tmp_path: Pa
 
 
 @pytest.mark.parametrize("tensors, kind, base", [
-    ({"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768)}, "checkpoint", "sd1"),
+    ({"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768)},
+     "checkpoint", "sd1"),
     ({"model.diffusion_model.x.attn2.to_k.weight": (320, 1024)}, "checkpoint", "sd2"),
     ({"model.diffusion_model.label_emb.0.0.weight": (4, 4), "conditioner.embedders.1.model.ln": (4,)},
      "checkpoint", "sdxl"),
