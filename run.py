@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -22,6 +23,9 @@ log = logging.getLogger("va")
 
 # Streaming handlers lower this per request (APIHandler.prepare); it is only the ceiling.
 SERVER_MAX_BODY_BYTES = 64 * 1024**3
+# Body bytes handed to a streaming handler per call: 64 KiB (Tornado's default) costs a callback per 64 KiB of
+# a multi-gigabyte model upload; 1 MiB cuts that 16-fold and is still flat memory per connection.
+SERVER_CHUNK_BYTES = 1024 * 1024
 
 
 def configure_logging(level: str) -> None:
@@ -35,7 +39,11 @@ async def serve(settings: Settings) -> None:
         log.error("%s", exc)
         raise SystemExit(2) from None
     app = make_app(runtime)
-    server = HTTPServer(app, max_body_size=SERVER_MAX_BODY_BYTES, xheaders=False)
+    # torch, diffusers and transformers leave millions of long-lived objects; a full collection walks them all
+    # (hundreds of ms, a p99 spike every few seconds under load). Freezing them keeps the collector on new ones.
+    gc.collect()
+    gc.freeze()
+    server = HTTPServer(app, max_body_size=SERVER_MAX_BODY_BYTES, chunk_size=SERVER_CHUNK_BYTES, xheaders=False)
     server.listen(settings.port, settings.host)
     mode = "embedded (SQLite, in-process)" if runtime.embedded else "services"
     log.info("Visionary Art listening on http://%s:%d in %s mode", settings.host, settings.port, mode)

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     collab_compact_rows: int = Field(500, ge=0)
     # A session's stored updates past this size refuse further edits (compaction brings the size down).
     collab_max_document_bytes: int = Field(4 * MiB, ge=1024)
+    # Model hub: the largest file accepted, how long an abandoned tus upload is kept, how long lists and
+    # details stay cached (0 turns the cache off, for comparison), how often counters reach the database.
+    hub_max_file_bytes: int = Field(20 * 1024 * MiB, ge=1024)
+    hub_upload_expiry_secs: int = Field(24 * 60 * 60, ge=1)
+    hub_cache_ttl_secs: float = Field(60.0, ge=0)
+    hub_counter_flush_secs: float = Field(10.0, gt=0)
 
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)

@@ -214,7 +214,7 @@ class Engine:
         names = self.registry.names()
         if request.model not in names:
             names = frozenset(self.registry.refresh())  # a model may have been added since the scan
-        request.validate(names, self.screen)
+        request.validate(names, self.screen, self.registry.lora_names() if request.loras else ())
         return request.with_seed()
 
     def submit(self, request: GenerationRequest, on_event: EventCallback | None = None, *,
@@ -350,8 +350,10 @@ class _Worker:
             try:
                 with self.cache.use(job.request.model) as loaded:
                     load_s = self.cache.last_load_seconds if self.cache.loads > loads_before else 0.0
+                    lora_paths = {name: self.engine.registry.lora_path(name) for name, _ in job.request.loras}
                     output = generate(loaded, job.request, device=self.device, hooks=hooks,
-                                      text_cache=self.engine.text_cache, latent_cache=self.engine.latent_cache)
+                                      text_cache=self.engine.text_cache, latent_cache=self.engine.latent_cache,
+                                      lora_paths=lora_paths)
                     return output, loaded, load_s
             except torch.OutOfMemoryError:
                 if attempt == 2:

@@ -31,6 +31,7 @@ Layout = Literal["diffusers", "single_file"]
 BUNDLED_CONFIGS = Path(__file__).parent / "configs"
 BUNDLED_CONFIG_FOR_FAMILY: dict[str, str] = {"sd1": "sd15", "sdxl": "sdxl"}
 SIDECAR_SUFFIX = ".config"
+LORA_FOLDER = "loras"
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})
 # Native training resolution per family: the size used when a request leaves it out.
 NATIVE_SIDE_PX: dict[str, int] = {"sd1": 512, "sd2": 768, "sdxl": 1024}
@@ -163,6 +164,19 @@ class ModelRegistry:
         if entry.is_file() and entry.suffix in PICKLE_SUFFIXES:
             raise ModelLoadError(f"{entry.name}: pickle checkpoints are refused; convert it to .safetensors")
         return None
+
+    def lora_names(self) -> frozenset[str]:
+        """LoRAs in `<models>/loras/` by stem (rescanned on each call: a directory listing, no reads)."""
+        folder = self.models_dir / LORA_FOLDER
+        if not folder.is_dir():
+            return frozenset()
+        return frozenset(p.stem for p in folder.iterdir() if p.suffix == ".safetensors" and p.is_file())
+
+    def lora_path(self, name: str) -> Path:
+        path = self.models_dir / LORA_FOLDER / f"{name}.safetensors"
+        if "/" in name or not path.is_file():
+            raise ModelLoadError(f"LoRA {name!r} is not in {self.models_dir / LORA_FOLDER}")
+        return path
 
     def names(self) -> frozenset[str]:
         with self._lock:

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -139,7 +140,8 @@ class GenerationOutput:
 
 
 def text_cache_key(spec: ModelSpec, req: GenerationRequest) -> tuple:
-    return (spec.name, spec.fingerprint, req.prompt, req.negative_prompt, req.clip_skip)
+    # A LoRA may change the text encoder, so the embeddings depend on the LoRAs too.
+    return (spec.name, spec.fingerprint, req.prompt, req.negative_prompt, req.clip_skip, req.loras)
 
 
 def latent_cache_key(spec: ModelSpec, req: GenerationRequest, width: int, height: int) -> tuple:
@@ -294,8 +296,32 @@ def generate(
     hooks: StepHooks | None = None,
     text_cache: TTLCache | None = None,
     latent_cache: TTLCache | None = None,
+    lora_paths: dict[str, Path] | None = None,
 ) -> GenerationOutput:
     """Run one txt2img or img2img request on an already-placed model (worker thread)."""
+    if not req.loras:
+        return _generate(loaded, req, device=device, hooks=hooks, text_cache=text_cache, latent_cache=latent_cache)
+    pipe = loaded.txt2img  # img2img shares its UNet and text encoder, so the adapters apply to both
+    names = [f"lora{i}" for i in range(len(req.loras))]
+    try:
+        for adapter, (name, _weight) in zip(names, req.loras):
+            pipe.load_lora_weights(str((lora_paths or {})[name]), adapter_name=adapter)
+        pipe.set_adapters(names, adapter_weights=[float(weight) for _name, weight in req.loras])
+        return _generate(loaded, req, device=device, hooks=hooks, text_cache=text_cache, latent_cache=latent_cache)
+    finally:
+        # The cached model stays as it was loaded: the next job may want no LoRA, or others.
+        pipe.unload_lora_weights()
+
+
+def _generate(
+    loaded: LoadedModel,
+    req: GenerationRequest,
+    *,
+    device: str,
+    hooks: StepHooks | None = None,
+    text_cache: TTLCache | None = None,
+    latent_cache: TTLCache | None = None,
+) -> GenerationOutput:
     hooks = hooks or StepHooks()
     assert req.seed is not None, "resolve the seed before generating (GenerationRequest.with_seed)"
     spec = loaded.spec

@@ -22,6 +22,9 @@ MAX_PROMPT_CHARS = 2000  # CLIP reads 77 tokens; 2000 chars leaves room for weig
 MAX_BATCH = 8
 MAX_SEED = 2**32 - 1  # A1111 seeds are unsigned 32-bit; keeps PNG metadata portable
 MAX_CLIP_SKIP = 12
+MAX_LORAS = 4
+# A1111 accepts any weight; beyond ±2 a LoRA only burns the image, so a larger one is a typo.
+MIN_LORA_WEIGHT, MAX_LORA_WEIGHT = -2.0, 2.0
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,25 @@ class GenerationRequest:
     init_image: bytes | None = field(default=None, repr=False)
     strength: float = 0.75
     clip_skip: int = 1  # A1111 convention: 1 uses the last layer, 2 the one before it
+    # (name, weight) of LoRAs under the models folder's `loras/`, applied for this request only.
+    loras: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        # JSON (a stored job, a client) gives lists or {name, weight} maps; keep one hashable form.
+        if isinstance(self.loras, (list, tuple)):
+            pairs = []
+            for item in self.loras:
+                if isinstance(item, dict):
+                    item = (item.get("name"), item.get("weight", 1.0))
+                pairs.append(tuple(item) if isinstance(item, (list, tuple)) else item)
+            object.__setattr__(self, "loras", tuple(pairs))
 
     def with_seed(self) -> "GenerationRequest":
         """A copy with a concrete seed, so the seed can be reported and reproduced."""
         return self if self.seed is not None else replace(self, seed=secrets.randbelow(MAX_SEED + 1))
 
-    def validate(self, known_models: Collection[str], screen: PromptScreen | None = None) -> None:
+    def validate(self, known_models: Collection[str], screen: PromptScreen | None = None,
+                 known_loras: Collection[str] = ()) -> None:
         """Raise InvalidRequest naming the first bad value; return None when the request is good."""
         if self.kind not in ("txt2img", "img2img"):
             raise InvalidRequest(f"`kind` must be 'txt2img' or 'img2img' but is {self.kind!r}.", code="invalid_kind")
@@ -97,8 +113,28 @@ class GenerationRequest:
                 )
         elif self.init_image is not None:
             raise InvalidRequest("`init_image` is only for img2img.", code="invalid_image", field="init_image")
+        _check_loras(self.loras, known_loras)
         if screen is not None:
             screen.check(self.prompt)
+
+
+def _check_loras(loras: object, known: Collection[str]) -> None:
+    if not isinstance(loras, tuple) or len(loras) > MAX_LORAS:
+        raise InvalidRequest(f"`loras` must be a list of at most {MAX_LORAS} {{name, weight}}.", code="invalid_lora")
+    names = set()
+    for item in loras:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise InvalidRequest("Each of `loras` must be {name, weight}.", code="invalid_lora")
+        name, weight = item
+        if not isinstance(name, str) or name not in known:
+            raise InvalidRequest(f"LoRA {str(name)[:80]!r} is not one this engine has.", code="unknown_lora")
+        if name in names:
+            raise InvalidRequest(f"LoRA {name!r} is listed twice.", code="invalid_lora")
+        names.add(name)
+        if (not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight)
+                or not MIN_LORA_WEIGHT <= weight <= MAX_LORA_WEIGHT):
+            raise InvalidRequest(f"LoRA {name!r} weight has to be in {MIN_LORA_WEIGHT:g}..{MAX_LORA_WEIGHT:g} "
+                                 f"but is {weight!r}.", code="invalid_lora")
 
 
 def _is_int(value: object) -> bool:

@@ -44,13 +44,7 @@ class BlobWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         digest = self._sha.hexdigest()
-        target = self._store.path(digest)
-        if target.exists():
-            self.temp_path.unlink(missing_ok=True)
-            return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.temp_path, target)
-        _fsync_dir(target.parent)
+        self._store.adopt(self.temp_path, digest)
         return digest
 
     def abort(self) -> None:
@@ -70,6 +64,20 @@ class BlobStore:
         if not SHA256_RE.match(sha256):
             raise ValueError(f"`sha256` must be 64 lower-case hex digits but is {sha256!r}.")
         return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def adopt(self, temp_path: Path, sha256: str) -> bool:
+        """Move a complete, flushed temporary file whose sha256 is known into the store.
+
+        Returns False when the content was already stored (the temporary file is then removed).
+        """
+        target = self.path(sha256)
+        if target.exists():
+            Path(temp_path).unlink(missing_ok=True)
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp_path, target)
+        _fsync_dir(target.parent)
+        return True
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()

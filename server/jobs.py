@@ -40,7 +40,7 @@ from server.store.models import GeneratedImage, GenerationJob, User, iso, utcnow
 log = logging.getLogger(__name__)
 
 REQUEST_FIELDS = ("kind", "model", "prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed",
-                  "sampler", "batch", "strength")
+                  "sampler", "batch", "strength", "loras")
 LIST_PAGE_MAX = 50
 RESTART_MESSAGE = "The server restarted while this job was running; run it again."
 

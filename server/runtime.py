@@ -28,6 +28,7 @@ from server.executors import Executors
 from server.hub import Hub, MemoryHub, RedisHub
 from server.jobs import JobService
 from server.metrics import HttpMetrics
+from server.modelhub.service import ModelHub
 from server.passwords import Passwords
 from server.presence import MemoryPresence, Presence, RedisPresence
 from server.principals import PrincipalCache
@@ -70,6 +71,7 @@ class Runtime:
     art: ArtService
     community: Community
     collab: CollabService
+    modelhub: ModelHub
     # Open WebSocket handlers, so shutdown can close them, and tasks to finish before closing.
     sockets: set = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -146,6 +148,7 @@ class Runtime:
             art=ArtService(db, hub, blobs, cache, executors, settings),
             community=build_community(db, cache, hub, chat, gallery_cache_ttl_secs=settings.gallery_cache_ttl_secs),
             collab=collab,
+            modelhub=ModelHub.build(settings, db, cache, client, blobs, executors).start(),
         )
         if inference_engine is not None:
             register_engine_metrics(inference_engine, runtime.registry)
@@ -181,6 +184,7 @@ class Runtime:
         await self.jobs.close()
         await self.art.close()
         await self.collab.close_all()
+        await self.modelhub.close()
         if self.jobs.engine is not None:
             await self.jobs.engine.aclose()
         await self.hub.close()

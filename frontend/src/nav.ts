@@ -17,6 +17,7 @@ export const NAV_ITEMS: NavItem[] = [
   { label: 'nav.gallery', to: { name: 'gallery' }, match: 'gallery' },
   // Shown to guests too: the route sends them to log in and back.
   { label: 'nav.generate', to: { name: 'generate' }, match: 'generate' },
+  { label: 'nav.models', to: { name: 'models' }, match: 'models' },
   { label: 'nav.rooms', to: { name: 'rooms' }, match: 'rooms' },
   { label: 'nav.studio', to: { name: 'studio' }, match: 'studio' },
   { label: 'nav.collab', to: { name: 'collab' }, match: 'collab' },

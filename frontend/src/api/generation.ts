@@ -11,6 +11,13 @@ export function jobTopic(id: string): string {
 export interface SubmitParams extends Partial<GenerationSettings> {
   model: string
   prompt: string
+  /** LoRAs from the model hub, applied to this job only. */
+  loras?: LoraChoice[]
+}
+
+export interface LoraChoice {
+  name: string
+  weight: number
 }
 
 /** Loadable models, samplers and request limits. */

@@ -62,6 +62,19 @@ export const routes: RouteRecordRaw[] = [
     path: '/rooms/:room?', name: 'rooms', component: () => import('@/views/RoomsView.vue'), props: true,
     meta: { title: 'rooms.title', fillHeight: true },
   },
+  { path: '/models', name: 'models', component: () => import('@/views/ModelsView.vue'), meta: { title: 'hub.title' } },
+  {
+    path: '/models/new', name: 'model-new', component: () => import('@/views/ModelUploadView.vue'),
+    meta: { requiresAuth: true, title: 'hub.newModel' },
+  },
+  {
+    path: '/models/:id(\\d+)', name: 'model', component: () => import('@/views/ModelDetailView.vue'), props: true,
+    meta: { title: 'hub.title' },
+  },
+  {
+    path: '/models/:id(\\d+)/upload', name: 'model-upload', component: () => import('@/views/ModelUploadView.vue'),
+    props: true, meta: { requiresAuth: true, title: 'hub.upload' },
+  },
   {
     path: '/collab', name: 'collab', component: () => import('@/views/CollabListView.vue'),
     meta: { requiresAuth: true, title: 'collab.title' },

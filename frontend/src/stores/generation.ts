@@ -15,7 +15,7 @@ import { computed, reactive, ref, shallowRef, watch } from 'vue'
 import { watchDebounced } from '@vueuse/core'
 import {
   cancelJobHttp, cancelJobSocket, createJobHttp, fetchCatalogue, fetchJob, fetchMyJobs, jobTopic, submitJobSocket,
-  type SubmitParams,
+  type LoraChoice, type SubmitParams,
 } from '@/api/generation'
 import { ApiError } from '@/api/http'
 import type { GenerationSettings, Job, JobImage, JobStatus, LocalModel, ModelCatalogue } from '@/api/types'
@@ -444,6 +444,17 @@ export const useGenerationStore = defineStore('generation', () => {
   }
 
   /** What gen.submit / POST /api/jobs get for these settings. */
+  /** LoRAs from the model hub ("Generate with this"), applied at their weight to the next jobs. */
+  const loras = ref<LoraChoice[]>([])
+
+  function addLora(name: string, weight = 0.8): void {
+    if (!loras.value.some((l) => l.name === name)) loras.value.push({ name, weight })
+  }
+
+  function removeLora(name: string): void {
+    loras.value = loras.value.filter((l) => l.name !== name)
+  }
+
   function toParams(settings: GenerationSettings, img2img: boolean): SubmitParams {
     const params: SubmitParams = {
       kind: img2img ? 'img2img' : 'txt2img',
@@ -460,6 +471,7 @@ export const useGenerationStore = defineStore('generation', () => {
     }
     if (settings.seed !== null) params.seed = settings.seed
     if (img2img) params.strength = settings.strength
+    if (loras.value.length) params.loras = loras.value.map((l) => ({ ...l }))
     return params
   }
 
@@ -548,7 +560,7 @@ export const useGenerationStore = defineStore('generation', () => {
     // models
     catalogue, catalogueLoading, catalogueError, models, selectedModel, loadCatalogue,
     // the draft
-    draft, initImage, chooseModel, chooseSize, applySettings, fitSide,
+    draft, initImage, chooseModel, chooseSize, applySettings, fitSide, loras, addLora, removeLora,
     // jobs
     jobs, current, currentId, history, hasOlder, historyLoaded, historyLoading, historyError,
     submitting, submitError, cancelError,

@@ -1,0 +1,290 @@
+"""Benchmark: the model hub on MariaDB + Redis.
+
+1. Upload (streaming PUT, `curl -T`) and download (`curl -o`) of one large .safetensors file over
+   loopback, in MB/s, against `cp` of the same file on the same disk, with the server's peak RSS
+   during each (sampled every 20 ms with psutil).
+2. Model list and search at 64 concurrent keep-alive clients over 10,000 seeded models, p50/p99,
+   with the cache on (`hub_cache_ttl_secs=60`) and off (`0`). The clients rotate over a mix of
+   queries (list by each sort, text searches, kind/base filters), so the cache is not one key.
+
+Starts the real server (`run.py serve`) in a subprocess. Not a test: figures only.
+
+    .venv/bin/python bench/hub.py [--size-mib 1024] [--models 10000] [--seconds 10] [--connections 64] [--skip-transfer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+import pymysql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.http_api import free_port, start_server  # noqa: E402
+from bench.loadgen import LoadResult, _read_response  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+WORDS = ("ink wash portrait anime photo real cinematic pixel art watercolour oil sketch neon city forest "
+         "dragon castle robot cat dog flower sunset ocean mountain space galaxy steampunk cyberpunk gothic "
+         "pastel vintage film noir comic manga chibi clay lowpoly isometric").split()
+KINDS = ("checkpoint", "lora", "controlnet", "vae", "embedding")
+BASES = ("sd1", "sd2", "sdxl")
+
+
+class PeakRss:
+    """Samples a process's resident memory in a thread; `peak` is the highest seen."""
+
+    def __init__(self, pid: int, every_secs: float = 0.02) -> None:
+        self._process = psutil.Process(pid)
+        self._every = every_secs
+        self._stop = threading.Event()
+        self.peak = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(self._every)
+
+    def __enter__(self) -> "PeakRss":
+        self.peak = self._process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def write_big_safetensors(path: Path, size_bytes: int) -> str:
+    """A valid file: one U8 tensor filling `size_bytes` of random bytes. Returns its sha256."""
+    header = json.dumps({"model.diffusion_model.blob": {"dtype": "U8", "shape": [size_bytes],
+                                                       "data_offsets": [0, size_bytes]}}).encode()
+    digest = hashlib.sha256()
+    chunk = os.urandom(8 * MiB)
+    with open(path, "wb") as f:
+        for part in (struct.pack("<Q", len(header)), header):
+            f.write(part)
+            digest.update(part)
+        left = size_bytes
+        while left:
+            piece = chunk[: min(left, len(chunk))]
+            f.write(piece)
+            digest.update(piece)
+            left -= len(piece)
+        f.flush()
+        os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def drop_from_page_cache(path: Path) -> None:
+    # So every read measures the disk the same way (best effort: needs nothing special on Linux).
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def timed(cmd: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def account(base: str) -> tuple[str, int]:
+    with httpx.Client(base_url=base) as client:
+        client.get("/api/me")
+        xsrf = {"X-XSRFToken": client.cookies["_xsrf"]}
+        name = "bench" + uuid.uuid4().hex[:8]
+        user = client.post("/api/auth/register", json={"username": name, "password": "benchmark password"},
+                           headers=xsrf)
+        user.raise_for_status()
+        token = client.post("/api/tokens", json={"name": "bench"}, headers=xsrf)
+        token.raise_for_status()
+        return token.json()["token"], user.json()["user"]["id"]
+
+
+def transfer(port: int, token: str, work: Path, size_mib: int, pid: int) -> None:
+    base = f"http://127.0.0.1:{port}"
+    source = work / "big.safetensors"
+    size = size_mib * MiB
+    print(f"writing a {size_mib} MiB .safetensors file…", flush=True)
+    sha = write_big_safetensors(source, size)
+    total = source.stat().st_size
+
+    drop_from_page_cache(source)
+    cp_secs = timed(["cp", str(source), str(work / "copy.safetensors")])
+    sync_secs = timed(["sync", "-f", str(work / "copy.safetensors")])
+    (work / "copy.safetensors").unlink()
+
+    headers = {"Authorization": f"Bearer {token}"}
+    model = httpx.post(f"{base}/api/hub/models", json={"name": "Big " + uuid.uuid4().hex[:6]}, headers=headers)
+    model.raise_for_status()
+    version = model.json()["model"]["versions"][0]["id"]
+
+    idle_rss = psutil.Process(pid).memory_info().rss
+    drop_from_page_cache(source)
+    with PeakRss(pid) as up_rss:
+        started = time.perf_counter()
+        out = subprocess.run(["curl", "-sS", "--fail-with-body", "-T", str(source),
+                              "-H", f"Authorization: Bearer {token}",
+                              f"{base}/api/hub/versions/{version}/files/big.safetensors"],
+                             check=True, capture_output=True)
+        up_secs = time.perf_counter() - started
+    file = json.loads(out.stdout)["file"]
+    assert file["sha256"] == sha, "the server stored other bytes"
+
+    target = work / "downloaded.safetensors"
+    with PeakRss(pid) as down_rss:
+        started = time.perf_counter()
+        subprocess.run(["curl", "-sS", "--fail", "-o", str(target), f"{base}{file['download_url']}"], check=True)
+        down_secs = time.perf_counter() - started
+    assert target.stat().st_size == total
+    target.unlink()
+
+    mbs = lambda secs: total / secs / 1e6  # noqa: E731
+    print(f"\nTransfer of {total / MiB:.0f} MiB over loopback (same disk):")
+    print(f"  cp                      {cp_secs:6.2f} s  {mbs(cp_secs):7.0f} MB/s   (+ sync {sync_secs:.2f} s: "
+          f"{mbs(cp_secs + sync_secs):.0f} MB/s)")
+    print(f"  upload  PUT (curl -T)   {up_secs:6.2f} s  {mbs(up_secs):7.0f} MB/s   "
+          f"ratio to cp {cp_secs / up_secs:.2f}, to cp+sync {(cp_secs + sync_secs) / up_secs:.2f}   "
+          f"peak server RSS {up_rss.peak / MiB:.0f} MiB")
+    print(f"  download GET (curl -o)  {down_secs:6.2f} s  {mbs(down_secs):7.0f} MB/s   "
+          f"ratio to cp {cp_secs / down_secs:.2f}                   peak server RSS {down_rss.peak / MiB:.0f} MiB")
+    print(f"  server RSS before the upload {idle_rss / MiB:.0f} MiB (mostly torch/diffusers imports)")
+    print("  (upload includes sha256 on the way, the safetensors check, fsync and the move into the blob store)")
+
+
+def seed_models(database: str, owner_id: int, count: int) -> None:
+    rng = random.Random(7)
+    conn = pymysql.connect(host="127.0.0.1", user="root", password="", database=database, autocommit=False)
+    rows = []
+    now = time.time()
+    for i in range(count):
+        words = rng.sample(WORDS, 3)
+        name = " ".join(w.title() for w in words) + f" {i}"
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now - count + i)) + f".{i % 1000000:06d}"
+        rows.append((owner_id, f"m{i}-{'-'.join(words)}", name, rng.choice(KINDS), rng.choice(BASES),
+                     f"A {words[0]} model for {words[1]} pictures. " * 4, " ".join(rng.sample(WORDS, 3)), "", 0,
+                     rng.randint(0, 50_000), rng.randint(0, 5_000), created, created))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO hub_models (owner_id, slug, name, kind, base, description, tags, licence, nsfw, downloads,"
+            " likes, created_at, updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", rows)
+    conn.commit()
+    conn.close()
+
+
+def query_mix() -> list[str]:
+    paths = [f"/api/hub/models?sort={sort}" for sort in ("newest", "downloads", "likes")]
+    paths += [f"/api/hub/models?kind={kind}" for kind in KINDS]
+    paths += [f"/api/hub/models?base={base}&sort=downloads" for base in BASES]
+    paths += [f"/api/hub/models?q={word}" for word in WORDS[:24]]
+    return paths
+
+
+async def _worker(port: int, paths: list[str], offset: int, deadline: float, result: LoadResult) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    index = offset
+    try:
+        while time.perf_counter() < deadline:
+            path = paths[index % len(paths)]
+            index += 1
+            started = time.perf_counter()
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            status = await _read_response(reader)
+            if status == 200:
+                result.requests += 1
+                result.latencies.append(time.perf_counter() - started)
+            else:
+                result.errors += 1
+    finally:
+        writer.close()
+
+
+async def load(port: int, paths: list[str], connections: int, seconds: float) -> LoadResult:
+    result = LoadResult()
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(*(_worker(port, paths, i * 7, deadline, result) for i in range(connections)))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def find_models(port: int, connections: int, seconds: float, label: str) -> None:
+    paths = query_mix()
+    asyncio.run(load(port, paths, connections, 2.0))  # warm-up (and, with the cache on, fills it)
+    lists = asyncio.run(load(port, [p for p in paths if "q=" not in p], connections, seconds))
+    searches = asyncio.run(load(port, [p for p in paths if "q=" in p], connections, seconds))
+    print(f"  {label:9s} list   {lists.summary()}")
+    print(f"  {label:9s} search {searches.summary()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--models", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--skip-transfer", action="store_true", help="only the list/search part")
+    args = parser.parse_args()
+    database = f"va_bench_{uuid.uuid4().hex[:8]}"
+    admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
+    admin.cursor().execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    work = Path(tempfile.mkdtemp(prefix="va-bench-hub-", dir=ROOT))  # the same disk as the data dir
+    env = {
+        "VA_DATA_DIR": str(work / "data"),
+        "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
+        "VA_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "VA_REDIS_PREFIX": f"va:bench:{database}:",
+        "VA_INFERENCE_ENABLED": "false",
+        "VA_HUB_MAX_FILE_BYTES": str(64 * 1024 * MiB),
+    }
+    try:
+        subprocess.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
+                       env={**os.environ, **env}, check=True)
+        port = free_port()
+        server = start_server({**env, "VA_HUB_CACHE_TTL_SECS": "60"}, port)
+        try:
+            token, user_id = account(f"http://127.0.0.1:{port}")
+            if not args.skip_transfer:
+                transfer(port, token, work, args.size_mib, server.pid)
+            print(f"\nseeding {args.models:,} models…", flush=True)
+            seed_models(database, user_id, args.models)
+            print(f"Model list / search, {args.connections} clients, {args.seconds:.0f} s each, MariaDB + Redis:")
+            find_models(port, args.connections, args.seconds, "cache on")
+        finally:
+            server.terminate()
+            server.wait(10)
+        port = free_port()
+        server = start_server({**env, "VA_HUB_CACHE_TTL_SECS": "0"}, port)
+        try:
+            find_models(port, args.connections, args.seconds, "cache off")
+        finally:
+            server.terminate()
+            server.wait(10)
+    finally:
+        admin.cursor().execute(f"DROP DATABASE `{database}`")
+        admin.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Serving stored files: byte ranges, and reading a file in chunks off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import unicodedata
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+from urllib.parse import quote
+
+from server.executors import Executors
+from server.modelhub.errors import RangeNotSatisfiable
+
+# Large enough that the executor hop is noise, small enough that memory stays flat (two chunks per download).
+READ_CHUNK_BYTES = 2 * 1024 * 1024
+RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The one range a `Range` header asks for, or None for the whole file.
+
+    Several ranges, or a header that is not a byte range, are answered with the whole file
+    (RFC 9110 lets a server ignore Range); a range that starts past the end is a 416.
+    """
+    if not header:
+        return None
+    match = RANGE_RE.match(header.strip().replace(" ", ""))
+    if match is None:
+        return None
+    first, last = match.groups()
+    unsatisfiable = RangeNotSatisfiable(
+        f"The range {header.strip()[:60]!r} is outside the file's {size:,} bytes.",
+        headers={"Content-Range": f"bytes */{size}"})
+    if not first and not last:
+        return None
+    if not first:  # the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise unsatisfiable
+        return ByteRange(max(0, size - suffix), size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size:
+        raise unsatisfiable
+    if end < start:
+        return None  # syntactically invalid: ignored, as RFC 9110 says
+    return ByteRange(start, min(end, size - 1))
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with an ASCII fallback name and the exact UTF-8 name (RFC 6266)."""
+    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    ascii_name = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_name).strip("._") or "model.safetensors"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+async def read_range(executors: Executors, path: Path, start: int, length: int) -> AsyncIterator[bytes]:
+    """The bytes [start, start+length) of a file; the next chunk is read while this one is sent."""
+    f = await executors.run_io(open, path, "rb")
+    pending: asyncio.Future | None = None
+    try:
+        await executors.run_io(f.seek, start)
+        remaining = length
+        if remaining > 0:
+            pending = asyncio.ensure_future(executors.run_io(f.read, min(READ_CHUNK_BYTES, remaining)))
+        while pending is not None:
+            chunk = await pending
+            pending = None
+            if not chunk:
+                raise OSError(f"{path.name} is shorter than recorded")
+            remaining -= len(chunk)
+            if remaining > 0:
+                pending = asyncio.ensure_future(executors.run_io(f.read, min(READ_CHUNK_BYTES, remaining)))
+            yield chunk
+    finally:
+        if pending is not None:  # the client went away mid-file: let the read finish before closing
+            with suppress(Exception):
+                await pending
+        await executors.run_io(f.close)
