@@ -57,7 +57,8 @@ class ModelsHandler(HubHandler):
 class ModelHandler(HubHandler):
     async def get(self, model_id: str) -> None:
         """A model with its versions and files."""
-        self.write_json_bytes(b'{"model":' + await self.modelhub.catalog.detail_json(int(model_id)) + b"}")
+        viewer = self.principal.user if self.principal else None
+        self.write_json_bytes(b'{"model":' + await self.modelhub.catalog.detail_json(int(model_id), viewer) + b"}")
 
     async def patch(self, model_id: str) -> None:
         """Edit a model (owner only)."""
@@ -304,11 +305,13 @@ class FileSender(HubHandler):
 class DownloadHandler(FileSender):
     async def get(self, file_id: str) -> None:
         """The file's bytes (whole or one `Range`)."""
-        await self.send_file(await self.modelhub.catalog.file_ref(int(file_id)), head=False)
+        viewer = self.principal.user if self.principal else None
+        await self.send_file(await self.modelhub.catalog.file_ref(int(file_id), viewer), head=False)
 
     async def head(self, file_id: str) -> None:
         """The file's headers: size, ETag (sha256), name."""
-        await self.send_file(await self.modelhub.catalog.file_ref(int(file_id)), head=True)
+        viewer = self.principal.user if self.principal else None
+        await self.send_file(await self.modelhub.catalog.file_ref(int(file_id), viewer), head=True)
 
 
 class FileHandler(HubHandler):

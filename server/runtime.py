@@ -28,6 +28,7 @@ from server.executors import Executors
 from server.hub import Hub, MemoryHub, RedisHub
 from server.jobs import JobService
 from server.metrics import HttpMetrics
+from server.moderation import Target
 from server.modelhub.service import ModelHub
 from server.passwords import Passwords
 from server.presence import MemoryPresence, Presence, RedisPresence
@@ -150,6 +151,8 @@ class Runtime:
             collab=collab,
             modelhub=ModelHub.build(settings, db, cache, client, blobs, executors).start(),
         )
+        catalog = runtime.modelhub.catalog
+        runtime.community.moderation.register("model", Target(set_hidden=catalog.set_hidden, describe=catalog.describe))
         if inference_engine is not None:
             register_engine_metrics(inference_engine, runtime.registry)
         await jobs.start()

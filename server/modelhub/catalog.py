@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, false, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -303,16 +303,39 @@ class Catalog:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def detail(self, model_id: int) -> dict[str, Any]:
+    async def detail(self, model_id: int, viewer: User | None = None) -> dict[str, Any]:
         """A model with its versions and files (cached)."""
-        return json.loads(await self.detail_json(model_id))
+        return json.loads(await self.detail_json(model_id, viewer))
 
-    async def detail_json(self, model_id: int) -> bytes:
+    async def detail_json(self, model_id: int, viewer: User | None = None) -> bytes:
         """The same as JSON bytes: a cache hit is sent as stored, never decoded and encoded again."""
         raw = await self._cached(f"hub:model:{model_id}", lambda: self._load_detail(model_id))
+        # Our own compact JSON: the key appears like this only at the top level (inside strings `"` is escaped).
+        if raw is not None and b'"hidden":true' in raw:
+            owner_id = json.loads(raw)["owner"]["id"]
+            if viewer is None or not (viewer.id == owner_id or viewer.is_moderator):
+                raw = None
         if raw is None:
             raise NotFound(f"There is no model {model_id}.")
         return raw
+
+    async def set_hidden(self, model_id: str, hidden: bool) -> None:
+        """A moderator's hide or restore."""
+        ident = int(model_id) if str(model_id).isdigit() and len(str(model_id)) < 19 else -1
+        async with self._db() as db:
+            changed = (await db.execute(update(HubModel).where(HubModel.id == ident).values(hidden=hidden))).rowcount
+            await db.commit()
+        if not changed:
+            raise NotFound(f"There is no model {model_id}.")
+        await self._invalidate(ident)
+
+    async def describe(self, model_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """What a moderator's queue shows of each model."""
+        ids = [int(i) for i in model_ids if str(i).isdigit() and len(str(i)) < 19]
+        async with self._db() as db:
+            rows = (await db.execute(select(HubModel, User.username).join(User, User.id == HubModel.owner_id)
+                                     .where(HubModel.id.in_(ids)))).all()
+        return {str(model.id): _model_json(model, username, summary=True) for model, username in rows}
 
     async def find_model_id(self, owner: str, slug: str) -> int:
         async with self._db() as db:
@@ -329,14 +352,15 @@ class Catalog:
         key = f"hub:list:{generation}:{hashlib.sha1(params.encode()).hexdigest()}"
         return await self._cached(key, lambda: self._load_list(query))
 
-    async def file_ref(self, file_id: int) -> FileRef:
+    async def file_ref(self, file_id: int, viewer: User | None = None) -> FileRef:
         async with self._db() as db:
-            row = (await db.execute(select(HubFile, HubVersion.model_id)
+            row = (await db.execute(select(HubFile, HubVersion.model_id, HubModel.hidden, HubModel.owner_id)
                                     .join(HubVersion, HubVersion.id == HubFile.version_id)
+                                    .join(HubModel, HubModel.id == HubVersion.model_id)
                                     .where(HubFile.id == file_id))).first()
-        if row is None:
+        if row is None or (row.hidden and not (viewer and (viewer.id == row.owner_id or viewer.is_moderator))):
             raise NotFound(f"There is no file {file_id}.")
-        file, model_id = row
+        file, model_id = row[0], row[1]
         return FileRef(file.id, model_id, file.filename, file.size_bytes, file.sha256, self._blobs.path(file.sha256))
 
     def blob_path(self, sha256: str) -> Path:
@@ -443,8 +467,10 @@ class Catalog:
             stmt = stmt.where(HubModel.base == query.base)
         if query.owner:
             stmt = stmt.where(User.username == query.owner.lower())
+        # `= false`, not `IS false`: MySQL can use an index for the one, not the other.
+        stmt = stmt.where(HubModel.hidden == false())
         if not query.nsfw:
-            stmt = stmt.where(HubModel.nsfw.is_(False))
+            stmt = stmt.where(HubModel.nsfw == false())
         if query.cursor:
             value, last_id = _decode_cursor(query.cursor)
             if query.sort == "newest":
@@ -481,6 +507,7 @@ def _model_json(model: HubModel, username: str, *, summary: bool = False) -> dic
         "tags": model.tags.split() if model.tags else [],
         "licence": model.licence,
         "nsfw": model.nsfw,
+        "hidden": model.hidden,
         "downloads": model.downloads,
         "likes": model.likes,
         "thumbnail_url": (f"/api/hub/models/{model.id}/thumbnail?v={model.thumbnail_sha256[:12]}"

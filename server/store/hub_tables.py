@@ -35,6 +35,8 @@ class HubModel(Base):
     tags: Mapped[str] = mapped_column(String(512), nullable=False, default="")
     licence: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     nsfw: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Hidden by a moderator: gone from lists, pages and downloads for all but its owner and moderators.
+    hidden: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     # Flushed in batches from the counters in Redis (or in-process).
     downloads: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     likes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)

@@ -406,3 +406,32 @@ async def test_lists_and_details_come_from_the_cache_until_a_write(hub, alice: A
     await alice.patch(f"/api/hub/models/{model['id']}", {"licence": "MIT"})
     assert (await alice.get("/api/hub/models")).json()["models"][0]["name"] == "Behind The Back"
     assert (await alice.get(f"/api/hub/models/{model['id']}")).json()["model"]["licence"] == "MIT"
+
+
+async def test_a_reported_model_hidden_by_a_moderator_is_gone_for_all_but_owner_and_moderators(
+        hub, alice: ApiClient) -> None:
+    base_url, runtime = hub
+    model = await create_model(alice, name="Shady LoRA")
+    uploaded = (await put_file(alice, model["versions"][0]["id"], "shady.safetensors", small_model(64))).json()["file"]
+    bob, mona = ApiClient(base_url), ApiClient(base_url)
+    try:
+        await bob.register("bob")
+        await mona.register("mona")
+        await runtime.users.set_moderator("mona", True)
+        report = await bob.post("/api/reports", json={"kind": "model", "target": model["id"], "reason": "copyright"})
+        assert report.status_code == 201, report.text
+        queue = (await mona.get("/api/moderation/reports")).json()["items"]
+        assert queue[0]["kind"] == "model" and queue[0]["subject"]["name"] == "Shady LoRA"
+        assert (await mona.post(f"/api/moderation/model/{model['id']}/hide")).json()["reports_closed"] == 1
+        path = f"/api/hub/models/{model['id']}"
+        assert (await bob.get("/api/hub/models?q=shady")).json()["models"] == []
+        assert (await bob.get(path)).status_code == 404
+        assert (await bob.get(uploaded["download_url"])).status_code == 404
+        assert (await alice.get(path)).json()["model"]["hidden"] is True
+        assert (await mona.get(uploaded["download_url"])).status_code == 200
+        await mona.post(f"/api/moderation/model/{model['id']}/restore")
+        assert [m["id"] for m in (await bob.get("/api/hub/models?q=shady")).json()["models"]] == [model["id"]]
+        assert (await bob.get(uploaded["download_url"])).status_code == 200
+    finally:
+        await bob.aclose()
+        await mona.aclose()

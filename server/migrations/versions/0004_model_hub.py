@@ -28,6 +28,7 @@ def upgrade() -> None:
     sa.Column('tags', sa.String(length=512), nullable=False),
     sa.Column('licence', sa.String(length=64), nullable=False),
     sa.Column('nsfw', sa.Boolean(), nullable=False),
+    sa.Column('hidden', sa.Boolean(), nullable=False),
     sa.Column('downloads', sa.BigInteger(), nullable=False),
     sa.Column('likes', sa.BigInteger(), nullable=False),
     sa.Column('thumbnail_sha256', sa.String(length=64), nullable=True),
