@@ -46,6 +46,8 @@ export interface HubModel {
   tags: string[]
   licence: string
   nsfw: boolean
+  /** Hidden by a moderator: only its owner and moderators still see it. */
+  hidden?: boolean
   downloads: number
   likes: number
   thumbnail_url: string | null

@@ -464,6 +464,7 @@ const en = {
   report: {
     titlePost: 'Report this post',
     titleMessage: 'Report this message',
+    titleModel: 'Report this model',
     reason: 'Reason',
     reasons: {
       spam: 'Spam',
@@ -611,6 +612,8 @@ const en = {
     checking: 'Checking the file…',
     pause: 'Pause',
     resumeHint: 'To resume an interrupted upload, choose the same file again: it continues where it stopped.',
+    hiddenBanner: 'This model is hidden by moderators',
+    hiddenOwnerHint: 'Only you and the moderators can see it and download its files.',
   },
 }
 

@@ -466,6 +466,7 @@ const zhCN: Messages = {
   report: {
     titlePost: '举报此帖子',
     titleMessage: '举报此消息',
+    titleModel: '举报此模型',
     reason: '原因',
     reasons: {
       spam: '垃圾信息',
@@ -613,6 +614,8 @@ const zhCN: Messages = {
     checking: '正在检查文件……',
     pause: '暂停',
     resumeHint: '要继续中断的上传，请再次选择同一个文件：它会从中断处继续。',
+    hiddenBanner: '此模型已被管理员隐藏',
+    hiddenOwnerHint: '只有你和管理员可以看到它并下载其文件。',
   },
 }
 
