@@ -5,7 +5,7 @@ const en = {
     tagline: 'Make images together, watch them render, share your models.',
   },
   nav: {
-    collab: 'Write together',
+    collab: 'Sessions',
     models: 'Models',
     home: 'Home',
     rooms: 'Rooms',
