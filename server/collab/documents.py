@@ -20,6 +20,7 @@ from pycrdt import Doc, Map, Text
 from server.auth import Principal
 from server.collab import protocol
 from server.collab.protocol import AwarenessEntry, Kind
+from server.errors import Forbidden
 from server.hub import frames
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,13 @@ class LiveDocument:
             self.doc.apply_update(update)
 
     def note_awareness(self, entries: list[AwarenessEntry], member: Member | None = None) -> None:
+        """Keep the latest awareness states; a member may speak only for the clients it introduced."""
+        if member is not None:
+            for entry in entries:
+                owner = next((m for m, clients in self.members.items() if entry.client_id in clients), None)
+                # The same user may take a client id over: a reconnecting socket before the old one is gone.
+                if owner is not None and owner is not member and _user_id(owner) != _user_id(member):
+                    raise Forbidden("That awareness client id belongs to another member.", code="not_your_client")
         for entry in entries:
             known = self.awareness.get(entry.client_id)
             if known is not None and known.clock > entry.clock:
@@ -162,3 +170,7 @@ class LiveDocument:
             user_id = member.principal.user.id if member.principal else None
             if user_id not in roles:
                 member.revoke(self.topic, {"type": "collab.removed", "session": self.session_id})
+
+
+def _user_id(member: Member) -> int | None:
+    return member.principal.user.id if member.principal is not None else None

@@ -15,6 +15,8 @@ from pycrdt import YMessageType, YSyncMessageType, write_var_uint
 
 # A lib0 varUint of more than 5 bytes exceeds 32 bits: no length or type in this protocol is that large.
 MAX_VAR_UINT_BYTES = 5
+# A cursor and a name and colour fit in a few hundred bytes; anything bigger is fanned out to every member.
+MAX_AWARENESS_STATE_BYTES = 2048
 EMPTY_UPDATE = b"\x00\x00"  # a Yjs update with no structs and an empty delete set
 
 
@@ -119,6 +121,8 @@ def parse_awareness(payload: bytes) -> list[AwarenessEntry]:
     for _ in range(reader.var_uint()):
         client_id, clock = reader.var_uint(), reader.var_uint()
         state = reader.var_bytes()
+        if len(state) > MAX_AWARENESS_STATE_BYTES:
+            raise MalformedMessage(f"an awareness state is over {MAX_AWARENESS_STATE_BYTES} bytes")
         try:
             value = json.loads(state.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):

@@ -158,6 +158,14 @@ async def test_bad_input_is_refused_and_nobody_else_is_affected(people, server):
     await refused(b, protocol.encode(Kind.UPDATE, b"\x00\x00") + b"x", "bad_update")
     await refused(b, protocol.encode(Kind.AWARENESS, b"\x01\x05\x01\x03[1]"), "bad_update")
     await refused(b, "text, not bytes", "bad_frame")
+    # An awareness state too big to fan out, and one that speaks for another member's client id.
+    huge = b'{"name":"' + b"x" * 3000 + b'"}'
+    await refused(b, protocol.encode(Kind.AWARENESS, protocol.encode_awareness(
+        [protocol.AwarenessEntry(77, 1, huge)])), "bad_update")
+    assert (await a.ws.request("collab.update", session=sid, data=protocol.encode(
+        Kind.AWARENESS, protocol.encode_awareness([protocol.AwarenessEntry(4242, 1, b'{"user":"alice"}')]))))["type"] == "ack"
+    await refused(b, protocol.encode(Kind.AWARENESS, protocol.encode_awareness(
+        [protocol.AwarenessEntry(4242, 2, b'{"user":"not alice"}')])), "not_your_client")
     # An update for a session the socket has not joined (even one the user owns).
     await refused(a, protocol.encode(Kind.UPDATE, b"\x00\x00"), "not_subscribed", session=other)
     # Oversized: refused with an error frame, under the 64 KiB frame limit that would close the socket.
