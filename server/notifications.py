@@ -85,7 +85,9 @@ class NotificationService:
             await db.execute(statement.values(read_at=utcnow()))
             await db.commit()
             unread = await self._unread(db, user.id)
-        await self._hub.publish(f"user:{user.id}", {"type": "notify.read", "unread": unread}, sequenced=False)
+        # `ids` null: all of them; so other tabs clear exactly the ones read here.
+        await self._hub.publish(f"user:{user.id}", {"type": "notify.read", "ids": ids, "unread": unread},
+                                sequenced=False)
         return unread
 
     @staticmethod

@@ -134,6 +134,8 @@ async def test_notifications_live_for_likes_follows_mentions_and_room_messages(u
         assert listing["unread"] == 4
         first_id = listing["notifications"][-1]["id"]
         assert (await alice.post("/api/notifications/read", json={"ids": [first_id]})).json() == {"unread": 3}
+        read = await ws_alice.wait_type("notify.read")
+        assert read["ids"] == [first_id] and read["unread"] == 3
         assert (await alice.post("/api/notifications/read", json={})).json() == {"unread": 0}
         assert (await alice.post("/api/notifications/read", json={"ids": "all"})).status_code == 400
         # Nobody is told about their own doings.

@@ -97,8 +97,10 @@ export const useNotifications = defineStore('notifications', () => {
           if (loading.value) liveDuringLoad = true
         } else if (event.type === 'notify.read' && typeof event.unread === 'number') {
           unread.value = event.unread
-          // Read elsewhere: which ones is not said; all of them when none are left.
-          if (event.unread === 0) items.value = items.value.map((n) => (n.read ? n : { ...n, read: true }))
+          // Read here or in another tab: `ids` names them, null means all.
+          const ids = Array.isArray(event.ids) ? new Set(event.ids as number[]) : null
+          if (ids === null || event.unread === 0) items.value = items.value.map((n) => (n.read ? n : { ...n, read: true }))
+          else items.value = items.value.map((n) => (n.read || !ids.has(n.id) ? n : { ...n, read: true }))
         }
       },
       onReset() {
