@@ -414,6 +414,7 @@ const en = {
   },
   post: {
     pageTitle: 'Artwork',
+    roomTitle: 'Talk about “{title}”',
     like: 'Like',
     unlike: 'Unlike',
     likeSignIn: 'Log in to like',

@@ -416,6 +416,7 @@ const zhCN: Messages = {
   },
   post: {
     pageTitle: '作品',
+    roomTitle: '聊聊“{title}”',
     like: '点赞',
     unlike: '取消点赞',
     likeSignIn: '登录后点赞',
