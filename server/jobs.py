@@ -43,6 +43,8 @@ REQUEST_FIELDS = ("kind", "model", "prompt", "negative_prompt", "steps", "guidan
                   "sampler", "batch", "strength", "loras")
 LIST_PAGE_MAX = 50
 RESTART_MESSAGE = "The server restarted while this job was running; run it again."
+# On shutdown, how long the dispatcher may take to finish starting a job.
+CLOSE_WAIT_SECS = 10.0
 
 
 # (principal, job id) -> may this principal watch the job and see its images?
@@ -99,6 +101,7 @@ class JobService:
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._closing = False
         # Other features that let more people watch a job (e.g. a collab session's members its renders).
         self._watch_grants: list[WatchGrant] = []
 
@@ -121,6 +124,12 @@ class JobService:
                        asyncio.create_task(self._publish(), name="jobs-publish")]
 
     async def close(self) -> None:
+        # Stop the dispatcher between jobs, not inside one: a write cancelled mid-way can leave its
+        # transaction (and the job row's lock) open until the connection is collected.
+        self._closing = True
+        self._wake.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks[:1], timeout=CLOSE_WAIT_SECS)
         for job_id in list(self._running):
             live = self._live.get(job_id)
             if live and live.engine_job is not None:
@@ -316,10 +325,10 @@ class JobService:
     async def _dispatch(self) -> None:
         assert self.engine is not None
         workers = len(self.engine.workers)
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue and len(self._running) < workers:
+            while self._queue and len(self._running) < workers and not self._closing:
                 entry = self._queue.pop(self._is_loaded)
                 await self._run(entry)
                 await self._announce_places()
