@@ -110,7 +110,9 @@ await runE2E('generate', async ({ page, log }) => {
   assert.equal(new Set(steps).size, steps.length, 'no step shown twice')
   assert.equal(new Set(frames.map((f) => f.src)).size, frames.length, 'each frame is a new image')
   assert.ok(frames.every((f) => f.src.startsWith('blob:')), 'frames are decoded from the socket bytes')
-  assert.ok(frames.filter((f) => f.width > 0).length >= 2, 'the frames are real images')
+  // A frame replaced before the browser decoded it never reports a size (decode() rejects when the src
+  // changes), so on a fast run only a few do: one decoded frame proves the bytes are a real image.
+  assert.ok(frames.some((f) => f.width > 0), 'the frames are real images')
   assert.ok(steps.at(-1) <= FIRST_STEPS)
 
   log('the final image, its settings, and a PNG download')
