@@ -19,10 +19,8 @@ import argparse
 import asyncio
 import io
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 

@@ -103,3 +103,19 @@ def gen_settings(backend: Backend, tmp_path: Path, demo_models_dir: Path) -> Set
 async def gen_server(gen_settings: Settings) -> AsyncIterator[str]:
     async with running_server(gen_settings) as (base_url, _runtime):
         yield base_url
+
+
+@pytest.fixture
+async def users(gen_server: str) -> AsyncIterator:
+    """Registers signed-in clients on the generating server by name, closed after the test."""
+    clients: list[ApiClient] = []
+
+    async def make(name: str) -> ApiClient:
+        client = ApiClient(gen_server)
+        await client.register(name)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from typing import Any
@@ -12,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.errors import NotFound
 from server.store.collab_tables import CollabMember, CollabRender
-from server.store.models import User
+from server.store.models import User, iso
 from server.users import public_user
 
 STRIP_MAX = 50
@@ -22,7 +21,7 @@ def render_json(render: CollabRender, by: User | None = None) -> dict[str, Any]:
     return {"id": render.id, "session": render.session_id, "job": render.job_id,
             "by": public_user(by) if by is not None else {"id": render.created_by},
             "snapshot": json.loads(render.snapshot),
-            "created_at": render.created_at.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")}
+            "created_at": iso(render.created_at)}
 
 
 class RenderLog:

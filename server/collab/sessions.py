@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import secrets
 import uuid
@@ -13,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.store.collab_tables import CollabInvite, CollabMember, CollabSession
-from server.store.models import User, utcnow
+from server.store.models import User, iso, utcnow
 from server.users import public_user
 
 OWNER, EDITOR, VIEWER = "owner", "editor", "viewer"
@@ -23,14 +22,11 @@ TITLE_MAX_CHARS = 120
 SESSION_LIST_MAX = 50
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
-
 
 def session_json(session: CollabSession) -> dict[str, Any]:
     return {"id": session.id, "title": session.title, "owner": session.owner_id,
-            "created_at": _iso(session.created_at), "closed": session.closed_at is not None,
-            "closed_at": _iso(session.closed_at)}
+            "created_at": iso(session.created_at), "closed": session.closed_at is not None,
+            "closed_at": iso(session.closed_at)}
 
 
 def may_edit(role: str | None) -> bool:
@@ -105,7 +101,7 @@ class SessionDirectory:
             rows = (await db.execute(select(CollabMember, User).join(User, User.id == CollabMember.user_id)
                                      .where(CollabMember.session_id == session_id)
                                      .order_by(CollabMember.joined_at))).all()
-        members = [{"user": public_user(user), "role": member.role, "joined_at": _iso(member.joined_at)}
+        members = [{"user": public_user(user), "role": member.role, "joined_at": iso(member.joined_at)}
                    for member, user in rows]
         return sorted(members, key=lambda m: m["role"] != OWNER)  # stable: the rest keep join order
 

@@ -34,7 +34,7 @@ from server.modelhub.safetensors_check import CheckedFile
 from server.modelhub.schemas import ListQuery, ModelPatch, NewModel, NewVersion
 from server.modelhub.thumbnails import make_preview
 from server.store.hub_tables import HubFile, HubLike, HubModel, HubVersion
-from server.store.models import User, utcnow
+from server.store.models import User, iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,6 @@ def version_commit(version_id: int, files: list[tuple[str, str]]) -> str:
     text = f"va-hub:{version_id}:" + ",".join(f"{name}={sha}" for name, sha in sorted(files))
     return hashlib.sha1(text.encode()).hexdigest()
 
-
-def iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _encode_cursor(value: Any, row_id: int) -> str:

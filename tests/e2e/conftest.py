@@ -10,6 +10,8 @@ from typing import AsyncIterator
 
 import pytest
 
+from inference.demo_model import DEMO_MODEL_NAME, build_demo_model
+from server.runtime import Runtime
 from tests.conftest import make_settings
 from tests.support.server import running_server
 
@@ -19,15 +21,29 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCRIPT_TIMEOUT_SECS = 120
 
 
-@pytest.fixture
-async def browser_server(embedded_backend, tmp_path) -> AsyncIterator[str]:
-    dist = ROOT / "frontend" / "dist" / "index.html"
-    if not dist.exists():
+def require_browser() -> None:
+    if not (ROOT / "frontend" / "dist" / "index.html").exists():
         pytest.fail("frontend/dist is not built: run `make test` (it runs `npm run build`)")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium)")
+
+
+@pytest.fixture
+async def browser_server(embedded_backend, tmp_path) -> AsyncIterator[str]:
+    require_browser()
     async with running_server(make_settings(embedded_backend, tmp_path / "data")) as (base_url, _runtime):
         yield base_url
+
+
+@pytest.fixture
+async def demo_server(embedded_backend, tmp_path) -> AsyncIterator[tuple[str, Runtime]]:
+    """A server with `demo-tiny` in its data dir (pages generate 64×64 images in a few steps); every
+    step's preview is sent (no frame-rate cap), so what a page sees does not depend on this machine's speed."""
+    require_browser()
+    data = tmp_path / "data"
+    await asyncio.to_thread(build_demo_model, data / "models" / DEMO_MODEL_NAME)
+    async with running_server(make_settings(embedded_backend, data, preview_fps=0)) as started:
+        yield started
 
 
 @pytest.fixture

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
-from inference.demo_model import DEMO_MODEL_NAME, build_demo_model
-from tests.conftest import make_settings
-from tests.e2e.conftest import CHROMIUM, ROOT
+from inference.demo_model import DEMO_MODEL_NAME
 from tests.support.client import ApiClient
-from tests.support.server import running_server
 
 pytestmark = pytest.mark.browser
 
@@ -23,28 +18,15 @@ JOB_POLL_SECS = 0.1
 JOB_TIMEOUT_SECS = 60
 
 
-@pytest.fixture
-async def community_server(embedded_backend, tmp_path) -> AsyncIterator[tuple[str, object]]:
-    """A server with `demo-tiny` in its data dir (the pages generate 64×64 images in a few steps)."""
-    if not (ROOT / "frontend" / "dist" / "index.html").exists():
-        pytest.fail("frontend/dist is not built: run `make test` (it runs `npm run build`)")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium)")
-    data = tmp_path / "data"
-    await asyncio.to_thread(build_demo_model, data / "models" / DEMO_MODEL_NAME)
-    async with running_server(make_settings(embedded_backend, data)) as (base_url, runtime):
-        yield base_url, runtime
-
-
-async def test_publish_gallery_like_room_notifications_remix_and_nsfw(community_server, run_e2e):
-    base_url, _runtime = community_server
+async def test_publish_gallery_like_room_notifications_remix_and_nsfw(demo_server, run_e2e):
+    base_url, _runtime = demo_server
     output = await run_e2e("community.e2e.mjs", base_url)
     print(output)
     assert output.rstrip().lower().endswith("pass"), output
 
 
-async def test_moderator_hides_a_reported_post_from_the_queue(community_server, run_e2e):
-    base_url, runtime = community_server
+async def test_moderator_hides_a_reported_post_from_the_queue(demo_server, run_e2e):
+    base_url, runtime = demo_server
     name, password = f"mod_{secrets.token_hex(4)}", secrets.token_urlsafe(12)
     client = ApiClient(base_url)
     try:
@@ -71,8 +53,8 @@ async def _finished_job(client: ApiClient, **fields) -> dict:
     raise AssertionError(f"job {job_id} did not finish")
 
 
-async def test_gallery_loads_the_next_page_as_it_scrolls(community_server, run_e2e):
-    base_url, _runtime = community_server
+async def test_gallery_loads_the_next_page_as_it_scrolls(demo_server, run_e2e):
+    base_url, _runtime = demo_server
     client = ApiClient(base_url)
     published = 0
     try:

@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.support.client import ApiClient, error_code
+from tests.support.client import error_code
 
 PASSWORD = "correct horse battery"
 

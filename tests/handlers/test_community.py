@@ -3,7 +3,6 @@ the post's room, notifications live, reports and moderation, bad input."""
 
 import asyncio
 
-import pytest
 
 from tests.support.client import ApiClient, error_code
 from tests.support.server import running_server
@@ -11,21 +10,6 @@ from tests.support.ws import WsClient
 
 SMALL = {"kind": "txt2img", "model": "demo-tiny", "prompt": "a lighthouse at dusk", "width": 64, "height": 64,
          "steps": 2, "sampler": "Euler"}
-
-
-@pytest.fixture
-async def users(gen_server):
-    clients = []
-
-    async def make(name):
-        client = ApiClient(gen_server)
-        await client.register(name)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
 
 
 async def finished_job(client: ApiClient, **overrides) -> dict:

@@ -5,7 +5,6 @@ import base64
 import io
 import json
 
-import pytest
 from PIL import Image
 
 from tests.support.client import ApiClient, error_code
@@ -14,21 +13,6 @@ from tests.support.ws import WsClient
 
 MODEL = "demo-tiny"
 SMALL = {"model": MODEL, "prompt": "a red fox in the snow", "width": 64, "height": 64, "sampler": "Euler"}
-
-
-@pytest.fixture
-async def users(gen_server):
-    clients = []
-
-    async def make(name):
-        client = ApiClient(gen_server)
-        await client.register(name)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
 
 
 async def job_events(ws: WsClient, job_id: str, until=("gen.done", "gen.error", "gen.cancelled"), timeout=60):

@@ -1,6 +1,5 @@
 """Live chat over the real WebSocket, on both backends."""
 
-import asyncio
 
 import msgpack
 import pytest
