@@ -37,7 +37,7 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.http_api import free_port, make_token  # noqa: E402
+from bench.http_api import free_port, make_token, start_server  # noqa: E402
 from server.collab import protocol  # noqa: E402
 from server.collab.protocol import Kind  # noqa: E402
 from server.collab.store import UpdateStore, merge  # noqa: E402
@@ -123,22 +123,6 @@ class Editor:
             await self.send(protocol.encode(Kind.UPDATE, update))
             self.edits += 1
 
-
-def start_server(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
-    """The server, its log in a file (an unread stderr pipe would fill and stall it)."""
-    process = subprocess.Popen(
-        [sys.executable, "run.py", "--log-level", "warning", "serve", "--port", str(port)],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log_path.open("w"),
-    )
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("server did not start: " + log_path.read_text()[-2000:])
 
 
 def setup_session(base: str, editors: int) -> tuple[str, list[str]]:

@@ -35,10 +35,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
+def start_server(env: dict[str, str], port: int, log_path: Path | None = None) -> subprocess.Popen:
+    """`run.py serve` in a subprocess, its log in a file (an unread stderr pipe would fill and stall it)."""
+    log_path = log_path or Path(tempfile.mkstemp(prefix="va-bench-", suffix=".log")[1])
     process = subprocess.Popen(
         [sys.executable, "run.py", "--log-level", "warning", "serve", "--port", str(port)],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log_path.open("w"),
     )
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -48,7 +50,7 @@ def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
         except httpx.HTTPError:
             time.sleep(0.2)
     process.kill()
-    raise RuntimeError("server did not start: " + process.stderr.read().decode()[-2000:])
+    raise RuntimeError("server did not start: " + log_path.read_text()[-2000:])
 
 
 def make_token(base: str) -> str:

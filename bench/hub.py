@@ -36,7 +36,7 @@ import pymysql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.http_api import free_port, start_server  # noqa: E402
-from bench.loadgen import LoadResult, _read_response  # noqa: E402
+from bench.loadgen import run_load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -200,39 +200,14 @@ def query_mix() -> list[str]:
     return paths
 
 
-async def _worker(port: int, paths: list[str], offset: int, deadline: float, result: LoadResult) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    index = offset
-    try:
-        while time.perf_counter() < deadline:
-            path = paths[index % len(paths)]
-            index += 1
-            started = time.perf_counter()
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-            status = await _read_response(reader)
-            if status == 200:
-                result.requests += 1
-                result.latencies.append(time.perf_counter() - started)
-            else:
-                result.errors += 1
-    finally:
-        writer.close()
-
-
-async def load(port: int, paths: list[str], connections: int, seconds: float) -> LoadResult:
-    result = LoadResult()
-    started = time.perf_counter()
-    deadline = started + seconds
-    await asyncio.gather(*(_worker(port, paths, i * 7, deadline, result) for i in range(connections)))
-    result.seconds = time.perf_counter() - started
-    return result
-
-
 def find_models(port: int, connections: int, seconds: float, label: str) -> None:
     paths = query_mix()
-    asyncio.run(load(port, paths, connections, 2.0))  # warm-up (and, with the cache on, fills it)
-    lists = asyncio.run(load(port, [p for p in paths if "q=" not in p], connections, seconds))
-    searches = asyncio.run(load(port, [p for p in paths if "q=" in p], connections, seconds))
+    # A warm-up, which with the cache on also fills it.
+    asyncio.run(run_load("127.0.0.1", port, paths, {}, connections=connections, seconds=2.0))
+    lists = asyncio.run(run_load("127.0.0.1", port, [p for p in paths if "q=" not in p], {},
+                                   connections=connections, seconds=seconds))
+    searches = asyncio.run(run_load("127.0.0.1", port, [p for p in paths if "q=" in p], {},
+                                      connections=connections, seconds=seconds))
     print(f"  {label:9s} list   {lists.summary()}")
     print(f"  {label:9s} search {searches.summary()}")
 

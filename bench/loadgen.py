@@ -44,10 +44,14 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _worker(host: str, port: int, request: bytes, deadline: float, result: LoadResult) -> None:
+async def _worker(host: str, port: int, requests: list[bytes], offset: int, deadline: float,
+                  result: LoadResult) -> None:
     reader, writer = await asyncio.open_connection(host, port)
+    index = offset
     try:
         while time.perf_counter() < deadline:
+            request = requests[index % len(requests)]
+            index += 1
             started = time.perf_counter()
             writer.write(request)
             status = await _read_response(reader)
@@ -60,15 +64,17 @@ async def _worker(host: str, port: int, request: bytes, deadline: float, result:
         writer.close()
 
 
-async def run_load(host: str, port: int, path: str, headers: dict[str, str], *,
+async def run_load(host: str, port: int, path: str | list[str], headers: dict[str, str], *,
                    connections: int = 64, seconds: float = 10.0) -> LoadResult:
-    """Keep ``connections`` requests in flight for ``seconds``; one request per connection at a time."""
+    """Keep ``connections`` requests in flight for ``seconds``; one request per connection at a time.
+    Several paths are taken in turn, each connection starting at another one."""
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode()
+    paths = [path] if isinstance(path, str) else path
+    requests = [f"GET {p} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode() for p in paths]
     result = LoadResult()
     started = time.perf_counter()
     deadline = started + seconds
-    await asyncio.gather(*(_worker(host, port, request, deadline, result) for _ in range(connections)))
+    await asyncio.gather(*(_worker(host, port, requests, i * 7, deadline, result) for i in range(connections)))
     result.seconds = time.perf_counter() - started
     return result
 
