@@ -10,6 +10,7 @@ from server.cache import Cache
 from server.chat import ChatService
 from server.follows import FollowService
 from server.hub import Hub
+from server.jobs import JobService
 from server.moderation import ModerationService, Target
 from server.notifications import NotificationService
 from server.posts import PostService
@@ -26,8 +27,8 @@ class Community:
     moderation: ModerationService
 
 
-def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub, chat: ChatService, *,
-                    gallery_cache_ttl_secs: int) -> Community:
+def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub, chat: ChatService,
+                    jobs: JobService, *, gallery_cache_ttl_secs: int) -> Community:
     posts = PostService(db, cache, hub, cache_ttl_secs=gallery_cache_ttl_secs)
     follows = FollowService(db)
     notifications = NotificationService(db, hub)
@@ -55,6 +56,7 @@ def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub
     follows.listeners.append(on_follow)
     chat.message_listeners.append(on_message)
     chat.room_guards[POST_ROOM_PREFIX] = posts.check_room
+    jobs.add_image_grant(posts.may_see_image)
     moderation.register("post", Target(set_hidden=posts.set_hidden, describe=posts.describe))
     moderation.register("message", Target(set_hidden=chat.set_hidden, describe=chat.describe))
     return Community(posts, follows, notifications, moderation)

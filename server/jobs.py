@@ -34,7 +34,6 @@ from server.executors import Executors
 from server.fairqueue import Entry, FairQueue
 from server.hub import Hub
 from server.images import make_thumbnail
-from server.store.community_tables import Post, PostImage
 from server.store.models import GeneratedImage, GenerationJob, User, iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -49,6 +48,8 @@ CLOSE_WAIT_SECS = 10.0
 
 # (principal, job id) -> may this principal watch the job and see its images?
 WatchGrant = Callable[[Principal | None, str], Awaitable[bool]]
+# (principal, image) -> may this principal see this one image (e.g. it is published in a visible post)?
+ImageGrant = Callable[[Principal | None, GeneratedImage], Awaitable[bool]]
 
 
 class QueueFull(AppError):
@@ -104,10 +105,15 @@ class JobService:
         self._closing = False
         # Other features that let more people watch a job (e.g. a collab session's members its renders).
         self._watch_grants: list[WatchGrant] = []
+        self._image_grants: list[ImageGrant] = []
 
     def add_watch_grant(self, grant: WatchGrant) -> None:
         """Let ``grant(principal, job_id)`` admit watchers beyond the owner (and everyone, when public)."""
         self._watch_grants.append(grant)
+
+    def add_image_grant(self, grant: ImageGrant) -> None:
+        """Let ``grant(principal, image)`` show single images beyond the job's watchers."""
+        self._image_grants.append(grant)
 
     async def _granted(self, principal: Principal | None, job_id: str) -> bool:
         for grant in self._watch_grants:
@@ -304,21 +310,20 @@ class JobService:
 
     async def _image(self, principal: Principal | None, image_id: str) -> GeneratedImage:
         async with self._db() as db:
-            # Anyone may see an image of a public job or of a post that is not hidden.
-            row = (await db.execute(select(GeneratedImage, GenerationJob.public, Post.hidden)
+            row = (await db.execute(select(GeneratedImage, GenerationJob.public)
                                     .join(GenerationJob, GenerationJob.id == GeneratedImage.job_id)
-                                    .outerjoin(PostImage, PostImage.image_id == GeneratedImage.id)
-                                    .outerjoin(Post, Post.id == PostImage.post_id)
                                     .where(GeneratedImage.id == image_id))).first()
         if row is None:
             raise NotFound(f"No image {image_id}.")
-        image, job_public, post_hidden = row
-        viewer = principal.user if principal else None
-        if not (job_public or post_hidden is False or (viewer is not None and (
-                viewer.id == image.owner_id or (post_hidden and viewer.is_moderator)))
-                or await self._granted(principal, image.job_id)):
-            raise NotFound(f"No image {image_id}.")
-        return image
+        image, job_public = row
+        if job_public or (principal is not None and principal.user.id == image.owner_id):
+            return image
+        if await self._granted(principal, image.job_id):
+            return image
+        for grant in self._image_grants:
+            if await grant(principal, image):
+                return image
+        raise NotFound(f"No image {image_id}.")
 
     # Running
 

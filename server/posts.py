@@ -20,6 +20,7 @@ from sqlalchemy import Select, delete, false, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.auth import Principal
 from server.cache import Cache, get_json, set_json
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.hub import Hub
@@ -36,6 +37,7 @@ MAX_IMAGES_PER_POST = 16
 GALLERY_PAGE_DEFAULT = 24
 GALLERY_PAGE_MAX = 100
 GALLERY_GENERATION_KEY = "gallery:gen"
+OWNER_CACHE_ENTRIES = 100_000
 SORTS = ("new", "top")
 PERIODS = {"day": dt.timedelta(days=1), "week": dt.timedelta(days=7), "all": None}
 # Settings a post shows and "Remix" fills in; the rest of a job's request stays private.
@@ -121,6 +123,7 @@ class PostService:
         self._cache = cache
         self._hub = hub
         self.like_listeners: list[LikeListener] = []
+        self._owners: dict[int, int] = {}
 
     # Publishing and editing
 
@@ -353,8 +356,21 @@ class PostService:
             raise NotFound(f"No post {post_id}.")
 
     async def owner_of(self, post_id: int) -> int | None:
+        """A post's owner; remembered, since it never changes (asked at every message in its room)."""
+        owner_id = self._owners.get(post_id)
+        if owner_id is None:
+            async with self._db() as db:
+                owner_id = await db.scalar(select(Post.owner_id).where(Post.id == post_id))
+            if owner_id is not None and len(self._owners) < OWNER_CACHE_ENTRIES:
+                self._owners[post_id] = owner_id
+        return owner_id
+
+    async def may_see_image(self, principal: Principal | None, image: GeneratedImage) -> bool:
+        """A published image is anyone's to see while its post is visible (the job's grant for posts)."""
         async with self._db() as db:
-            return await db.scalar(select(Post.owner_id).where(Post.id == post_id))
+            post = await db.scalar(select(Post).join(PostImage, PostImage.post_id == Post.id)
+                                   .where(PostImage.image_id == image.id))
+        return post is not None and _may_see(principal.user if principal else None, post)
 
 
 def _may_see(viewer: User | None, post: Post) -> bool:

@@ -147,7 +147,8 @@ class Runtime:
             tokens=TokenService(db, principals),
             hub=hub, presence=presence, chat=chat, topics=topics, jobs=jobs,
             art=ArtService(db, hub, blobs, cache, executors, settings),
-            community=build_community(db, cache, hub, chat, gallery_cache_ttl_secs=settings.gallery_cache_ttl_secs),
+            community=build_community(db, cache, hub, chat, jobs,
+                                      gallery_cache_ttl_secs=settings.gallery_cache_ttl_secs),
             collab=collab,
             modelhub=ModelHub.build(settings, db, cache, client, blobs, executors).start(),
         )
