@@ -1,12 +1,13 @@
 """Cache-aside storage: Redis when configured, an in-process twin otherwise.
 
 Both keep bytes under string keys with a time to live and pass the same tests.
-Values are JSON through ``get_json``/``set_json``; ``cached`` does the
-read-through-then-fill that every cached query uses.
+Values are JSON through ``get_json``/``set_json``; ``CacheAside`` does the
+read-through-then-fill that cached queries use (model hub, gallery).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict
@@ -122,10 +123,56 @@ async def set_json(cache: Cache, key: str, value: Any, ttl_secs: float) -> None:
     await cache.set(key, json.dumps(value, separators=(",", ":")).encode(), ttl_secs)
 
 
-async def cached(cache: Cache, key: str, ttl_secs: float, load: Callable[[], Awaitable[Any]]) -> Any:
-    """Cache-aside: return the cached JSON value, or load it, store it and return it."""
-    value = await get_json(cache, key)
-    if value is None:
+class CacheAside:
+    """Cache-aside over JSON bytes with a TTL (0 turns caching off, for comparison).
+
+    Concurrent misses of one key in this process share one load, so an expiry under load costs one
+    query, not one per waiting request. A family of keys (every page of a listing) carries a
+    generation number: one ``bump`` (an ``INCR``, seen by every process) invalidates them all.
+    """
+
+    def __init__(self, cache: Cache, ttl_secs: float):
+        self._cache = cache
+        self._ttl = ttl_secs
+        self._inflight: dict[str, asyncio.Future] = {}
+
+    async def get(self, key: str, load: Callable[[], Awaitable[Any]]) -> bytes | None:
+        """The cached bytes, or ``load()``'s value as JSON bytes, stored; None when it finds nothing (not cached)."""
+        if self._ttl > 0:
+            raw = await self._cache.get(key)
+            if raw is not None:
+                return raw
+        inflight = self._inflight.get(key)
+        if inflight is not None:
+            return await asyncio.shield(inflight)
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            raw = await self._fill(key, load)
+            future.set_result(raw)
+            return raw
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it; nobody waiting is not an error
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _fill(self, key: str, load: Callable[[], Awaitable[Any]]) -> bytes | None:
         value = await load()
-        await set_json(cache, key, value, ttl_secs)
-    return value
+        if value is None:
+            return None
+        raw = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        if self._ttl > 0:
+            await self._cache.set(key, raw, self._ttl)
+        return raw
+
+    async def generation(self, name: str) -> int:
+        raw = await self._cache.get(name) if self._ttl > 0 else None
+        return int(raw) if raw is not None else 0
+
+    async def bump(self, name: str) -> None:
+        await self._cache.incr(name)
+
+    async def delete(self, *keys: str) -> None:
+        await self._cache.delete(*keys)

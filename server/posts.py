@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.auth import Principal
-from server.cache import Cache, get_json, set_json
+from server.cache import Cache, CacheAside
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.hub import Hub
 from server.jobs import image_ref
@@ -119,8 +119,7 @@ def card_json(post: Post, owner: User) -> dict[str, Any]:
 class PostService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub, *, cache_ttl_secs: int):
         self._db = sessions
-        self._cache_ttl_secs = cache_ttl_secs
-        self._cache = cache
+        self._pages = CacheAside(cache, cache_ttl_secs)
         self._hub = hub
         self.like_listeners: list[LikeListener] = []
         self._owners: dict[int, int] = {}
@@ -249,15 +248,11 @@ class PostService:
         # Owners (and moderators) see their hidden posts on profile pages, so those pages are theirs alone.
         personal = query.following or (viewer is not None and query.owner is not None
                                        and (viewer.is_moderator or viewer.username == query.owner.lower()))
-        if personal or not self._cache_ttl_secs:
-            page = await self._load_page(query, viewer, include_hidden=personal and not query.following)
+        if personal:
+            page = await self._load_page(query, viewer, include_hidden=not query.following)
         else:
-            generation = int(await self._cache.get(GALLERY_GENERATION_KEY) or 0)
-            key = query.cache_key(generation)
-            page = await get_json(self._cache, key)
-            if page is None:
-                page = await self._load_page(query, viewer, include_hidden=False)
-                await set_json(self._cache, key, page, self._cache_ttl_secs)
+            key = query.cache_key(await self._pages.generation(GALLERY_GENERATION_KEY))
+            page = json.loads(await self._pages.get(key, lambda: self._load_page(query, viewer, include_hidden=False)))
         cards, next_cursor = page["posts"], page["next_cursor"]
         if viewer is not None and cards:
             async with self._db() as db:
@@ -293,7 +288,7 @@ class PostService:
         return {"posts": cards, "next_cursor": next_cursor}
 
     async def _invalidate_gallery(self) -> None:
-        await self._cache.incr(GALLERY_GENERATION_KEY)
+        await self._pages.bump(GALLERY_GENERATION_KEY)
 
     # Likes
 

@@ -8,7 +8,6 @@ held the model; the old pages expire by their TTL.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -24,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.blobs import BlobStore
-from server.cache import Cache
+from server.cache import Cache, CacheAside
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.executors import Executors
 from server.modelhub.counters import Counters
@@ -88,13 +87,11 @@ class Catalog:
     def __init__(self, db: async_sessionmaker[AsyncSession], cache: Cache, blobs: BlobStore,
                  executors: Executors, counters: Counters, cache_ttl_secs: float, links: ModelLinks) -> None:
         self._links = links
-        self._inflight: dict[str, asyncio.Future] = {}
         self._db = db
-        self._cache = cache
+        self._pages = CacheAside(cache, cache_ttl_secs)
         self._blobs = blobs
         self._executors = executors
         self.counters = counters
-        self._ttl = cache_ttl_secs
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -295,7 +292,7 @@ class Catalog:
         models = {model_id for model_id, _ in taken}
         # Details show the new counts at once; list pages keep theirs until they expire (hub_cache_ttl_secs):
         # bumping the generation here would empty the list cache at every flush of a busy site.
-        await self._cache.delete(*(f"hub:model:{model_id}" for model_id in models))
+        await self._pages.delete(*(f"hub:model:{model_id}" for model_id in models))
         return len(models)
 
     # -- reads ----------------------------------------------------------------------------------
@@ -306,7 +303,7 @@ class Catalog:
 
     async def detail_json(self, model_id: int, viewer: User | None = None) -> bytes:
         """The same as JSON bytes: a cache hit is sent as stored, never decoded and encoded again."""
-        raw = await self._cached(f"hub:model:{model_id}", lambda: self._load_detail(model_id))
+        raw = await self._pages.get(f"hub:model:{model_id}", lambda: self._load_detail(model_id))
         # Our own compact JSON: the key appears like this only at the top level (inside strings `"` is escaped).
         if raw is not None and b'"hidden":true' in raw:
             owner_id = json.loads(raw)["owner"]["id"]
@@ -344,10 +341,10 @@ class Catalog:
 
     async def list_models(self, query: ListQuery) -> bytes:
         """One page of models matching the query, with the cursor of the next page, as JSON bytes (cached)."""
-        generation = await self._generation()
+        generation = await self._pages.generation(GENERATION_KEY)
         params = json.dumps(query.model_dump(), sort_keys=True)
         key = f"hub:list:{generation}:{hashlib.sha1(params.encode()).hexdigest()}"
-        return await self._cached(key, lambda: self._load_list(query))
+        return await self._pages.get(key, lambda: self._load_list(query))
 
     async def file_ref(self, file_id: int, viewer: User | None = None) -> FileRef:
         async with self._db() as db:
@@ -373,48 +370,9 @@ class Catalog:
             raise Forbidden("Only the model's owner may change it.", code="not_owner")
         return model
 
-    async def _cached(self, key: str, load: Any) -> bytes | None:
-        """Cache-aside over JSON bytes; None when `load` finds nothing (not cached).
-
-        Concurrent misses of one key in this process share one load, so an expiry under load costs one
-        query, not one per waiting request.
-        """
-        if self._ttl > 0:
-            raw = await self._cache.get(key)
-            if raw is not None:
-                return raw
-        inflight = self._inflight.get(key)
-        if inflight is not None:
-            return await asyncio.shield(inflight)
-        future = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            raw = await self._fill(key, load)
-            future.set_result(raw)
-            return raw
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters get it; nobody waiting is not an error
-            raise
-        finally:
-            del self._inflight[key]
-
-    async def _fill(self, key: str, load: Any) -> bytes | None:
-        value = await load()
-        if value is None:
-            return None
-        raw = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-        if self._ttl > 0:
-            await self._cache.set(key, raw, self._ttl)
-        return raw
-
-    async def _generation(self) -> int:
-        raw = await self._cache.get(GENERATION_KEY) if self._ttl > 0 else None
-        return int(raw) if raw is not None else 0
-
     async def _invalidate(self, *model_ids: int) -> None:
-        await self._cache.incr(GENERATION_KEY)
-        await self._cache.delete(*(f"hub:model:{model_id}" for model_id in model_ids))
+        await self._pages.bump(GENERATION_KEY)
+        await self._pages.delete(*(f"hub:model:{model_id}" for model_id in model_ids))
 
     async def _drop_unused_blobs(self, shas: set[str]) -> None:
         # A concurrent upload of the same bytes may attach between this check and the unlink; it is rare

@@ -1,11 +1,12 @@
 """The in-process and Redis twins pass the same tests."""
 
 import asyncio
+import json
 
 import pytest
 import redis.asyncio as redis
 
-from server.cache import MemoryCache, RedisCache, cached
+from server.cache import CacheAside, MemoryCache, RedisCache
 from server.ratelimit import RateLimiter
 
 
@@ -51,10 +52,27 @@ async def test_cached_loads_once(cache):
         loads.append(1)
         return {"value": [1, 2, 3], "text": "中文 🎨"}
 
-    first = await cached(cache, "q", 60, load)
-    second = await cached(cache, "q", 60, load)
+    pages = CacheAside(cache, 60)
+    first = json.loads(await pages.get("q", load))
+    second = json.loads(await pages.get("q", load))
     assert first == second == {"value": [1, 2, 3], "text": "中文 🎨"}
     assert len(loads) == 1
+
+
+async def test_concurrent_misses_share_one_load_and_a_bump_invalidates_the_family(cache):
+    loads = []
+
+    async def load():
+        loads.append(1)
+        await asyncio.sleep(0.05)
+        return {"n": len(loads)}
+
+    pages = CacheAside(cache, 60)
+    results = await asyncio.gather(*(pages.get("page:1", load) for _ in range(10)))
+    assert len(set(results)) == 1 and len(loads) == 1
+    before = await pages.generation("gen")
+    await pages.bump("gen")
+    assert await pages.generation("gen") == before + 1
 
 
 async def test_rate_limiter_allows_then_refuses_with_retry_after(cache):
