@@ -94,6 +94,11 @@ def clean_tags(value: Any) -> list[str]:
     return tags
 
 
+def _shown_settings(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
+    # A txt2img request carries a default strength too; it means something only for img2img.
+    return {k: settings[k] for k in SHOWN_SETTINGS if k in settings and (k != "strength" or kind == "img2img")}
+
+
 def post_room(post_id: int) -> str:
     return f"post:{post_id}"
 
@@ -159,8 +164,7 @@ class PostService:
             cover = images[chosen[0]]
             post = Post(owner_id=user.id, job_id=job_id, title=title, description=description,
                         tags=" ".join(tag_list), nsfw=nsfw, model=job.model,
-                        settings=json.dumps({k: settings[k] for k in SHOWN_SETTINGS if k in settings} |
-                                            {"seed": cover.seed}),
+                        settings=json.dumps(_shown_settings(job.kind, settings) | {"seed": cover.seed}),
                         cover_image_id=cover.id, cover_width=cover.width, cover_height=cover.height)
             db.add(post)
             await db.flush()
