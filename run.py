@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Visionary Art command line: serve (default) | migrate | demo-model."""
+"""Visionary Art command line: serve (default) | worker | migrate | demo-model | moderator."""
 
 from __future__ import annotations
 
@@ -10,14 +10,7 @@ import logging
 import signal
 import sys
 
-from tornado.httpserver import HTTPServer
-
 from config import Settings, load_settings
-from inference.demo_model import DEMO_MODEL_NAME, build_demo_model
-from server.app import make_app
-from server.runtime import MigrationsPending, Runtime
-from server.store.database import create_engine
-from server.store.migrations import upgrade_to_head
 
 log = logging.getLogger("va")
 
@@ -27,17 +20,42 @@ SERVER_MAX_BODY_BYTES = 64 * 1024**3
 # a multi-gigabyte model upload; 1 MiB cuts that 16-fold and is still flat memory per connection.
 SERVER_CHUNK_BYTES = 1024 * 1024
 
+# Each command imports what it needs when it runs: a web process must never load torch (only a worker
+# does), and `migrate` should not pay for either.
+
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-async def serve(settings: Settings) -> None:
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _start_runtime(settings: Settings):  # -> Runtime
+    from server.runtime import MigrationsPending, Runtime
+
     try:
-        runtime = await Runtime.start(settings)
+        return await Runtime.start(settings)
     except MigrationsPending as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
+
+
+async def serve(settings: Settings) -> None:
+    from tornado.httpserver import HTTPServer
+
+    from server.app import make_app
+
+    runtime = await _start_runtime(settings)
+    if settings.inference_enabled:
+        from server.worker.role import WorkerRole
+
+        await WorkerRole.start(runtime)
     app = make_app(runtime)
     # torch, diffusers and transformers leave millions of long-lived objects; a full collection walks them all
     # (hundreds of ms, a p99 spike every few seconds under load). Freezing them keeps the collector on new ones.
@@ -46,19 +64,37 @@ async def serve(settings: Settings) -> None:
     server = HTTPServer(app, max_body_size=SERVER_MAX_BODY_BYTES, chunk_size=SERVER_CHUNK_BYTES, xheaders=False)
     server.listen(settings.port, settings.host)
     mode = "embedded (SQLite, in-process)" if runtime.embedded else "services"
-    log.info("Visionary Art listening on http://%s:%d in %s mode", settings.host, settings.port, mode)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
+    role = "web + worker" if settings.inference_enabled else "web only"
+    log.info("Visionary Art listening on http://%s:%d in %s mode (%s)", settings.host, settings.port, mode, role)
+    await _wait_for_signal()
+    log.info("shutting down: no new connections; sockets close with 1001 (going away)")
     server.stop()
+    await runtime.close()  # stops the worker first: running jobs finish or go back to the queue
     await server.close_all_connections()
+
+
+async def worker(settings: Settings) -> None:
+    """A worker alone: takes jobs from the shared queue until SIGTERM, then finishes or hands them back."""
+    from prometheus_client import start_http_server
+
+    from server.worker.role import WorkerRole
+
+    runtime = await _start_runtime(settings)
+    role = await WorkerRole.start(runtime)
+    if settings.worker_metrics_port is not None:
+        start_http_server(settings.worker_metrics_port, addr=settings.host, registry=runtime.registry)
+    gc.collect()
+    gc.freeze()
+    log.info("worker %s ready", role.runner.id)
+    await _wait_for_signal()
+    log.info("worker %s stopping: no new jobs", role.runner.id)
     await runtime.close()
 
 
 async def migrate(settings: Settings) -> None:
+    from server.store.database import create_engine
+    from server.store.migrations import upgrade_to_head
+
     engine = create_engine(settings.effective_database_url)
     try:
         await upgrade_to_head(engine)
@@ -68,7 +104,9 @@ async def migrate(settings: Settings) -> None:
 
 
 async def set_moderator(settings: Settings, username: str, moderator: bool) -> None:
-    runtime = await Runtime.start(settings.model_copy(update={"inference_enabled": False}))
+    from server.runtime import Runtime
+
+    runtime = await Runtime.start(settings)
     try:
         user = await runtime.users.set_moderator(username, moderator)
         log.info("%s is %s a moderator", user.username, "now" if moderator else "no longer")
@@ -76,13 +114,25 @@ async def set_moderator(settings: Settings, username: str, moderator: bool) -> N
         await runtime.close()
 
 
+def demo_model(settings: Settings, overwrite: bool) -> None:
+    from inference.demo_model import DEMO_MODEL_NAME, build_demo_model
+
+    target = settings.models_dir / DEMO_MODEL_NAME
+    if target.exists() and not overwrite:
+        log.info("%s already exists (use --overwrite to rebuild it)", target)
+    else:
+        build_demo_model(target, overwrite=overwrite)
+        log.info("wrote %s", target)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
     parser.add_argument("--log-level", default="info")
     commands = parser.add_subparsers(dest="command")
-    serve_cmd = commands.add_parser("serve", help="run the web service (default)")
+    serve_cmd = commands.add_parser("serve", help="run the web service (and a worker, unless inference is disabled)")
     serve_cmd.add_argument("--host")
     serve_cmd.add_argument("--port", type=int)
+    commands.add_parser("worker", help="run a GPU worker: take jobs from the shared queue")
     commands.add_parser("migrate", help="apply pending database migrations")
     demo = commands.add_parser("demo-model", help="build the tiny random-weight demo model into the models dir")
     demo.add_argument("--overwrite", action="store_true")
@@ -100,17 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "serve"
     if command == "serve":
         asyncio.run(serve(settings))
+    elif command == "worker":
+        asyncio.run(worker(settings))
     elif command == "migrate":
         asyncio.run(migrate(settings))
     elif command == "moderator":
         asyncio.run(set_moderator(settings, args.username, not args.revoke))
     elif command == "demo-model":
-        target = settings.models_dir / DEMO_MODEL_NAME
-        if target.exists() and not args.overwrite:
-            log.info("%s already exists (use --overwrite to rebuild it)", target)
-        else:
-            build_demo_model(target, overwrite=args.overwrite)
-            log.info("wrote %s", target)
+        demo_model(settings, args.overwrite)
     return 0
 
 

@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from inference import art  # noqa: E402
-from server.art import load_photo, render_style  # noqa: E402
+from server.worker.art import load_photo, render_style  # noqa: E402
 from server.cache import MemoryCache, RedisCache, get_json, set_json  # noqa: E402
 
 

@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     # Bytes queued for one socket before it is dropped as too slow (close 4008).
     ws_max_send_buffer_bytes: int = Field(4 * MiB, ge=64 * 1024)
 
-    # Generation. The engine runs in this process unless disabled (web-only processes).
+    # Generation. `serve` runs a worker (the engine and the job loop) in this process unless disabled
+    # (web-only processes); `run.py worker` is a worker alone.
     inference_enabled: bool = True
     # Previews per second per job; frames in between are dropped, not queued.
     preview_fps: float = Field(8.0, ge=0)
@@ -112,6 +113,17 @@ class Settings(BaseSettings):
     hub_upload_expiry_secs: int = Field(24 * 60 * 60, ge=1)
     hub_cache_ttl_secs: float = Field(60.0, ge=0)
     hub_counter_flush_secs: float = Field(10.0, gt=0)
+
+    # Workers. A worker renews its leases twice per heartbeat; a job whose lease went unrenewed for
+    # `worker_claim_secs` is taken over by another worker (kill -9 to running again: about that long).
+    # A job that stopped its worker `job_max_attempts` times fails (`worker_lost`) instead of running again.
+    # On SIGTERM a worker takes no new job and lets running ones finish for `worker_stop_grace_secs`,
+    # then hands them back to the queue. `worker_metrics_port` serves a worker's /metrics (none: off).
+    worker_heartbeat_secs: float = Field(1.0, gt=0, le=60)
+    worker_claim_secs: float = Field(1.5, gt=0, le=600)
+    job_max_attempts: int = Field(3, ge=1, le=100)
+    worker_stop_grace_secs: float = Field(30.0, ge=0)
+    worker_metrics_port: int | None = Field(None, ge=0, le=65535)
 
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)
@@ -145,6 +157,15 @@ class Settings(BaseSettings):
                     f"`cookie_secret` must be at least {MIN_COOKIE_SECRET_CHARS} characters "
                     f"but is {len(self.cookie_secret)}; leave it unset to have one generated."
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_leases(self) -> "Settings":
+        if self.worker_claim_secs <= self.worker_heartbeat_secs:
+            raise ValueError(
+                f"`worker_claim_secs` must be longer than `worker_heartbeat_secs` (a lease is renewed once per half "
+                f"heartbeat) but is {self.worker_claim_secs} <= {self.worker_heartbeat_secs}."
+            )
         return self
 
     @property

@@ -1,17 +1,12 @@
-"""Art studio over HTTP: the photo is the raw request body; the results follow on job:<id>."""
+"""Art studio over HTTP: the photo is the raw request body; the job is queued like any other."""
 
 from __future__ import annotations
 
 from handlers.base import APIHandler
-from server.art import ArtService
 from server.errors import UnsupportedMediaType
 
 
 class ArtHandler(APIHandler):
-    @property
-    def art(self) -> ArtService:
-        return self.runtime.art
-
     @property
     def body_limit(self) -> int:
         return self.runtime.settings.art_max_upload_bytes
@@ -23,7 +18,8 @@ class ArtHandler(APIHandler):
         if not content_type.startswith("image/"):
             raise UnsupportedMediaType(
                 f"Send the photo itself as the body with an image/* Content-Type, not {content_type or 'nothing'}.")
-        job = await self.art.submit(user, self.body, self.get_query_argument("preset", None))
+        params = {"kind": "art", "preset": self.get_query_argument("preset", None)}
+        job = await self.runtime.jobs.submit(user, params, self.body)
         self.write_json({"job": job}, status=202)
 
 

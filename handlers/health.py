@@ -22,8 +22,9 @@ class ReadyHandler(APIHandler):
 
 
 class MetricsHandler(BaseHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
         """Prometheus text exposition."""
+        await self.runtime.queue_metrics.refresh()
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(generate_latest(self.runtime.registry))
 

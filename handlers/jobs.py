@@ -8,6 +8,7 @@ import binascii
 from handlers.base import APIHandler
 from server.errors import InvalidInput
 from server.jobs import JobService
+from server.moderation import require_moderator
 
 MiB = 1024 * 1024
 
@@ -44,7 +45,7 @@ class JobsHandler(APIHandler):
         """My jobs, newest first (`?mine=1`, `before`, `limit`)."""
         user = self.require_user().user
         limit = self.get_query_argument("limit", "20")
-        if not limit.isdigit():
+        if not (limit.isascii() and limit.isdigit()) or len(limit) > 4:
             raise InvalidInput("`limit` must be a positive integer.")
         jobs, cursor = await self.jobs.list_mine(user, before=self.get_query_argument("before", None),
                                                  limit=int(limit))
@@ -64,12 +65,20 @@ class JobHandler(APIHandler):
 
 class LocalModelsHandler(APIHandler):
     async def get(self) -> None:
-        """The models the engine can load, the samplers and the request limits."""
+        """The models the workers can load, the samplers and the request limits."""
         self.write_json(await self.runtime.jobs.catalogue())
+
+
+class WorkersHandler(APIHandler):
+    async def get(self) -> None:
+        """The workers that heartbeat now (moderators): devices, loaded models, running jobs."""
+        require_moderator(self.require_user().user)
+        self.write_json({"workers": await self.runtime.jobs.workers()})
 
 
 default_handlers = [
     (r"/api/jobs", JobsHandler),
     (r"/api/jobs/([0-9a-f]{1,32})", JobHandler),
     (r"/api/models/local", LocalModelsHandler),
+    (r"/api/workers", WorkersHandler),
 ]

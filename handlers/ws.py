@@ -61,7 +61,6 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
             flusher=runtime.flusher,
             max_frames_per_sec=runtime.settings.ws_max_frames_per_sec,
             max_send_buffer_bytes=runtime.settings.ws_max_send_buffer_bytes,
-            art=runtime.art,
             collab=runtime.collab,
         )
         runtime.sockets.add(self)

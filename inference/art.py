@@ -16,7 +16,8 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
-STYLES = ("pencil", "colour_pencil", "oil", "watercolour")
+from inference.art_names import STYLES
+
 DEFAULT_MAX_SIDE_PX = 1024
 # pHash of 16×16 DCT coefficients: 256 bits, robust to re-encoding and mild rescaling.
 PHASH_SIDE = 16
@@ -61,12 +62,7 @@ def to_rgb_array(image: Image.Image, max_side_px: int | None = DEFAULT_MAX_SIDE_
     """
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16") or values.max(initial=0) > 255:
-            values = values / 257.0  # 65535 -> 255
-        elif image.mode == "F" and values.max(initial=0) <= 1.0:
-            values = values * 255.0
-        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(_grey_to_8bit(image), "L")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -82,6 +78,21 @@ def to_rgb_array(image: Image.Image, max_side_px: int | None = DEFAULT_MAX_SIDE_
         # reducing_gap: a fast box pre-shrink, then Lanczos for the last factor of two.
         image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
     return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _grey_to_8bit(image: Image.Image) -> np.ndarray:
+    """16-bit, 32-bit and float greys as 8 bits, in the image's own width (never float64: a 40 MP
+    16-bit PNG of a few KB would otherwise cost about a gigabyte of temporary arrays)."""
+    if image.mode.startswith("I;16"):
+        return (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)  # 65535 -> 255
+    values = np.asarray(image)  # int32 ("I") or float32 ("F")
+    peak = values.max(initial=0)
+    if image.mode == "F":
+        scale = 255.0 if peak <= 1.0 else 1.0
+        return np.clip(values * np.float32(scale), 0, 255).astype(np.uint8)
+    if peak > 255:
+        values = values // 257  # 0..65535 -> 0..255
+    return np.clip(values, 0, 255).astype(np.uint8)
 
 
 def perceptual_hash(rgb: np.ndarray) -> str:

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from inference.configs.build_clip_tokenizer import bytes_to_unicode, write_tokenizer
+from inference.construction import construction_lock
 from inference.convert import pipeline_to_ldm_checkpoint
 from inference.models import SIDECAR_SUFFIX
 
@@ -142,7 +143,8 @@ def build_demo_model(path: str | Path, *, seed: int = DEMO_SEED, overwrite: bool
         shutil.rmtree(path)
     staging = path.with_name(path.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
-    pipe = build_tiny_pipeline(staging / "tokenizer", seed=seed)
+    with construction_lock:
+        pipe = build_tiny_pipeline(staging / "tokenizer", seed=seed)
     pipe.save_pretrained(str(staging), safe_serialization=True)
     staging.rename(path)  # appears complete or not at all, so a scan never sees half a model
     return path
@@ -155,7 +157,8 @@ def export_single_file(model_dir: str | Path, out_file: str | Path) -> Path:
     which is what `from_single_file(config=...)` needs for a non-standard architecture.
     """
     model_dir, out_file = Path(model_dir), Path(out_file)
-    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), use_safetensors=True, local_files_only=True)
+    with construction_lock:
+        pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), use_safetensors=True, local_files_only=True)
     save_file(pipeline_to_ldm_checkpoint(pipe), str(out_file), metadata={"format": "pt"})
     sidecar = out_file.with_name(out_file.stem + SIDECAR_SUFFIX)
     shutil.rmtree(sidecar, ignore_errors=True)

@@ -137,7 +137,8 @@ class ModelRegistry:
             )
         if entry.is_file() and entry.suffix == ".safetensors":
             try:
-                with safe_open(str(entry), framework="pt") as f:
+                # framework="numpy": listing names needs no torch (a web process scans this folder too).
+                with safe_open(str(entry), framework="numpy") as f:
                     keys = set(f.keys())
             except Exception as exc:  # safetensors raises its own SafetensorError on a bad header
                 raise ModelLoadError(f"{entry.name}: unreadable safetensors header ({exc})") from None

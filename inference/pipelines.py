@@ -27,6 +27,7 @@ from diffusers import (
 from PIL import Image
 
 from inference.caches import TTLCache, to_cpu
+from inference.construction import construction_lock
 from inference.errors import GenerationFailed, ModelLoadError
 from inference.images import decode_rgb
 from inference.models import ModelSpec
@@ -88,14 +89,15 @@ def load_model(spec: ModelSpec, *, dtype: torch.dtype = torch.float32) -> Loaded
         # 1.2 GB model of its own and is not part of our deployment.
         extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     try:
-        if spec.layout == "diffusers":
-            pipe = cls.from_pretrained(
-                str(spec.path), dtype=dtype, use_safetensors=True, local_files_only=True, **extra
-            )
-        else:
-            pipe = cls.from_single_file(
-                str(spec.path), config=str(spec.config_dir), dtype=dtype, local_files_only=True, **extra
-            )
+        with construction_lock:
+            if spec.layout == "diffusers":
+                pipe = cls.from_pretrained(
+                    str(spec.path), dtype=dtype, use_safetensors=True, local_files_only=True, **extra
+                )
+            else:
+                pipe = cls.from_single_file(
+                    str(spec.path), config=str(spec.config_dir), dtype=dtype, local_files_only=True, **extra
+                )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"could not load model {spec.name!r}: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
@@ -304,8 +306,9 @@ def generate(
     pipe = loaded.txt2img  # img2img shares its UNet and text encoder, so the adapters apply to both
     names = [f"lora{i}" for i in range(len(req.loras))]
     try:
-        for adapter, (name, _weight) in zip(names, req.loras):
-            pipe.load_lora_weights(str((lora_paths or {})[name]), adapter_name=adapter)
+        with construction_lock:
+            for adapter, (name, _weight) in zip(names, req.loras):
+                pipe.load_lora_weights(str((lora_paths or {})[name]), adapter_name=adapter)
         pipe.set_adapters(names, adapter_weights=[float(weight) for _name, weight in req.loras])
         return _generate(loaded, req, device=device, hooks=hooks, text_cache=text_cache, latent_cache=latent_cache)
     finally:

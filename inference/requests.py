@@ -9,7 +9,7 @@ from typing import Collection, Literal
 
 from inference.errors import InvalidRequest, UnknownModel
 from inference.images import probe_image
-from inference.samplers import SAMPLERS
+from inference.sampler_names import SAMPLERS
 from inference.screening import PromptScreen
 
 Kind = Literal["txt2img", "img2img"]

@@ -18,7 +18,9 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-# name -> (scheduler class, config overrides)
+from inference.sampler_names import DEFAULT_SAMPLER, SAMPLERS  # noqa: F401 (re-exported)
+
+# name -> (scheduler class, config overrides); the names are exactly sampler_names.SAMPLERS (a test checks).
 _SAMPLER_TABLE: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     "Euler": (EulerDiscreteScheduler, {}),
     "Euler a": (EulerAncestralDiscreteScheduler, {}),
@@ -35,8 +37,6 @@ _SAMPLER_TABLE: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     "UniPC": (UniPCMultistepScheduler, {}),
 }
 
-SAMPLERS: frozenset[str] = frozenset(_SAMPLER_TABLE)
-DEFAULT_SAMPLER = "Euler a"
 
 
 def make_scheduler(name: str, base_config: dict[str, Any]) -> SchedulerMixin:

@@ -20,6 +20,19 @@ THUMBNAIL_WEBP_QUALITY = 80
 def open_checked(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS, min_side_px: int = 1,
                  max_side_px: int | None = None) -> Image.Image:
     """Open an uploaded image after checking its format and size from the header alone."""
+    image = probe_checked(data, max_pixels=max_pixels, min_side_px=min_side_px, max_side_px=max_side_px)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise InvalidInput(f"The image could not be decoded: {exc}.", code="invalid_image") from None
+    return image
+
+
+def probe_checked(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS, min_side_px: int = 1,
+                  max_side_px: int | None = None) -> Image.Image:
+    """An uploaded image, opened but not decoded, once its format and size are checked from the header."""
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -43,12 +56,6 @@ def open_checked(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS, min_side_p
         raise InvalidInput(
             f"The image is {width}×{height} pixels; each side must be at least {min_side_px}.", code="image_too_small"
         )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise InvalidInput(f"The image could not be decoded: {exc}.", code="invalid_image") from None
     return image
 
 

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.art import ArtService
 from server.auth import Principal
 from server.chat import ChatService, check_room_name
 from server.collab.service import CollabService
@@ -62,6 +61,10 @@ class Flusher:
             else:
                 loop.call_soon(self._run)
 
+    def flush_now(self) -> None:
+        """Write what every socket has waiting, now (before sockets close on shutdown)."""
+        self._run()
+
     def _run(self) -> None:
         self._scheduled = False
         self._last_pass = asyncio.get_running_loop().time()
@@ -93,7 +96,6 @@ class Connection:
         flusher: Flusher,
         max_frames_per_sec: int,
         max_send_buffer_bytes: int,
-        art: ArtService | None = None,
         collab: CollabService | None = None,
     ):
         # More frames than this in one second is a flood: the socket is closed with 1008.
@@ -106,7 +108,6 @@ class Connection:
         self._topics = topics
         self._chat = chat
         self._jobs = jobs
-        self._art = art
         self._collab = collab
         self._send = send
         self._close = close
@@ -398,9 +399,7 @@ class Connection:
             raise InvalidInput("`image` must be raw bytes (msgpack bin).")
         if preset is not None and not isinstance(preset, str):
             raise InvalidInput("`preset` must be a string.")
-        if self._art is None:
-            raise InvalidInput("The art studio is not available on this socket.", code="unknown_op")
-        job = await self._art.submit(user, image, preset)
+        job = await self._jobs.submit(user, {"kind": "art", "preset": preset}, image)
         # As for gen.submit: the socket watches the job from its first event.
         await self._op_sub({"topic": f"job:{job['id']}", "since": 0})
         return {"type": "ack", "job": job}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import redis.asyncio as redis
 from prometheus_client import CollectorRegistry
@@ -13,11 +13,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from config import Settings
-from inference.engine import Engine, EngineConfig
-from inference.metrics import register_engine_metrics
 from inference.models import ModelRegistry
 from inference.screening import PromptScreen
-from server.art import ArtService
 from server.auth import AuthService
 from server.blobs import BlobStore
 from server.cache import Cache, MemoryCache, RedisCache
@@ -27,6 +24,12 @@ from server.community import Community, build_community
 from server.executors import Executors
 from server.hub import Hub, MemoryHub, RedisHub
 from server.jobs import JobService
+from server.jobs.kinds import JobKinds
+from server.jobs.memory_queue import MemoryJobQueue
+from server.jobs.metrics import QueueCollector
+from server.jobs.queue import JobQueue
+from server.jobs.records import JobRecords
+from server.jobs.redis_queue import RedisJobQueue
 from server.metrics import HttpMetrics
 from server.moderation import Target
 from server.modelhub.service import ModelHub
@@ -69,19 +72,22 @@ class Runtime:
     chat: ChatService
     topics: TopicPolicy
     jobs: JobService
-    art: ArtService
     community: Community
     collab: CollabService
     modelhub: ModelHub
     # Open WebSocket handlers, so shutdown can close them, and tasks to finish before closing.
     sockets: set = field(default_factory=set)
     background: set = field(default_factory=set)
+    # Roles attached to this runtime (a worker), stopped first on close.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     flusher: Flusher = field(default_factory=Flusher)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     http_metrics: HttpMetrics = field(init=False)
+    queue_metrics: QueueCollector = field(init=False)
 
     def __post_init__(self) -> None:
         self.http_metrics = HttpMetrics(self.registry)
+        self.queue_metrics = QueueCollector(self.jobs.queue, self.registry)
 
     @property
     def embedded(self) -> bool:
@@ -127,12 +133,11 @@ class Runtime:
         topics = TopicPolicy()
         topics.register("room", chat.may_read)
         topics.register("user", own_user_topic)
-        inference_engine = None
-        if settings.inference_enabled:
-            registry = ModelRegistry(settings.models_dir)
-            inference_engine = Engine(registry, EngineConfig(preview_fps=settings.preview_fps),
-                                      screen=PromptScreen.from_file()).start()
-        jobs = JobService(db, hub, blobs, executors, inference_engine, settings)
+        queue: JobQueue = (RedisJobQueue(client, settings.redis_prefix, heartbeat_secs=settings.worker_heartbeat_secs)
+                           if client is not None else MemoryJobQueue())
+        await queue.start()
+        kinds = JobKinds(ModelRegistry(settings.models_dir), PromptScreen.from_file(), executors, settings)
+        jobs = JobService(JobRecords(db), queue, kinds, hub, blobs, executors, settings)
         topics.register("job", jobs.may_watch)
         collab = CollabService(db, hub, limiter, executors, jobs, settings)
         topics.register("collab", collab.may_watch)
@@ -146,7 +151,6 @@ class Runtime:
             auth=auth,
             tokens=TokenService(db, principals),
             hub=hub, presence=presence, chat=chat, topics=topics, jobs=jobs,
-            art=ArtService(db, hub, blobs, cache, executors, settings),
             community=build_community(db, cache, hub, chat, jobs,
                                       gallery_cache_ttl_secs=settings.gallery_cache_ttl_secs),
             collab=collab,
@@ -154,10 +158,11 @@ class Runtime:
         )
         catalog = runtime.modelhub.catalog
         runtime.community.moderation.register("model", Target(set_hidden=catalog.set_hidden, describe=catalog.describe))
-        if inference_engine is not None:
-            register_engine_metrics(inference_engine, runtime.registry)
-        await jobs.start()
         return runtime
+
+    def add_closer(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Stop an attached role (a worker) before the runtime's own parts close."""
+        self.closers.append(close)
 
     async def readiness(self) -> dict[str, str]:
         """'ok' or the error for each dependency."""
@@ -180,17 +185,17 @@ class Runtime:
         task.add_done_callback(self.background.discard)
 
     async def close(self) -> None:
+        for close in reversed(self.closers):
+            await close()
+        self.flusher.flush_now()  # what the roles said last (a job handed back) reaches the sockets first
         for socket in list(self.sockets):
             socket.close(1001, "server shutting down")
             socket.on_close()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
-        await self.jobs.close()
-        await self.art.close()
+        await self.jobs.queue.close()
         await self.collab.close_all()
         await self.modelhub.close()
-        if self.jobs.engine is not None:
-            await self.jobs.engine.aclose()
         await self.hub.close()
         if self.redis is not None:
             await self.redis.aclose()

@@ -130,11 +130,7 @@ class Catalog:
         """Delete a model, its versions and files (owner only); blobs no other file uses are removed."""
         async with self._db() as db:
             await self._owned(db, user, model_id)
-            rows = (await db.execute(
-                select(HubFile.sha256, HubFile.kind, HubFile.filename, HubVersion.name, HubModel.slug, User.username)
-                .join(HubVersion, HubVersion.id == HubFile.version_id)
-                .join(HubModel, HubModel.id == HubVersion.model_id).join(User, User.id == HubModel.owner_id)
-                .where(HubVersion.model_id == model_id))).all()
+            rows = await self._files(db, model_id)
             shas = {row.sha256 for row in rows}
             version_ids = select(HubVersion.id).where(HubVersion.model_id == model_id)
             # Explicit deletes rather than ON DELETE CASCADE alone: SQLite enforces it only with the pragma.
@@ -144,10 +140,25 @@ class Catalog:
             await db.execute(delete(HubModel).where(HubModel.id == model_id))
             await db.commit()
         await self._invalidate(model_id)
+        await self._link(rows, linked=False)
+        await self._drop_unused_blobs(shas)
+
+    @staticmethod
+    async def _files(db: Any, model_id: int) -> list[Any]:
+        return list((await db.execute(
+            select(HubFile.sha256, HubFile.kind, HubFile.filename, HubVersion.name, HubModel.slug, User.username)
+            .join(HubVersion, HubVersion.id == HubFile.version_id)
+            .join(HubModel, HubModel.id == HubVersion.model_id).join(User, User.id == HubModel.owner_id)
+            .where(HubVersion.model_id == model_id))).all())
+
+    async def _link(self, rows: list[Any], *, linked: bool) -> None:
+        """Make a model's files loadable by the workers (listed in the picker, usable in jobs), or not."""
         for row in rows:
             name = engine_name(row.username, row.slug, row.name, row.filename)
-            await self._executors.run_io(self._links.unlink, name, row.kind)
-        await self._drop_unused_blobs(shas)
+            if linked:
+                await self._executors.run_io(self._links.link, name, row.kind, self._blobs.path(row.sha256))
+            else:
+                await self._executors.run_io(self._links.unlink, name, row.kind)
 
     async def delete_file(self, user: User, file_id: int) -> None:
         """Delete one file of a model (owner only); its blob goes when no other file uses it."""
@@ -218,7 +229,7 @@ class Catalog:
                     model.base = checked.base
                 model.updated_at = utcnow()
             await db.commit()
-        if model is not None and owner is not None:
+        if model is not None and owner is not None and not model.hidden:
             # Checkpoints and LoRAs become loadable by the engine: they appear in the Generate page's picker.
             name = engine_name(owner.username, model.slug, version.name, filename)
             await self._executors.run_io(self._links.link, name, checked.kind, self._blobs.path(sha256))
@@ -319,8 +330,12 @@ class Catalog:
         async with self._db() as db:
             changed = (await db.execute(update(HubModel).where(HubModel.id == ident).values(hidden=hidden))).rowcount
             await db.commit()
+            rows = await self._files(db, ident) if changed else []
         if not changed:
             raise NotFound(f"There is no model {model_id}.")
+        # Hidden means hidden on every path: its files leave the models folder, so no picker lists them
+        # and no new job can use them (a worker answers model_unavailable); restoring links them again.
+        await self._link(rows, linked=not hidden)
         await self._invalidate(ident)
 
     async def describe(self, model_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -142,12 +142,17 @@ class GenerationJob(Base):
     model: Mapped[str] = mapped_column(String(128), nullable=False)
     # The request as JSON (prompt, sizes, sampler...), with the seed actually used once known.
     settings: Mapped[str] = mapped_column(Text, nullable=False)
-    # sha256 of the img2img init image in the blob store, so a restart can run it again.
+    # sha256 of the uploaded image in the blob store (an img2img init image, an art photo), so any worker,
+    # at any time, can run the job from its row.
     init_image_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     public: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     timings: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
+    # The worker running the job and how many times one started it: a worker's writes about a job
+    # are conditional on both, so a worker that lost the job (presumed dead) cannot finish it too.
+    worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)

@@ -17,6 +17,7 @@ from inference.demo_model import DEMO_MODEL_NAME, export_single_file
 from tests.conftest import make_settings
 from tests.support.backends import Backend
 from tests.support.client import ApiClient, error_code
+from server.runtime import Runtime
 from tests.support.server import running_server
 
 SMALL = {"prompt": "a red fox in the snow", "width": 64, "height": 64, "sampler": "Euler", "steps": 2, "seed": 11}
@@ -25,14 +26,15 @@ ATTENTIONS = ["down_blocks.1.attentions.0", "mid_block.attentions.0", "up_blocks
 
 
 @pytest.fixture
-async def hub_gen(backend: Backend, tmp_path: Path, demo_models_dir: Path) -> AsyncIterator[tuple[str, Settings]]:
+async def hub_gen(backend: Backend, tmp_path: Path, demo_models_dir: Path
+                  ) -> AsyncIterator[tuple[str, Settings, Runtime]]:
     """A generating server with a models folder of its own (published files are linked into it)."""
     data = tmp_path / "data"
     (data / "models").mkdir(parents=True)
     (data / "models" / DEMO_MODEL_NAME).symlink_to(demo_models_dir / DEMO_MODEL_NAME, target_is_directory=True)
     settings = make_settings(backend, data, preview_fps=0)
-    async with running_server(settings) as (base_url, _runtime):
-        yield base_url, settings
+    async with running_server(settings) as (base_url, runtime):
+        yield base_url, settings, runtime
 
 
 def tiny_unet_lora(rank: int = 4, seed: int = 0) -> bytes:
@@ -68,7 +70,7 @@ async def new_model(client: ApiClient, name: str) -> dict:
 
 async def test_a_published_checkpoint_is_in_the_picker_and_generates(hub_gen, tmp_path: Path,
                                                                      demo_models_dir: Path) -> None:
-    base_url, settings = hub_gen
+    base_url, settings, runtime = hub_gen
     single = await asyncio.get_running_loop().run_in_executor(
         None, export_single_file, demo_models_dir / DEMO_MODEL_NAME, tmp_path / "tiny.safetensors")
     alice = ApiClient(base_url)
@@ -86,6 +88,18 @@ async def test_a_published_checkpoint_is_in_the_picker_and_generates(hub_gen, tm
         assert file["engine_name"] in {m["name"] for m in picker}
         image = await run_job(alice, model=file["engine_name"])
         assert image.startswith(b"\x89PNG")
+        # Hidden by a moderator: out of the picker and refused in new jobs, for everyone; back when restored.
+        mona = ApiClient(base_url)
+        await mona.register("mona")
+        await runtime.users.set_moderator("mona", True)
+        assert (await mona.post(f"/api/moderation/model/{model['id']}/hide")).status_code == 200
+        for viewer in (alice, mona):
+            assert file["engine_name"] not in {m["name"] for m in (await viewer.get("/api/models/local")).json()["models"]}
+        refused = await alice.post("/api/jobs", {**SMALL, "model": file["engine_name"]})
+        assert refused.status_code == 400 and error_code(refused) == "unknown_model"
+        assert (await mona.post(f"/api/moderation/model/{model['id']}/restore")).status_code == 200
+        assert file["engine_name"] in {m["name"] for m in (await alice.get("/api/models/local")).json()["models"]}
+        await mona.aclose()
         # Deleting the model takes it out of the picker.
         assert (await alice.delete(f"/api/hub/models/{model['id']}")).status_code == 204
         picker = (await alice.get("/api/models/local")).json()["models"]
@@ -95,7 +109,7 @@ async def test_a_published_checkpoint_is_in_the_picker_and_generates(hub_gen, tm
 
 
 async def test_a_lora_applied_at_a_weight_changes_the_image(hub_gen) -> None:
-    base_url, _ = hub_gen
+    base_url, _settings, _runtime = hub_gen
     alice = ApiClient(base_url)
     try:
         await alice.register("alice")

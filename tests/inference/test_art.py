@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from inference import art
-from server.art import NEAR_DUPLICATE_BITS
+from server.worker.art import NEAR_DUPLICATE_BITS
 from tests.support.photos import encode, photo
 
 

@@ -12,6 +12,8 @@ from inference.engine import Engine, EngineConfig
 from inference.errors import InvalidRequest, UnknownModel
 from inference.models import ModelRegistry
 from inference.requests import GenerationRequest
+from inference.sampler_names import SAMPLERS
+from inference.samplers import _SAMPLER_TABLE
 from inference.screening import PromptScreen
 from tests.inference.conftest import DEMO, png_bytes
 
@@ -125,3 +127,7 @@ def test_gif_is_refused_as_a_format() -> None:
     Image.new("RGB", (8, 8)).save(out, format="GIF")
     with pytest.raises(InvalidRequest, match="GIF"):
         req(kind="img2img", init_image=out.getvalue()).validate({DEMO})
+
+
+def test_the_light_sampler_list_names_every_scheduler():
+    assert frozenset(_SAMPLER_TABLE) == SAMPLERS

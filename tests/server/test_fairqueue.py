@@ -1,4 +1,4 @@
-from server.fairqueue import Entry, FairQueue
+from server.jobs.fairqueue import Entry, FairQueue
 
 
 def entry(job, user, model="m"):

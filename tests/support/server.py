@@ -11,21 +11,27 @@ from tornado.netutil import bind_sockets
 from config import Settings
 from server.app import make_app
 from server.runtime import Runtime
+from server.worker.role import WorkerRole
 
 MAX_BODY_BYTES = 64 * 1024**3
 
 
 @asynccontextmanager
 async def running_server(settings: Settings) -> AsyncIterator[tuple[str, Runtime]]:
-    """Start the app on 127.0.0.1:<free port>; yields its base URL and runtime."""
+    """Start the app on 127.0.0.1:<free port> (with a worker unless inference is disabled); yields URL and runtime."""
     runtime = await Runtime.start(settings, migrate=True)
-    server = HTTPServer(make_app(runtime), max_body_size=MAX_BODY_BYTES)
-    sockets = bind_sockets(0, "127.0.0.1")
-    server.add_sockets(sockets)
-    port = sockets[0].getsockname()[1]
+    server = None
     try:
-        yield f"http://127.0.0.1:{port}", runtime
+        if settings.inference_enabled:
+            await WorkerRole.start(runtime)
+        server = HTTPServer(make_app(runtime), max_body_size=MAX_BODY_BYTES)
+        sockets = bind_sockets(0, "127.0.0.1")
+        server.add_sockets(sockets)
+        yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}", runtime
     finally:
-        server.stop()
-        await server.close_all_connections()
+        # As `run.py serve` stops: no new connections, the runtime (worker first, sockets closed with 1001), the rest.
+        if server is not None:
+            server.stop()
         await runtime.close()
+        if server is not None:
+            await server.close_all_connections()

@@ -21,7 +21,8 @@ export interface ArtJob {
   preset: ArtPreset
   width: number
   height: number
-  cached: boolean
+  /** Waiting for a worker: 1 = next (gen.queued follows when it changes). */
+  place: number | null
 }
 
 /** `art.result` on job:<id>: one style is ready. */

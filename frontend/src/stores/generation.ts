@@ -60,6 +60,8 @@ export interface LiveJob extends Job {
   preview: LivePreview | null
   /** Cancel was asked for and the job has not stopped yet. */
   cancelling: boolean
+  /** Why the job started over: its worker stopped answering (restarted) or was shut down (requeued). */
+  notice: { kind: 'restarted' | 'requeued'; attempt: number | null } | null
 }
 
 /** A failed submit or cancel: the server's code and message (the code names the field, e.g. invalid_steps). */
@@ -262,7 +264,7 @@ export const useGenerationStore = defineStore('generation', () => {
   function upsert(job: Job): LiveJob {
     const have = jobs.value[job.id]
     if (!have) {
-      const live: LiveJob = { ...job, elapsed: null, eta: null, preview: null, cancelling: false }
+      const live: LiveJob = { ...job, elapsed: null, eta: null, preview: null, cancelling: false, notice: null }
       jobs.value[job.id] = live
       if (isFinished(job.status)) stopWatching(job.id)
       return jobs.value[job.id]!
@@ -313,6 +315,20 @@ export const useGenerationStore = defineStore('generation', () => {
       case 'gen.preview':
         if (!finished) showPreview(job, event)
         return
+      case 'gen.restarted':
+      case 'gen.requeued':
+        // Another worker runs it again from step 0 (or it waits for one): its old progress is void.
+        if (finished) return
+        job.status = event.type === 'gen.restarted' ? 'running' : 'queued'
+        job.step = 0
+        job.elapsed = null
+        job.eta = null
+        clearPreview(job)
+        job.notice = {
+          kind: event.type === 'gen.restarted' ? 'restarted' : 'requeued',
+          attempt: typeof event.attempt === 'number' ? event.attempt : null,
+        }
+        return
       case 'gen.done': {
         job.status = 'done'
         job.step = job.total
@@ -336,6 +352,12 @@ export const useGenerationStore = defineStore('generation', () => {
         void refresh(id)
         return
     }
+  }
+
+  function clearPreview(job: LiveJob): void {
+    const old = job.preview?.url
+    job.preview = null
+    if (old) setTimeout(() => URL.revokeObjectURL(old), PREVIEW_REVOKE_DELAY_MS)
   }
 
   function showPreview(job: LiveJob, event: ServerEvent): void {

@@ -200,6 +200,8 @@ const en = {
     hiddenByModerators: 'hidden by moderators',
   },
   generate: {
+    restarted: 'The machine rendering this stopped answering; another one started it again from the beginning (attempt {attempt}).',
+    requeued: 'The machine rendering this was shut down; your job waits for another one and starts again from the beginning.',
     modelMissing: 'The model “{name}” is not loadable here (yet).',
     loras: 'LoRAs',
     loraWeightHint: 'How strongly the LoRA applies (-2 to 2; 0.6–1 is usual)',
@@ -354,6 +356,8 @@ const en = {
   },
   // Art studio (issue 10): its own section, appended.
   studio: {
+    queuedPlace: 'Waiting for a free worker: {n} ahead of you',
+    queuedNext: 'You are next…',
     title: 'Art studio',
     intro: 'A photo becomes a pencil sketch, a colour-pencil drawing, an oil painting and a watercolour — with filters, no AI model.',
     presetFast: 'Fast',

@@ -202,6 +202,8 @@ const zhCN: Messages = {
     hiddenByModerators: '已被管理员隐藏',
   },
   generate: {
+    restarted: '正在渲染的机器失去响应；另一台机器已从头重新开始（第 {attempt} 次尝试）。',
+    requeued: '正在渲染的机器已关闭；你的任务正在等待另一台机器，并将从头开始。',
     modelMissing: '模型“{name}”在此尚不可加载。',
     loras: 'LoRA',
     loraWeightHint: 'LoRA 的作用强度（-2 到 2；常用 0.6–1）',
@@ -356,6 +358,8 @@ const zhCN: Messages = {
   },
   // 艺术工作室（issue 10）：独立的一节，追加在末尾。
   studio: {
+    queuedPlace: '正在等待空闲的工作机：前面还有 {n} 个',
+    queuedNext: '下一个就是你…',
     title: '艺术工作室',
     intro: '把一张照片变成铅笔素描、彩色铅笔画、油画和水彩画——只用滤镜，不用 AI 模型。',
     presetFast: '快速',

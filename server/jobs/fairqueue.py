@@ -1,4 +1,6 @@
-"""The fair queue in front of the engine: the user served longest ago goes next.
+"""The in-process fair queue (MemoryJobQueue's order; RedisJobQueue's Lua follows the same rules).
+
+The user served longest ago goes next.
 
 One person's fifty jobs do not starve everyone else: each dispatch takes the head
 job of the waiting user who was served least recently (a newcomer, never served,
@@ -49,6 +51,16 @@ class FairQueue(Generic[T]):
     def push(self, entry: Entry[T]) -> None:
         self._users.setdefault(entry.user_id, deque()).append(entry)
         self._by_id[entry.job_id] = entry
+
+    def push_front(self, entry: Entry[T]) -> None:
+        """Put a job back at the head of the line (a worker handed it back unfinished)."""
+        self._users.setdefault(entry.user_id, deque()).appendleft(entry)
+        self._by_id[entry.job_id] = entry
+        first = min((self._last_served.get(user, NEVER_SERVED) for user in self._users), default=NEVER_SERVED)
+        self._last_served[entry.user_id] = first - 1
+
+    def entries(self) -> Iterator[Entry[T]]:
+        return iter(self._by_id.values())
 
     def remove(self, job_id: str) -> Entry[T] | None:
         entry = self._by_id.pop(job_id, None)

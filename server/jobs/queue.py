@@ -1,0 +1,177 @@
+"""The job queue's interface: admission, a fair pick, leases, cancel signals and the worker registry.
+
+Two implementations behind it: `MemoryJobQueue` (one process, the embedded default)
+and `RedisJobQueue` (Redis Streams consumer group shared by every web process and
+worker). The database row stays the truth of a job; the queue only orders and
+delivers, so whatever the queue loses is put back from the database
+(`JobRecords.orphans` and `lost_state`).
+
+Policy (both implementations, see docs/ARCHITECTURE.md "The job queue"):
+- fair across users: the next job is the head job of the waiting user served
+  longest ago (a user never served comes first, then by arrival);
+- model affinity second: a worker may take the head job of the second user in
+  line when its model is loaded there and the first user was not passed over
+  already, so fairness costs at most one turn;
+- caps: waiting jobs in all and per user, checked and counted atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol
+
+from server.errors import AppError, Unavailable
+
+# How many users ahead a worker may look for a job whose model it has loaded.
+AFFINITY_LOOKAHEAD_USERS = 2
+
+
+class QueueFull(AppError):
+    code = "queue_full"
+    status = 429
+
+
+class QueueUnavailable(Unavailable):
+    """The queue's store (Redis) does not answer: nothing was queued."""
+
+    code = "queue_unavailable"
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """What the queue knows of a waiting job (the rest is in its row)."""
+
+    job_id: str
+    user_id: int
+    model: str
+    kind: str
+    enqueued_at: float  # wall-clock seconds, for the oldest-waiting figure
+
+    def encode(self) -> str:
+        return f"{self.job_id}|{self.model}|{self.kind}|{self.enqueued_at:.3f}|{self.user_id}"
+
+    @classmethod
+    def decode(cls, text: str) -> "QueuedJob":
+        """Raises ValueError for anything that is not an encoded job."""
+        job_id, model, kind, enqueued_at, user_id = text.split("|")
+        if not job_id or len(job_id) > 32:
+            raise ValueError(f"bad job id in {text[:80]!r}")
+        return cls(job_id, int(user_id), model, kind, float(enqueued_at))
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A job a worker took: it is the worker's until it acks, hands it back or stops heartbeating."""
+
+    job: QueuedJob
+    token: str  # the stream entry id (Redis); the job id in-process
+
+
+@dataclass
+class WorkerInfo:
+    """What a worker announces about itself with every heartbeat."""
+
+    id: str
+    host: str
+    pid: int
+    devices: list[str]
+    slots: int
+    started_at: float
+    models: list[str] = field(default_factory=list)  # loaded now
+    running: list[str] = field(default_factory=list)  # job ids
+    heartbeat_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    waiting: int
+    waiting_by_model: dict[str, int]
+    oldest_waiting_at: float | None  # wall-clock seconds of the oldest waiting job
+    running: int
+    redeliveries: int
+    dead_letters: int
+
+
+PlacePublisher = Callable[[str, int], Awaitable[None]]
+CancelListener = Callable[[str], None]
+
+
+class JobQueue(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # Web side
+
+    async def admit(self, job: QueuedJob, *, max_global: int, max_per_user: int) -> None:
+        """Queue a job, or raise QueueFull (nothing queued) / QueueUnavailable."""
+
+    async def remove(self, job_id: str) -> bool:
+        """Take a waiting job out (cancel); False when it is not waiting (running, gone)."""
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Tell whichever worker runs (or is about to run) the job to stop it."""
+
+    async def announce_places(self, publish: PlacePublisher) -> None:
+        """Publish the place of every waiting job whose place changed since the last announcement."""
+
+    async def place(self, job_id: str) -> int | None: ...
+
+    async def progress(self, job_id: str) -> tuple[int, int] | None:
+        """(step, total) of a running job, as its worker last reported."""
+
+    async def stats(self) -> QueueStats: ...
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers that heartbeat, newest first."""
+
+    # Worker side
+
+    async def take(self, worker_id: str, loaded_models: set[str]) -> Lease | None:
+        """The next job by the fairness policy, leased to this worker; None when nothing waits."""
+
+    async def reclaim(self, worker_id: str, idle_secs: float) -> Lease | None:
+        """A job whose worker stopped heartbeating for `idle_secs`, leased to this worker now."""
+
+    async def ack(self, lease: Lease, worker_id: str) -> bool:
+        """The outcome is committed: forget the job. False when the lease was no longer this worker's."""
+
+    async def hand_back(self, lease: Lease, worker_id: str) -> None:
+        """Put a job this worker will not finish back at the head of the line."""
+
+    async def adopt(self, job: QueuedJob, worker_id: str) -> Lease | None:
+        """A lease for a job this worker runs but the queue no longer knows (its store was reset)."""
+
+    async def heartbeat(self, worker: WorkerInfo, leases: list[Lease]) -> list[str]:
+        """Announce the worker and renew its leases; returns the job ids whose lease it lost."""
+
+    async def leave(self, worker_id: str) -> None:
+        """The worker stops: remove it from the registry."""
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when a job may be waiting, or after `timeout` seconds."""
+
+    def on_cancel(self, listener: CancelListener) -> None:
+        """Call `listener(job_id)` on the loop when a cancel is requested anywhere."""
+
+    async def cancel_requested(self, job_id: str) -> bool: ...
+
+    async def set_progress(self, job_id: str, step: int, total: int) -> None: ...
+
+    async def readmit(self, jobs: list[QueuedJob]) -> int:
+        """Put jobs back from the database (no caps, jobs already known are skipped); how many were added."""
+
+    async def lost_state(self) -> bool:
+        """True once per loss of the queue's state (a Redis restarted empty, a fresh process): the caller
+        puts waiting jobs back from the database. Only one caller across processes gets True."""
+
+    async def known(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs the queue holds (waiting or leased)."""
+
+    async def alive_workers(self) -> set[str]: ...
+
+    async def try_lock(self, name: str, ttl_secs: float) -> bool:
+        """A short cluster-wide lock for periodic chores (one process at a time)."""

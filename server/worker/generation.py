@@ -1,0 +1,58 @@
+"""txt2img and img2img jobs on the engine (inference/): a worker's diffusion kind."""
+
+from __future__ import annotations
+
+from inference.engine import Engine, Job
+from inference.errors import GenerationCancelled, InferenceError, UnknownModel
+from inference.events import JobEvent
+from inference.requests import GenerationRequest
+from server.worker.kinds import JobContext, Outcome
+
+# Engine codes that mean "this worker cannot load the model" (missing here, unreadable, wrong format).
+UNAVAILABLE_CODES = {"unknown_model", "model_load_failed"}
+
+
+class GenerationKind:
+    kinds = ("txt2img", "img2img")
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._jobs: dict[str, Job] = {}
+
+    def loaded_models(self) -> set[str]:
+        return {name for worker in self.engine.workers for name in worker.cache.resident()}
+
+    async def run(self, context: JobContext) -> Outcome:
+        job_id = context.job.id
+        steps = [0]
+
+        def on_event(event: JobEvent) -> None:
+            steps[0] = getattr(event, "step", steps[0]) if event.type == "progress" else steps[0]
+            context.emit(event)
+
+        try:
+            request = GenerationRequest(**context.settings, init_image=context.input_image)
+            engine_job = self.engine.submit(request, on_event, job_id=job_id)
+        except UnknownModel as exc:
+            return Outcome.failed("model_unavailable", f"This worker has no model {context.job.model!r}: {exc}")
+        except InferenceError as exc:
+            return Outcome.failed(exc.code, str(exc))
+        self._jobs[job_id] = engine_job
+        try:
+            result = await engine_job
+        except GenerationCancelled:
+            return Outcome("cancelled", step=steps[0])
+        except InferenceError as exc:
+            code = "model_unavailable" if exc.code in UNAVAILABLE_CODES else exc.code
+            return Outcome.failed(code, exc.message)
+        finally:
+            self._jobs.pop(job_id, None)
+        return Outcome("done", images=result.images, timings=result.timings, event={"seed": request.seed})
+
+    def stop(self, job_id: str) -> None:
+        engine_job = self._jobs.get(job_id)
+        if engine_job is not None:
+            engine_job.cancel()
+
+    async def close(self) -> None:
+        await self.engine.aclose()

@@ -1,0 +1,129 @@
+"""Real `run.py serve` and `run.py worker` processes on real ports, as a deployment runs them.
+
+Each process logs to its own file (an unread pipe would fill and stall it) and is
+ended by PID, only by whoever started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_SECS = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+    base_url: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: no goodbye, no cleanup."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(10)
+
+    def terminate(self) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+
+    async def wait_exit(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} did not exit within {timeout} s:\n{self.log()[-3000:]}")
+            await asyncio.sleep(0.05)
+        return self.popen.returncode
+
+    async def wait_log(self, text: str, timeout: float = START_TIMEOUT_SECS) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited ({self.popen.returncode}):\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} never logged {text!r}:\n{self.log()[-3000:]}")
+            await asyncio.sleep(0.05)
+
+
+@dataclass
+class Cluster:
+    """Web and worker processes sharing one database, one Redis prefix and one data directory."""
+
+    data_dir: Path
+    env: dict[str, str]
+    logs: Path
+    processes: list[Process] = field(default_factory=list)
+
+    def _start(self, name: str, args: list[str], extra_env: dict[str, str]) -> Process:
+        log_path = self.logs / f"{name}-{len(self.processes)}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "VA_DATA_DIR": str(self.data_dir), **self.env, **extra_env}
+        popen = subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=log_path.open("w"))
+        process = Process(name, popen, log_path)
+        self.processes.append(process)
+        return process
+
+    def migrate(self) -> None:
+        subprocess.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT, check=True,
+                       env={**os.environ, "VA_DATA_DIR": str(self.data_dir), **self.env}, timeout=120)
+
+    async def web(self, *, with_worker: bool = False, **extra_env: str) -> Process:
+        """A web process that takes and watches jobs but runs none (or, `with_worker`, the embedded default)."""
+        port = free_port()
+        process = self._start("web", ["serve", "--port", str(port)],
+                              {"VA_INFERENCE_ENABLED": "true" if with_worker else "false", **extra_env})
+        process.base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + START_TIMEOUT_SECS
+        async with httpx.AsyncClient(timeout=2) as client:
+            while True:
+                try:
+                    if (await client.get(process.base_url + "/healthz")).status_code == 200:
+                        return process
+                except httpx.HTTPError:
+                    pass
+                if not process.alive() or time.monotonic() > deadline:
+                    raise AssertionError(f"web process did not start:\n{process.log()[-3000:]}")
+                await asyncio.sleep(0.1)
+
+    async def worker(self, **extra_env: str) -> Process:
+        process = self._start("worker", ["worker"], extra_env)
+        await process.wait_log("ready")
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        deadline = time.monotonic() + 15
+        for process in self.processes:
+            try:
+                process.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
