@@ -1,7 +1,8 @@
 """Write a CRD's served schema as JSON Schema for tests/deploy (descriptions dropped: they validate nothing).
 
-Usage, with the CRD from the project's release (the file name records where it came from):
-    python tests/deploy/schemas/vendor_crd.py CRD.yaml "kedacore/keda v2.20.2 config/crd/bases/keda.sh_scaledobjects.yaml"
+Usage, with the CRD file from the project's release and a note of where it came from:
+    python tests/deploy/schemas/vendor_crd.py keda.sh_scaledobjects.yaml \
+        "kedacore/keda v2.20.2 config/crd/bases/keda.sh_scaledobjects.yaml"
 """
 
 from __future__ import annotations
