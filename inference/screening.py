@@ -3,10 +3,11 @@
 A prompt and every listed phrase are brought to the same skeleton, after Unicode's
 confusable detection (UTS #39) with what prompts need on top:
 
-1. NFKC; default-ignorable code points (zero-width characters, variation selectors, the
-   combining grapheme joiner...) and combining marks removed; Traditional Chinese mapped to
-   Simplified (OpenCC's ``t2s`` data); case-folded; every character replaced by its prototype
-   in Unicode's confusables table, so Cyrillic ``с`` and Latin ``c`` are one letter.
+1. Default-ignorable code points (zero-width characters, variation selectors, the combining
+   grapheme joiner...) and combining marks removed; NFKC; Traditional Chinese mapped to
+   Simplified (OpenCC's ``t2s`` data); every character replaced by its prototype in Unicode's
+   confusables table, as it looks and case-folded, so Cyrillic ``с`` and Latin ``c`` are one
+   letter and ``I`` may be an ``i`` or an ``l``.
 2. The skeleton becomes units: a letter; a character of a script written without spaces
    (Han, kana, Hangul), a word by itself; a digit or symbol that imitates letters (``1`` for
    ``i`` or ``l``, ``0`` for ``o``, ``@`` for ``a``...), which may also be a separator; and
@@ -28,7 +29,7 @@ import importlib.util
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -108,13 +109,24 @@ def _prototypes() -> dict[str, str]:
 
 
 def _fold(text: str) -> str:
-    """No invisible characters, no combining marks, look-alikes, NFKC, Simplified Chinese."""
-    table = _confusables()
+    """No invisible characters, no combining marks, NFKC (look-alikes it would misread first), Simplified."""
+    before_nfkc = _before_nfkc()
     text = _strip_marks(_DEFAULT_IGNORABLE.sub("", text))
-    # Look-alikes before NFKC, which would turn some into other letters (Greek ϲ, a c, into σ).
-    text = "".join(ch if ch.isascii() or _is_solo(ch) else table.get(ch, ch) for ch in text)
+    text = "".join(before_nfkc.get(ch, ch) for ch in text)
     text = _strip_marks(_DEFAULT_IGNORABLE.sub("", unicodedata.normalize("NFKC", text)))
     return _t2s().convert(text)
+
+
+@cache
+def _before_nfkc() -> dict[str, str]:
+    """Look-alikes that NFKC would turn into another letter (Greek ϲ, a c, into σ, an o): their prototypes."""
+    table = _confusables()
+    mapped = {}
+    for char, prototype in table.items():
+        compatible = unicodedata.normalize("NFKC", char)
+        if compatible != char and table.get(compatible, compatible) != prototype and not _is_solo(char):
+            mapped[char] = prototype
+    return mapped
 
 
 def _strip_marks(text: str) -> str:
@@ -122,18 +134,22 @@ def _strip_marks(text: str) -> str:
     return unicodedata.normalize("NFC", "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn"))
 
 
-def skeleton(text: str) -> str:
-    """The text as the screen compares it (step 1 of the module docstring)."""
+@lru_cache(maxsize=1 << 16)
+def _readings(ch: str) -> tuple[str, ...]:
+    """The letters one folded character stands for: one string per letter, each listing the ways it reads.
+
+    The confusables table is case-sensitive: Cyrillic М looks like M (-> rn) but м like ʍ, Greek Ι like
+    l but ι like i. A character is read as it looks and as it looks case-folded; when both are single
+    letters it may be either, otherwise it is read as it looks.
+    """
     prototypes = _prototypes()
-    # The table is case-sensitive (Cyrillic М -> M, м -> ʍ): a character is looked up as it is, and
-    # otherwise case-folded.
-    out = []
-    for ch in _fold(text):
-        prototype = prototypes.get(ch)
-        if prototype is None:
-            prototype = "".join(prototypes.get(low, low) for low in ch.casefold())
-        out.append(prototype)
-    return "".join(out)
+    folded = "".join(prototypes.get(low, low) for low in ch.casefold())
+    as_is = prototypes.get(ch)
+    if as_is is None or as_is == folded:
+        return tuple(folded)
+    if len(as_is) == 1 and len(folded) == 1:
+        return (as_is + folded,)
+    return tuple(as_is)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,23 +163,26 @@ _SEPARATOR = _Unit("", True, False)
 
 
 def _units(text: str) -> list[_Unit]:
-    units = []
-    for ch in skeleton(text):
-        leet = LEET_LETTERS.get(ch)
-        if leet is not None:
-            units.append(_Unit(leet, True, False))
-        elif _is_solo(ch):
-            units.append(_Unit(ch, False, True))
-        elif unicodedata.category(ch)[0] in "LM":
-            units.append(_Unit(ch, False, False))
-        elif not units or units[-1] is not _SEPARATOR:  # a run of separators reads as one
-            units.append(_SEPARATOR)
+    """The text as the screen reads it (steps 1 and 2 of the module docstring)."""
+    units: list[_Unit] = []
+    for ch in _fold(text):
+        for letters in _readings(ch):
+            first = letters[0]
+            leet = LEET_LETTERS.get(first)
+            if leet is not None:
+                units.append(_Unit(leet, True, False))
+            elif _is_solo(first):
+                units.append(_Unit(letters, False, True))
+            elif unicodedata.category(first)[0] in "LM":
+                units.append(_Unit(letters, False, False))
+            elif not units or units[-1] is not _SEPARATOR:  # a run of separators reads as one
+                units.append(_SEPARATOR)
     return units
 
 
 def _key(phrase: str) -> str:
     """A listed phrase's letters (digits in it read as the first letter they stand for)."""
-    return "".join(unit.letters[0] for unit in _units(phrase) if unit.letters)
+    return "".join(unit.letters[0] for unit in _units(phrase.casefold()) if unit.letters)
 
 
 class _Phrases:
