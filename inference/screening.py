@@ -20,7 +20,7 @@ confusable detection (UTS #39) with what prompts need on top:
 
 The lists are files per language (``configs/screening/<lang>.block.txt`` and ``.allow.txt``);
 operators add files of the same names in a folder of their own. This module stays light (no
-torch): the web process screens every submitted prompt with it.
+torch): it runs on every submit, on the event loop, and a web-only process may use it.
 """
 
 from __future__ import annotations

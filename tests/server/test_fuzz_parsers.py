@@ -19,7 +19,7 @@ from server.hub import frames
 from server.modelhub.errors import InvalidModelFile, PickleRefused
 from server.modelhub.safetensors_check import DTYPE_BYTES, CheckedFile, check_stream
 
-FUZZ = settings(max_examples=400, derandomize=True, deadline=None, database=None,
+FUZZ = settings(max_examples=1000, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # --- WebSocket frames --------------------------------------------------------------------------
