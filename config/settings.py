@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import DirectoryPath, Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +22,9 @@ from pydantic_settings import (
 COOKIE_SECRET_FILE = "cookie_secret"
 MIN_COOKIE_SECRET_CHARS = 32  # shorter secrets make signed cookies guessable
 MiB = 1024 * 1024
+# Loopback and the private ranges (RFC 1918, IPv6 unique-local): where a cluster's Prometheus scrapes from.
+DEFAULT_METRICS_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+MIN_METRICS_TOKEN_CHARS = 16  # a bearer secret short enough to guess is no limit
 
 
 class Settings(BaseSettings):
@@ -124,6 +127,14 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(3, ge=1, le=100)
     worker_stop_grace_secs: float = Field(30.0, ge=0)
     worker_metrics_port: int | None = Field(None, ge=0, le=65535)
+    # Hardening (content): prompt screening lists and who may read /metrics.
+    # A folder of `<lang>.block.txt` / `<lang>.allow.txt` files merged with the bundled screening lists.
+    screening_terms_dir: DirectoryPath | None = None
+    # /metrics answers peers in these networks (Prometheus inside a cluster scrapes pod addresses, which are
+    # private) unless the request came through a proxy (Forwarded / X-Forwarded-For / X-Real-IP), and anyone
+    # who sends `Authorization: Bearer <metrics_token>`. An empty list leaves the token as the only way in.
+    metrics_allowed_networks: list[IPvAnyNetwork] = Field(default_factory=lambda: list(DEFAULT_METRICS_NETWORKS))
+    metrics_token: str | None = Field(None, min_length=MIN_METRICS_TOKEN_CHARS)
 
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)

@@ -297,9 +297,9 @@ class FileSender(HubHandler):
                     await self.modelhub.catalog.count_download(ref.model_id)
                 self.write(chunk)
                 await self.flush()  # a chunk or two in memory at a time, whatever the file's size
+            await self.finish()
         except StreamClosedError:
-            return  # the client went away
-        await self.finish()
+            return  # the client went away, mid-file or (normal) right after the last byte
 
 
 class DownloadHandler(FileSender):

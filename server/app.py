@@ -8,7 +8,7 @@ import time
 from tornado import web
 
 from handlers import art, auth, collab, community, health, images, jobs, modelhub, posts, rooms, tokens, users, ws
-from handlers.base import NotFoundHandler
+from handlers.base import NotFoundHandler, SecurityHeaders
 from handlers.frontend import FrontendHandler
 from server.runtime import Runtime
 
@@ -44,7 +44,7 @@ def make_app(runtime: Runtime) -> web.Application:
         access_log.log(level, "%d %s %s (%s) %.1fms", status, handler.request.method,
                        handler.request.uri, handler.request.remote_ip, seconds * 1000)
 
-    return web.Application(
+    app = web.Application(
         routes,
         runtime=runtime,
         cookie_secret=settings.resolved_cookie_secret(),
@@ -58,3 +58,5 @@ def make_app(runtime: Runtime) -> web.Application:
         websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_BYTES,
         started_at=time.time(),
     )
+    app.add_transform(SecurityHeaders)
+    return app

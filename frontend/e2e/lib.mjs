@@ -24,6 +24,24 @@ export function launch() {
   })
 }
 
+/**
+ * Content-Security-Policy violations seen by any page of any context made here: the server's policy
+ * must let every flow run, so `runE2E` fails a script that saw one.
+ */
+export const cspViolations = []
+
+async function watchCsp(context) {
+  await context.exposeBinding('__vaCspViolation', (_source, violation) => { cspViolations.push(violation) })
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__vaCspViolation(`${e.effectiveDirective} blocked ${e.blockedURI || 'inline'} (${e.sourceFile}:${e.lineNumber})`)
+    })
+  })
+  context.on('console', (msg) => {
+    if (msg.type() === 'error' && /Content Security Policy/i.test(msg.text())) cspViolations.push(`console: ${msg.text()}`)
+  })
+}
+
 /** A fresh context (no cookies, no storage), English and light unless told otherwise. */
 export async function freshContext(browser, { locale = 'en-US', colorScheme = 'light', viewport } = {}) {
   const context = await browser.newContext({
@@ -34,6 +52,7 @@ export async function freshContext(browser, { locale = 'en-US', colorScheme = 'l
   })
   context.setDefaultTimeout(STEP_TIMEOUT_MS)
   context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS)
+  await watchCsp(context)
   return context
 }
 
@@ -180,6 +199,7 @@ export async function runE2E(name, body, { timeoutMs = SCRIPT_TIMEOUT_MS } = {})
       if (msg.type() === 'error') pageErrors.push(`console: ${msg.text()}`)
     })
     await body({ browser, context, page, log })
+    assert.deepEqual(cspViolations, [], 'the Content-Security-Policy blocked something the app does')
     clearTimeout(watchdog)
     await browser.close()
     log('PASS')

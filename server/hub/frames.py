@@ -20,8 +20,20 @@ def encode(event: dict[str, Any]) -> bytes:
     return msgpack.packb(event, use_bin_type=True)
 
 
+class BadFrame(ValueError):
+    """The bytes are not one msgpack value (the only error `decode` raises)."""
+
+
 def decode(frame: bytes) -> Any:
-    return msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    """One msgpack value from a client's frame; raises BadFrame for anything else.
+
+    msgpack bounds every length by the frame's size and its nesting by a fixed stack, so garbage
+    costs no more than its bytes; it reports garbage as several ValueError subclasses.
+    """
+    try:
+        return msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise BadFrame(f"The frame is not msgpack: {exc}") from None
 
 
 def _map_header(size: int) -> bytes:

@@ -144,6 +144,11 @@ def _parse_json_object(raw: bytes) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise InvalidModelFile(f"The header is not valid JSON ({exc.msg} at byte {exc.pos}).",
                                code="bad_header") from None
+    except (ValueError, RecursionError) as exc:
+        # Found by fuzzing: an integer past Python's 4,300-digit limit is a ValueError, and arrays or objects
+        # nested thousands deep exhaust the decoder's stack. Neither is a header a real file has.
+        raise InvalidModelFile(f"The header is not JSON a file would hold ({str(exc)[:80]}).",
+                               code="bad_header") from None
     if not isinstance(value, dict):
         raise InvalidModelFile("The header must be a JSON object of tensors.", code="bad_header")
     return value

@@ -23,7 +23,8 @@ class WorkerRole:
         """Start taking jobs; the runtime stops this role first when it closes."""
         settings = runtime.settings
         config = engine_config or EngineConfig(preview_fps=settings.preview_fps)
-        engine = Engine(ModelRegistry(settings.models_dir), config, screen=PromptScreen.from_file()).start()
+        screen = PromptScreen.load(settings.screening_terms_dir)
+        engine = Engine(ModelRegistry(settings.models_dir), config, screen=screen).start()
         register_engine_metrics(engine, runtime.registry)
         runner = JobRunner(queue=runtime.jobs.queue, records=runtime.jobs.records, hub=runtime.hub,
                            blobs=runtime.blobs, executors=runtime.executors, settings=settings,

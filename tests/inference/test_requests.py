@@ -92,7 +92,7 @@ async def test_engine_refuses_before_any_worker_sees_it(
         loads.append(spec.name)
         raise AssertionError("a worker saw a bad request")
 
-    engine = Engine(registry, EngineConfig(), screen=PromptScreen.from_file(), loader=loader).start()
+    engine = Engine(registry, EngineConfig(), screen=PromptScreen.load(), loader=loader).start()
     try:
         with pytest.raises(InvalidRequest) as caught:
             engine.submit(req(**overrides))
