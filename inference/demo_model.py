@@ -3,6 +3,8 @@
 `python run.py demo-model` writes it to `data/models/demo-tiny/` so a fresh machine can
 run the whole generation path (text encoder, UNet, scheduler, VAE, previews) in seconds
 on a CPU. Its images are noise; every line of code they pass through is the real one.
+`build_demo_controlnet` adds a tiny ControlNet of the same UNet architecture (random
+weights too) under `controlnets/`, so the ControlNet path runs the same way.
 The architecture keeps SD's shape where the code depends on it: 4 latent channels, a
 VAE that downsamples by 8, CLIP-style BPE tokenizer with 77 positions.
 """
@@ -15,16 +17,21 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from inference.configs.build_clip_tokenizer import bytes_to_unicode, write_tokenizer
 from inference.convert import pipeline_to_ldm_checkpoint
-from inference.models import SIDECAR_SUFFIX
+from inference.models import CONTROLNET_FOLDER, SIDECAR_SUFFIX
 
 DEMO_MODEL_NAME = "demo-tiny"
+DEMO_CONTROLNET_NAME = "demo-tiny-control"
 DEMO_SEED = 1234
+# A trained ControlNet's output convolutions start at zero and learn; random ones must not be
+# zero, or the control image would change nothing. This spread keeps the tiny UNet's
+# activations finite while moving the result visibly.
+DEMO_CONTROLNET_OUTPUT_STD = 0.05
 DEMO_MERGES = 200
 # A small English corpus the demo tokenizer's merges are learned from (any text works;
 # these are words people type into prompts, so common prompts tokenize to few ids).
@@ -75,18 +82,7 @@ def build_tiny_pipeline(folder_for_tokenizer: Path, seed: int = DEMO_SEED) -> St
     write_tokenizer(folder_for_tokenizer, learn_merges(_CORPUS, DEMO_MERGES))
     tokenizer = CLIPTokenizer.from_pretrained(str(folder_for_tokenizer), local_files_only=True)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=4,
-        norm_num_groups=8,
-    )
+    unet = tiny_unet()
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -131,6 +127,54 @@ def build_tiny_pipeline(folder_for_tokenizer: Path, seed: int = DEMO_SEED) -> St
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def tiny_unet() -> UNet2DConditionModel:
+    """The demo's UNet (random weights from torch's current seed): SD's shape, a few MB."""
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+
+
+def tiny_controlnet(seed: int = DEMO_SEED) -> ControlNetModel:
+    """A ControlNet made from the demo UNet's architecture, with random (non-zero) output convolutions."""
+    torch.manual_seed(seed)
+    controlnet = ControlNetModel.from_unet(tiny_unet())
+    generator = torch.Generator().manual_seed(seed + 1)
+    zero_initialised = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                        controlnet.controlnet_cond_embedding.conv_out]
+    with torch.no_grad():
+        for conv in zero_initialised:
+            conv.weight.normal_(0.0, DEMO_CONTROLNET_OUTPUT_STD, generator=generator)
+            conv.bias.normal_(0.0, DEMO_CONTROLNET_OUTPUT_STD, generator=generator)
+    return controlnet
+
+
+def build_demo_controlnet(path: str | Path, *, seed: int = DEMO_SEED, overwrite: bool = False) -> Path:
+    """Write the tiny ControlNet as a diffusers folder (config.json + safetensors); returns the folder.
+
+    Its place is `<models>/controlnets/<name>/` (`DEMO_CONTROLNET_NAME` by default); it fits
+    the demo model (family sd1, the same UNet architecture).
+    """
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to rebuild it")
+        shutil.rmtree(path)
+    staging = path.with_name(path.name + ".building")
+    shutil.rmtree(staging, ignore_errors=True)
+    tiny_controlnet(seed).save_pretrained(str(staging), safe_serialization=True)
+    staging.rename(path)  # appears complete or not at all
+    return path
 
 
 def build_demo_model(path: str | Path, *, seed: int = DEMO_SEED, overwrite: bool = False) -> Path:
@@ -181,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = Path(args.models_dir) / args.name
     build_demo_model(target, overwrite=args.overwrite)
-    print(f"wrote {target}")
+    controlnet = Path(args.models_dir) / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME
+    build_demo_controlnet(controlnet, overwrite=args.overwrite)
+    print(f"wrote {target} and {controlnet}")
     return 0
 
 
