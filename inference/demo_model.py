@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from inference.configs.build_clip_tokenizer import bytes_to_unicode, write_tokenizer
-from inference.convert import pipeline_to_ldm_checkpoint
+from inference.convert import controlnet_to_ldm, pipeline_to_ldm_checkpoint
 from inference.models import CONTROLNET_FOLDER, SIDECAR_SUFFIX
 
 DEMO_MODEL_NAME = "demo-tiny"
@@ -146,9 +146,14 @@ def tiny_unet() -> UNet2DConditionModel:
 
 
 def tiny_controlnet(seed: int = DEMO_SEED) -> ControlNetModel:
-    """A ControlNet made from the demo UNet's architecture, with random (non-zero) output convolutions."""
+    """A ControlNet made from the demo UNet (the same weights as the demo model's), with random outputs."""
     torch.manual_seed(seed)
-    controlnet = ControlNetModel.from_unet(tiny_unet())
+    return controlnet_from_unet(tiny_unet(), seed)
+
+
+def controlnet_from_unet(unet: UNet2DConditionModel, seed: int = DEMO_SEED) -> ControlNetModel:
+    """A ControlNet of `unet`'s architecture and encoder weights, its zero convolutions made random."""
+    controlnet = ControlNetModel.from_unet(unet)
     generator = torch.Generator().manual_seed(seed + 1)
     zero_initialised = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
                         controlnet.controlnet_cond_embedding.conv_out]
@@ -212,6 +217,21 @@ def export_single_file(model_dir: str | Path, out_file: str | Path) -> Path:
             if f.suffix in (".json", ".txt"):
                 shutil.copy(f, target / f.name)
     json.loads((sidecar / "model_index.json").read_text())  # fail here, not at load, if it is broken
+    return out_file
+
+
+def export_controlnet_single_file(controlnet_dir: str | Path, out_file: str | Path) -> Path:
+    """Export a diffusers ControlNet folder as one original-layout (`control_model.*`) `.safetensors`.
+
+    Its `config.json` goes into the sidecar `<stem>.config/`, as a non-standard architecture needs.
+    """
+    controlnet_dir, out_file = Path(controlnet_dir), Path(out_file)
+    controlnet = ControlNetModel.from_pretrained(str(controlnet_dir), use_safetensors=True, local_files_only=True)
+    save_file(controlnet_to_ldm(controlnet.state_dict(), controlnet.config), str(out_file), metadata={"format": "pt"})
+    sidecar = out_file.with_name(out_file.stem + SIDECAR_SUFFIX)
+    shutil.rmtree(sidecar, ignore_errors=True)
+    sidecar.mkdir(parents=True)
+    shutil.copy(controlnet_dir / "config.json", sidecar / "config.json")
     return out_file
 
 
