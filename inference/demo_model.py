@@ -31,7 +31,11 @@ DEMO_SEED = 1234
 # A trained ControlNet's output convolutions start at zero and learn; random ones must not be
 # zero, or the control image would change nothing. This spread keeps the tiny UNet's
 # activations finite while moving the result visibly.
-DEMO_CONTROLNET_OUTPUT_STD = 0.05
+DEMO_CONTROLNET_OUTPUT_STD = 0.1
+# The hint encoder with torch's default init forgets its input (eight small convolutions deep,
+# its output is its last bias); He-normal keeps the image's pattern, and this gain on the last
+# convolution brings it to the size of the latent features it is added to.
+DEMO_HINT_OUTPUT_GAIN = 10.0
 DEMO_MERGES = 200
 # A small English corpus the demo tokenizer's merges are learned from (any text works;
 # these are words people type into prompts, so common prompts tokenize to few ids).
@@ -155,10 +159,15 @@ def controlnet_from_unet(unet: UNet2DConditionModel, seed: int = DEMO_SEED) -> C
     """A ControlNet of `unet`'s architecture and encoder weights, its zero convolutions made random."""
     controlnet = ControlNetModel.from_unet(unet)
     generator = torch.Generator().manual_seed(seed + 1)
-    zero_initialised = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
-                        controlnet.controlnet_cond_embedding.conv_out]
+    hint = controlnet.controlnet_cond_embedding
     with torch.no_grad():
-        for conv in zero_initialised:
+        for conv in hint.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+                gain = DEMO_HINT_OUTPUT_GAIN if conv is hint.conv_out else 1.0
+                conv.weight.normal_(0.0, gain * (2.0 / fan_in) ** 0.5, generator=generator)
+                conv.bias.zero_()
+        for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
             conv.weight.normal_(0.0, DEMO_CONTROLNET_OUTPUT_STD, generator=generator)
             conv.bias.normal_(0.0, DEMO_CONTROLNET_OUTPUT_STD, generator=generator)
     return controlnet
