@@ -31,10 +31,9 @@ from PIL import Image
 
 from inference.art import to_rgb_array
 from inference.caches import TTLCache
+from inference.images import EXIF_ORIENTATION_TAG, TRANSPOSED_ORIENTATIONS
 from inference.requests import ControlUnit
 
-EXIF_ORIENTATION_TAG = 0x0112
-TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 # softedge: Gaussian scales (px at the generation's size) whose gradients are averaged: fine
 # lines and broad shapes both show, as in HED's side outputs.
 SOFTEDGE_SIGMAS_PX = (1.0, 2.5)

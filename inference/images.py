@@ -16,6 +16,8 @@ from inference.errors import InvalidRequest
 MAX_INIT_IMAGE_PIXELS = 4 * 2048 * 2048
 MAX_INIT_IMAGE_BYTES = 32 * 1024 * 1024
 ALLOWED_INIT_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+EXIF_ORIENTATION_TAG = 0x0112
+TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,25 @@ def probe_image(data: bytes, *, max_pixels: int = MAX_INIT_IMAGE_PIXELS, field: 
             field=field,
         )
     return ImageProbe(fmt, width, height)
+
+
+def upright_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an image as shown, EXIF orientation applied, from its header alone."""
+    with Image.open(io.BytesIO(bytes(data))) as img:
+        width, height = img.size
+        if img.getexif().get(EXIF_ORIENTATION_TAG) in TRANSPOSED_ORIENTATIONS:
+            return height, width
+    return width, height
+
+
+def fit_to_area(width: int, height: int, side_px: int, multiple_px: int = 8) -> tuple[int, int]:
+    """A size of the same aspect as width x height holding about side_px² pixels, in multiples of `multiple_px`.
+
+    What a model trained at side_px x side_px handles best for a photo of that shape.
+    """
+    scale = (side_px * side_px / (width * height)) ** 0.5
+    return (max(multiple_px, round(width * scale / multiple_px) * multiple_px),
+            max(multiple_px, round(height * scale / multiple_px) * multiple_px))
 
 
 def a1111_parameters(

@@ -10,10 +10,9 @@ from PIL import Image
 
 from inference.caches import TTLCache
 from inference.control import PhotoSource, cache_size, canny, photo_at_size, run_preprocessor, softedge, tile
+from inference.images import EXIF_ORIENTATION_TAG, fit_to_area, upright_size
 from inference.requests import ControlUnit
 from tests.support.photos import encode, photo
-
-EXIF_ORIENTATION_TAG = 0x0112
 
 
 def halves(width: int = 80, height: int = 40) -> Image.Image:
@@ -104,3 +103,13 @@ def test_every_preprocessor_gives_the_generation_size(preprocessor: str) -> None
     image = PhotoSource().control(unit, 96, 64)
     assert image.rgb.shape == (64, 96, 3)
     assert Image.open(io.BytesIO(image.png)).size == (96, 64)
+
+
+def test_upright_size_and_fit_to_area() -> None:
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = 6
+    assert upright_size(encode(halves(80, 40), "JPEG", exif=exif.tobytes())) == (40, 80)
+    assert upright_size(encode(halves(80, 40))) == (80, 40)
+    assert fit_to_area(4000, 3000, 512) == (592, 440)  # 4:3 at about 512² pixels, multiples of 8
+    assert fit_to_area(3000, 4000, 1024) == (888, 1184)
+    assert fit_to_area(100, 100, 512) == (512, 512)
