@@ -15,6 +15,7 @@ import json
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -179,20 +180,18 @@ def build_demo_controlnet(path: str | Path, *, seed: int = DEMO_SEED, overwrite:
     Its place is `<models>/controlnets/<name>/` (`DEMO_CONTROLNET_NAME` by default); it fits
     the demo model (family sd1, the same UNet architecture).
     """
-    path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to rebuild it")
-        shutil.rmtree(path)
-    staging = path.with_name(path.name + ".building")
-    shutil.rmtree(staging, ignore_errors=True)
-    tiny_controlnet(seed).save_pretrained(str(staging), safe_serialization=True)
-    staging.rename(path)  # appears complete or not at all
-    return path
+    return _write_folder(path, overwrite, lambda staging: tiny_controlnet(seed).save_pretrained(
+        str(staging), safe_serialization=True))
 
 
 def build_demo_model(path: str | Path, *, seed: int = DEMO_SEED, overwrite: bool = False) -> Path:
     """Write the tiny pipeline as a diffusers folder with safetensors weights; returns the folder."""
+    return _write_folder(path, overwrite, lambda staging: build_tiny_pipeline(
+        staging / "tokenizer", seed=seed).save_pretrained(str(staging), safe_serialization=True))
+
+
+def _write_folder(path: str | Path, overwrite: bool, write: Callable[[Path], None]) -> Path:
+    """Write a model folder beside its place, then rename it there: a scan never sees half a model."""
     path = Path(path)
     if path.exists():
         if not overwrite:
@@ -200,9 +199,8 @@ def build_demo_model(path: str | Path, *, seed: int = DEMO_SEED, overwrite: bool
         shutil.rmtree(path)
     staging = path.with_name(path.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
-    pipe = build_tiny_pipeline(staging / "tokenizer", seed=seed)
-    pipe.save_pretrained(str(staging), safe_serialization=True)
-    staging.rename(path)  # appears complete or not at all, so a scan never sees half a model
+    write(staging)
+    staging.rename(path)
     return path
 
 
