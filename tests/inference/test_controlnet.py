@@ -8,13 +8,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from inference.engine import Engine, EngineConfig
 from inference.errors import GenerationCancelled, GenerationFailed, InvalidRequest
 from inference.events import Cancelled, ControlImages, Done, JobEvent, Preview, Progress
 from inference.models import ModelRegistry
-from inference.pipelines import controlnet_cache_key
+from inference.pipelines import controlnet_cache_key, load_model
 from inference.requests import ControlUnit, GenerationRequest
 from tests.inference.conftest import CONTROL, CONTROL_SD2, CONTROL_SINGLE, CONTROL_XL, DEMO, TINY_XL
 from tests.support.photos import encode, photo
@@ -231,3 +232,35 @@ async def test_a_stored_request_runs_again_the_same(engine: Engine) -> None:
     _, one = await run(engine, request)
     _, two = await run(engine, again)
     assert one.images[0].png == two.images[0].png
+
+
+@pytest.mark.timeout(120)
+async def test_out_of_memory_keeps_the_jobs_controlnet_for_the_retry(registry: ModelRegistry) -> None:
+    failures = {"left": 0}
+
+    def loader(spec, dtype):
+        loaded = load_model(spec, dtype=dtype)
+        original = loaded.txt2img.unet.forward
+
+        def forward(*args, **kwargs):
+            if failures["left"] > 0:
+                failures["left"] -= 1
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return original(*args, **kwargs)
+
+        loaded.txt2img.unet.forward = forward
+        return loaded
+
+    engine = Engine(registry, EngineConfig(preview_fps=0), loader=loader).start()
+    try:
+        cache = engine.workers[0].cache
+        await engine.submit(req(model="demo-b"))  # something else resident, unpinned
+        failures["left"] = 1
+        loads = cache.stats()["loads"]
+        _, result = await run(engine, req({}))
+        assert result.images and engine.stats()["jobs"]["oom_retries"] == 1
+        assert "demo-b" not in cache.resident()  # evicted to make room
+        assert {DEMO, controlnet_cache_key(CONTROL)} <= set(cache.resident())
+        assert cache.stats()["loads"] == loads + 2  # the model and its ControlNet, each loaded once
+    finally:
+        await engine.aclose()
