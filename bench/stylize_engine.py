@@ -126,13 +126,12 @@ async def engine_figures(engine: Engine, model: str, controlnet: str, data: byte
     unit = {"model": controlnet, "image": data}
     variants = {"none": [], "one unit": [unit], "two units": [unit, {**unit, "preprocessor": "softedge"}]}
     await engine.submit(GenerationRequest(**base, seed=0, controls=variants["two units"]))  # warm: loads, caches
-    per_step: dict[str, float] = {}
-    for name, controls in variants.items():
-        times = []
-        for run in range(runs):
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for run in range(runs):  # interleaved, so a neighbour's load on a shared host falls on every variant alike
+        for name, controls in variants.items():
             result = await engine.submit(GenerationRequest(**base, seed=1 + run, controls=controls))
-            times.append(result.timings["denoise_s"] / steps)
-        per_step[name] = median(times)
+            times[name].append(result.timings["denoise_s"] / steps)
+    per_step = {name: median(values) for name, values in times.items()}
 
     # (c) a new photo (fresh caches for it), then a second style and the same style again
     other = io.BytesIO()
