@@ -1,8 +1,9 @@
 """Small LRU + TTL caches for intermediate tensors, kept on the CPU.
 
-Two are used by the pipelines: text-encoder outputs keyed by (model, prompt, negative
-prompt, clip skip), and img2img init latents keyed by (model VAE, sha256 of the init
-image, size). Both are bounded by entry count and by bytes, expire after a TTL, and
+Three are used by the pipelines: text-encoder outputs keyed by (model, prompt, negative
+prompt, clip skip), img2img init latents keyed by (model VAE, sha256 of the init image,
+size), and decoded photos and ControlNet control images keyed by (sha256 of the image,
+preprocessor and its parameters, size). Both are bounded by entry count and by bytes, expire after a TTL, and
 count hits and misses. Values live on the CPU so they never compete with models for
 VRAM; moving a few hundred kilobytes to the GPU costs far less than recomputing them.
 """
@@ -22,6 +23,8 @@ V = TypeVar("V")
 
 DEFAULT_TEXT_CACHE_ENTRIES = 256
 DEFAULT_LATENT_CACHE_ENTRIES = 64
+# Decoded photos and ControlNet control images (a 1024 px SDXL one is 3 MiB): a few styles of a few photos.
+DEFAULT_CONTROL_CACHE_ENTRIES = 64
 DEFAULT_CACHE_TTL_SECS = 30 * 60  # a prompt session lasts minutes; stale entries free memory
 DEFAULT_CACHE_MAX_BYTES = 256 * 1024**2
 

@@ -1,4 +1,4 @@
-"""Write a diffusers SD 1.x pipeline back out as one original-layout (LDM) checkpoint.
+"""Write a diffusers SD 1.x pipeline (or a ControlNet) back out as one original-layout (LDM) checkpoint.
 
 This is the inverse of diffusers' `convert_ldm_*_checkpoint` functions, written from
 the block arithmetic those functions use (so it works for any block count, the tiny
@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import torch
 
 UNET_PREFIX = "model.diffusion_model."
+CONTROLNET_PREFIX = "control_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
 
@@ -164,3 +165,31 @@ def pipeline_to_ldm_checkpoint(pipe: Any) -> dict[str, torch.Tensor]:
     checkpoint.update({VAE_PREFIX + k: v for k, v in vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config).items()})
     checkpoint.update(clip_to_ldm(pipe.text_encoder.state_dict()))
     return {k: v.detach().contiguous() for k, v in checkpoint.items()}
+
+
+def controlnet_to_ldm(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """ControlNetModel keys -> the original `control_model.*` layout (hint block, zero convs, UNet encoder)."""
+    layers = int(config["layers_per_block"])
+    hint_blocks = 2 * (len(config["conditioning_embedding_out_channels"]) - 1)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "controlnet_cond_embedding":
+            # conv_in, SiLU, (conv, SiLU) x blocks, conv_out: only the convolutions hold weights.
+            if parts[1] == "conv_in":
+                index = 0
+            elif parts[1] == "conv_out":
+                index = 2 * (hint_blocks + 1)
+            else:
+                index = 2 * (int(parts[2]) + 1)
+            new: str | None = f"input_hint_block.{index}." + parts[-1]
+        elif parts[0] == "controlnet_down_blocks":
+            new = f"zero_convs.{parts[1]}.0." + parts[-1]
+        elif parts[0] == "controlnet_mid_block":
+            new = "middle_block_out.0." + parts[-1]
+        else:
+            new = _unet_key(key, layers)
+        if new is None:
+            raise ValueError(f"no LDM name for ControlNet key {key!r}")
+        out[CONTROLNET_PREFIX + new] = value.detach().contiguous()
+    return out

@@ -21,7 +21,7 @@ import uuid
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as ThreadTimeout
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -29,13 +29,43 @@ from typing import Any, Callable, Literal
 import torch
 from diffusers import AutoencoderTiny
 
-from inference.caches import DEFAULT_CACHE_TTL_SECS, DEFAULT_LATENT_CACHE_ENTRIES, DEFAULT_TEXT_CACHE_ENTRIES, TTLCache
+from inference.caches import (
+    DEFAULT_CACHE_TTL_SECS,
+    DEFAULT_CONTROL_CACHE_ENTRIES,
+    DEFAULT_LATENT_CACHE_ENTRIES,
+    DEFAULT_TEXT_CACHE_ENTRIES,
+    TTLCache,
+)
+from inference.control import ControlImage, cache_size
 from inference.errors import GenerationCancelled, GenerationFailed, InferenceError
-from inference.events import Cancelled, Done, Failed, GeneratedImage, JobEvent, JobResult, Preview, Progress, Started
+from inference.events import (
+    Cancelled,
+    ControlImages,
+    ControlOut,
+    Done,
+    Failed,
+    GeneratedImage,
+    JobEvent,
+    JobResult,
+    Preview,
+    Progress,
+    Started,
+)
 from inference.images import a1111_parameters, encode_png
 from inference.model_cache import ModelCache, default_budgets
 from inference.models import ModelRegistry, ModelSpec
-from inference.pipelines import GenerationOutput, LoadedModel, StepHooks, generate, load_model, resolve_size
+from inference.pipelines import (
+    CONTROLNET_CACHE_PREFIX,
+    Caches,
+    GenerationOutput,
+    LoadedModel,
+    StepHooks,
+    controlnet_cache_key,
+    generate,
+    load_controlnet,
+    load_model,
+    resolve_size,
+)
 from inference.previews import (
     DEFAULT_PREVIEW_FORMAT,
     DEFAULT_PREVIEW_FPS,
@@ -46,7 +76,7 @@ from inference.previews import (
     PreviewThrottle,
     TaesdPreviewer,
 )
-from inference.requests import GenerationRequest
+from inference.requests import ControlUnit, GenerationRequest
 from inference.screening import PromptScreen
 
 log = logging.getLogger(__name__)
@@ -72,6 +102,7 @@ class EngineConfig:
     preview_method: PreviewMethod = "auto"  # auto = TAESD when its weights are local, else linear
     text_cache_entries: int = DEFAULT_TEXT_CACHE_ENTRIES
     latent_cache_entries: int = DEFAULT_LATENT_CACHE_ENTRIES
+    control_cache_entries: int = DEFAULT_CONTROL_CACHE_ENTRIES  # decoded photos + control images
     cache_ttl_s: float = DEFAULT_CACHE_TTL_SECS
     # torch's intra-op threads on a CPU-only host; None = one fewer than the cores, so the event
     # loop and the preview encoder keep a core (with every core, torch's spinning threads stall
@@ -188,6 +219,8 @@ class Engine:
         self.devices = self.config.devices or detect_devices()
         self.text_cache: TTLCache = TTLCache(self.config.text_cache_entries, ttl_s=self.config.cache_ttl_s)
         self.latent_cache: TTLCache = TTLCache(self.config.latent_cache_entries, ttl_s=self.config.cache_ttl_s)
+        self.control_cache: TTLCache = TTLCache(self.config.control_cache_entries, ttl_s=self.config.cache_ttl_s,
+                                                size_of=cache_size)
         self.encoder = PreviewEncoder()
         self.counters = _Counters()
         self._counter_lock = threading.Lock()
@@ -212,9 +245,14 @@ class Engine:
     def validate(self, request: GenerationRequest) -> GenerationRequest:
         """Refuse a bad request (InvalidRequest) or return it with a concrete seed."""
         names = self.registry.names()
-        if request.model not in names:
+        controlnets = self.registry.controlnet_families()
+        if request.model not in names or any(isinstance(unit, ControlUnit) and unit.model not in controlnets
+                                             for unit in request.controls):
             names = frozenset(self.registry.refresh())  # a model may have been added since the scan
-        request.validate(names, self.screen, self.registry.lora_names() if request.loras else ())
+            controlnets = self.registry.controlnet_families()
+        family = self.registry.get(request.model).family if request.model in names else None
+        request.validate(names, self.screen, self.registry.lora_names() if request.loras else (),
+                         model_family=family, known_controlnets=controlnets)
         return request.with_seed()
 
     def submit(self, request: GenerationRequest, on_event: EventCallback | None = None, *,
@@ -240,6 +278,7 @@ class Engine:
             "previews_encoded": self.encoder.encoded,
             "text_cache": self.text_cache.stats(),
             "latent_cache": self.latent_cache.stats(),
+            "control_cache": self.control_cache.stats(),
             "model_caches": [worker.cache.stats() for worker in self.workers],
         }
 
@@ -292,7 +331,9 @@ class _Worker:
         self._previewers: dict[str, Any] = {}
         self.thread = threading.Thread(target=self._serve, name=f"va-gpu-{device}", daemon=True)
 
-    def _load(self, name: str) -> LoadedModel:
+    def _load(self, name: str) -> Any:
+        if name.startswith(CONTROLNET_CACHE_PREFIX):
+            return load_controlnet(self.engine.registry.controlnet(name[len(CONTROLNET_CACHE_PREFIX):]), dtype=self.dtype)
         return self.engine._loader(self.engine.registry.get(name), self.dtype)
 
     def _serve(self) -> None:
@@ -344,23 +385,33 @@ class _Worker:
 
     def _generate_with_oom_retry(self, job: Job) -> tuple[GenerationOutput, LoadedModel, float]:
         hooks = StepHooks(on_step=lambda step, total, x0: self._on_step(job, step, total, x0),
-                          should_stop=lambda: job.cancel_requested)
+                          should_stop=lambda: job.cancel_requested,
+                          on_control=lambda images: job.post(ControlImages(job.id, images=_control_out(job, images))))
+        engine = self.engine
+        req = job.request
+        controlnet_names = list(dict.fromkeys(unit.model for unit in req.controls))
+        caches = Caches(text=engine.text_cache, latent=engine.latent_cache, control=engine.control_cache)
         for attempt in (1, 2):
-            loads_before = self.cache.loads
+            loads_before, load_seconds_before = self.cache.loads, self.cache.load_seconds
             try:
-                with self.cache.use(job.request.model) as loaded:
-                    load_s = self.cache.last_load_seconds if self.cache.loads > loads_before else 0.0
-                    lora_paths = {name: self.engine.registry.lora_path(name) for name, _ in job.request.loras}
-                    output = generate(loaded, job.request, device=self.device, hooks=hooks,
-                                      text_cache=self.engine.text_cache, latent_cache=self.engine.latent_cache,
-                                      lora_paths=lora_paths)
+                # Every module the job uses is pinned until it ends: the model first, then its ControlNets.
+                with ExitStack() as pins:
+                    loaded = pins.enter_context(self.cache.use(req.model))
+                    controlnets = {name: pins.enter_context(self.cache.use(controlnet_cache_key(name)))
+                                   for name in controlnet_names}
+                    load_s = self.cache.load_seconds - load_seconds_before if self.cache.loads > loads_before else 0.0
+                    lora_paths = {name: engine.registry.lora_path(name) for name, _ in req.loras}
+                    output = generate(loaded, req, device=self.device, hooks=hooks, caches=caches,
+                                      lora_paths=lora_paths, controlnets=controlnets)
                     return output, loaded, load_s
             except torch.OutOfMemoryError:
                 if attempt == 2:
                     raise GenerationFailed(
                         f"out of memory on {self.device} even after evicting every other model", code="out_of_memory"
                     ) from None
-                evicted = self.cache.evict_unpinned(keep=job.request.model)  # it is retried next
+                # The job's own modules stay for the retry; everything else unpinned goes.
+                keep = {req.model, *(controlnet_cache_key(name) for name in controlnet_names)}
+                evicted = self.cache.evict_unpinned(keep=keep)
                 self.engine._count(oom_retries=1)
                 log.warning("job %s: out of memory on %s; evicted %d model(s), retrying once",
                             job.id, self.device, evicted)
@@ -440,11 +491,12 @@ class _Worker:
                     prompt=req.prompt, negative_prompt=req.negative_prompt, steps=req.steps, sampler=req.sampler,
                     guidance=req.guidance, seed=seed, width=width, height=height, model=spec.name,
                     model_hash=model_hash, strength=req.strength if req.kind == "img2img" else None,
-                    clip_skip=req.clip_skip,
+                    clip_skip=req.clip_skip, controls=[unit.settings() for unit in req.controls],
                 )
                 images.append(GeneratedImage(encode_png(image, parameters), image.width, image.height, seed, parameters))
             timings["total_s"] = time.perf_counter() - job.submitted_at
-            result = JobResult(job.id, spec.name, images, timings)
+            result = JobResult(job.id, spec.name, images, timings,
+                               control_images=_control_out(job, output.control_images))
         except Exception as exc:
             log.exception("job %s: encoding the result failed", job.id)
             self._fail(job, "encode_failed", f"{exc.__class__.__name__}: {exc}")
@@ -453,3 +505,9 @@ class _Worker:
         self.engine._count(done=1)
         job.post(Done(job.id, result=result))
         job.settle(result=result)
+
+
+def _control_out(job: Job, images: list[ControlImage]) -> list[ControlOut]:
+    return [ControlOut(unit=index, model=unit.model, preprocessor=unit.preprocessor, png=image.png,
+                       width=image.rgb.shape[1], height=image.rgb.shape[0])
+            for index, (unit, image) in enumerate(zip(job.request.controls, images))]

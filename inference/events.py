@@ -20,11 +20,28 @@ class GeneratedImage:
 
 
 @dataclass(frozen=True)
+class ControlOut:
+    """The control image one ControlNet unit saw (what its preprocessor made), to show the user."""
+
+    unit: int  # index in the request's `controls`
+    model: str
+    preprocessor: str
+    png: bytes = field(repr=False)
+    width: int
+    height: int
+
+    def to_message(self) -> dict[str, Any]:
+        return {"unit": self.unit, "model": self.model, "preprocessor": self.preprocessor, "mime": "image/png",
+                "width": self.width, "height": self.height, "image": self.png}
+
+
+@dataclass(frozen=True)
 class JobResult:
     job: str
     model: str
     images: list[GeneratedImage]
     timings: dict[str, float]
+    control_images: list[ControlOut] = field(default_factory=list)  # one per ControlNet unit, in order
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,17 @@ class Preview(JobEvent):
     def to_message(self) -> dict[str, Any]:
         return {**super().to_message(), "step": self.step, "total": self.total, "mime": self.mime,
                 "image": self.image, "at": self.at}
+
+
+@dataclass(frozen=True)
+class ControlImages(JobEvent):
+    """The control images of a ControlNet job, made before its first step (so they show while it runs)."""
+
+    type: ClassVar[str] = "control"
+    images: list[ControlOut] = field(default_factory=list)
+
+    def to_message(self) -> dict[str, Any]:
+        return {**super().to_message(), "images": [image.to_message() for image in self.images]}
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
@@ -15,6 +16,8 @@ from inference.errors import InvalidRequest
 MAX_INIT_IMAGE_PIXELS = 4 * 2048 * 2048
 MAX_INIT_IMAGE_BYTES = 32 * 1024 * 1024
 ALLOWED_INIT_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+EXIF_ORIENTATION_TAG = 0x0112
+TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -24,19 +27,19 @@ class ImageProbe:
     height: int
 
 
-def probe_image(data: bytes, *, max_pixels: int = MAX_INIT_IMAGE_PIXELS) -> ImageProbe:
+def probe_image(data: bytes, *, max_pixels: int = MAX_INIT_IMAGE_PIXELS, field: str = "init_image") -> ImageProbe:
     """Read only the header: format and size, refusing non-images and decompression bombs.
 
     `Image.open` parses the header without decoding pixels, so a 100,000 x 100,000 PNG of
-    a few kilobytes is refused here before any memory is spent on it.
+    a few kilobytes is refused here before any memory is spent on it. Errors name `field`.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
-        raise InvalidRequest("`init_image` must be non-empty image bytes.", code="invalid_image", field="init_image")
+        raise InvalidRequest(f"`{field}` must be non-empty image bytes.", code="invalid_image", field=field)
     if len(data) > MAX_INIT_IMAGE_BYTES:
         raise InvalidRequest(
-            f"`init_image` is {len(data)} bytes; the limit is {MAX_INIT_IMAGE_BYTES}.",
+            f"`{field}` is {len(data)} bytes; the limit is {MAX_INIT_IMAGE_BYTES}.",
             code="image_too_large",
-            field="init_image",
+            field=field,
         )
     try:
         with warnings.catch_warnings():
@@ -46,35 +49,46 @@ def probe_image(data: bytes, *, max_pixels: int = MAX_INIT_IMAGE_PIXELS) -> Imag
                 fmt, (width, height) = img.format or "", img.size
     except Image.DecompressionBombError as exc:
         raise InvalidRequest(
-            f"`init_image` is a decompression bomb: {exc}",
+            f"`{field}` is a decompression bomb: {exc}",
             code="image_too_large",
-            field="init_image",
+            field=field,
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InvalidRequest(
-            f"`init_image` is not a readable image ({exc.__class__.__name__}).", code="invalid_image", field="init_image"
+            f"`{field}` is not a readable image ({exc.__class__.__name__}).", code="invalid_image", field=field
         ) from None
     if fmt not in ALLOWED_INIT_FORMATS:
         raise InvalidRequest(
-            f"`init_image` is {fmt or 'an unknown format'}; use one of {sorted(ALLOWED_INIT_FORMATS)}.",
+            f"`{field}` is {fmt or 'an unknown format'}; use one of {sorted(ALLOWED_INIT_FORMATS)}.",
             code="invalid_image",
-            field="init_image",
+            field=field,
         )
     if width * height > max_pixels:
         raise InvalidRequest(
-            f"`init_image` is {width}x{height} = {width * height} pixels; the limit is {max_pixels}.",
+            f"`{field}` is {width}x{height} = {width * height} pixels; the limit is {max_pixels}.",
             code="image_too_large",
-            field="init_image",
+            field=field,
         )
     return ImageProbe(fmt, width, height)
 
 
-def decode_rgb(data: bytes) -> Image.Image:
-    """Decode probed bytes to RGB (worker side; the probe has already bounded the size)."""
-    probe_image(data)
+def upright_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an image as shown, EXIF orientation applied, from its header alone."""
     with Image.open(io.BytesIO(bytes(data))) as img:
-        img.load()
-        return img.convert("RGB")
+        width, height = img.size
+        if img.getexif().get(EXIF_ORIENTATION_TAG) in TRANSPOSED_ORIENTATIONS:
+            return height, width
+    return width, height
+
+
+def fit_to_area(width: int, height: int, side_px: int, multiple_px: int = 8) -> tuple[int, int]:
+    """A size of the same aspect as width x height holding about side_px² pixels, in multiples of `multiple_px`.
+
+    What a model trained at side_px x side_px handles best for a photo of that shape.
+    """
+    scale = (side_px * side_px / (width * height)) ** 0.5
+    return (max(multiple_px, round(width * scale / multiple_px) * multiple_px),
+            max(multiple_px, round(height * scale / multiple_px) * multiple_px))
 
 
 def a1111_parameters(
@@ -91,8 +105,13 @@ def a1111_parameters(
     model_hash: str | None,
     strength: float | None = None,
     clip_skip: int | None = None,
+    controls: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The `parameters` text AUTOMATIC1111 writes, which its PNG-info reader and others parse."""
+    """The `parameters` text AUTOMATIC1111 writes, which its PNG-info reader and others parse.
+
+    `controls` are ControlNet unit settings (`ControlUnit.settings()`), written as the
+    sd-webui-controlnet extension writes them: `ControlNet 0: "Module: canny, Model: ..."`.
+    """
     lines = [prompt]
     if negative_prompt:
         lines.append(f"Negative prompt: {negative_prompt}")
@@ -110,6 +129,12 @@ def a1111_parameters(
         fields.append(("Denoising strength", f"{strength:g}"))
     if clip_skip and clip_skip > 1:
         fields.append(("Clip skip", clip_skip))
+    for index, unit in enumerate(controls or ()):
+        parts = [("Module", unit["preprocessor"]), ("Model", unit["model"]), ("Weight", f"{unit['scale']:g}")]
+        if unit["preprocessor"] == "canny":
+            parts += [("Threshold A", unit["low_threshold"]), ("Threshold B", unit["high_threshold"])]
+        parts += [("Guidance Start", f"{unit['start']:g}"), ("Guidance End", f"{unit['end']:g}")]
+        fields.append((f"ControlNet {index}", '"' + ", ".join(f"{k}: {v}" for k, v in parts) + '"'))
     lines.append(", ".join(f"{key}: {value}" for key, value in fields))
     return "\n".join(lines)
 

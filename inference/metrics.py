@@ -43,7 +43,7 @@ class EngineCollector(Collector):
             "misses": CounterMetricFamily(f"{PREFIX}_tensor_cache_misses", "Small tensor cache misses", labels=["cache"]),
             "bytes": GaugeMetricFamily(f"{PREFIX}_tensor_cache_bytes", "Bytes held by a small tensor cache", labels=["cache"]),
         }
-        for cache in ("text_cache", "latent_cache"):
+        for cache in ("text_cache", "latent_cache", "control_cache"):
             for key, family in small.items():
                 family.add_metric([cache], stats[cache][key])
         yield from small.values()

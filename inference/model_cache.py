@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Collection, Iterator, Literal
 
 import torch
 
@@ -123,10 +123,11 @@ class ModelCache:
         with self._lock:
             return {name for name, e in self._entries.items() if e.pins > 0}
 
-    def evict_unpinned(self, keep: str | None = None) -> int:
-        """Demote (or drop) every unpinned device model but `keep`: the first answer to a CUDA OOM."""
+    def evict_unpinned(self, keep: str | Collection[str] | None = None) -> int:
+        """Demote (or drop) every unpinned device model but those in `keep`: the first answer to a CUDA OOM."""
+        kept = {keep} if isinstance(keep, str) else set(keep or ())
         with self._lock:
-            victims = [e for e in self._entries.values() if e.tier == "device" and e.pins == 0 and e.name != keep]
+            victims = [e for e in self._entries.values() if e.tier == "device" and e.pins == 0 and e.name not in kept]
             for victim in victims:
                 self._demote(victim)
         self._release_memory()

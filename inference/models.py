@@ -8,6 +8,12 @@ Two layouts are recognised under the models folder (default `data/models/`):
   configs come from a sidecar `<name>.config/` folder when present (a non-standard
   architecture), else from the bundled `inference/configs/<family>/`.
 
+ControlNets live in `<models>/controlnets/`, in either layout: a diffusers folder
+(`<name>/config.json` + `diffusion_pytorch_model.safetensors`) or one `<name>.safetensors`
+(original `control_model.*` keys or diffusers keys) whose config comes from a sidecar
+`<name>.config/config.json` or the bundled `inference/configs/controlnet-<family>/`.
+LoRAs are files in `<models>/loras/`.
+
 Only safetensors are ever read: pickle checkpoints (`.ckpt`, `.pt`, `.bin`) can run code
 on load, so they are listed as refused rather than loaded.
 """
@@ -19,7 +25,7 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from safetensors import safe_open
 
@@ -32,6 +38,14 @@ BUNDLED_CONFIGS = Path(__file__).parent / "configs"
 BUNDLED_CONFIG_FOR_FAMILY: dict[str, str] = {"sd1": "sd15", "sdxl": "sdxl"}
 SIDECAR_SUFFIX = ".config"
 LORA_FOLDER = "loras"
+CONTROLNET_FOLDER = "controlnets"
+BUNDLED_CONTROLNET_CONFIG_FOR_FAMILY: dict[str, str] = {"sd1": "controlnet-sd15", "sdxl": "controlnet-sdxl"}
+# Width of the text embedding a UNet's (or ControlNet's) cross-attention reads: it names the family.
+CONTEXT_DIM_FAMILY: dict[int, Family] = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+# Tensor names that only a ControlNet has: its hint encoder and its zero convolutions.
+CONTROLNET_MARKERS = ("controlnet_cond_embedding.", "input_hint_block.", "zero_convs.", "controlnet_down_blocks.")
+# Tensor names of SDXL's extra (pooled text + size) embedding, in diffusers and original layout.
+SDXL_ADD_EMBEDDING_MARKERS = ("add_embedding.", "label_emb.")
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})
 # Native training resolution per family: the size used when a request leaves it out.
 NATIVE_SIDE_PX: dict[str, int] = {"sd1": 512, "sd2": 768, "sdxl": 1024}
@@ -85,6 +99,24 @@ def family_from_diffusers_folder(folder: Path) -> Family:
     return "sd1"
 
 
+def family_from_controlnet_config(config: dict) -> Family:
+    """SDXL ControlNets take the pooled-text + size embedding; otherwise the cross-attention width says."""
+    if config.get("addition_embed_type") == "text_time":
+        return "sdxl"
+    width = config.get("cross_attention_dim")
+    return CONTEXT_DIM_FAMILY.get(width, "sd1") if isinstance(width, int) else "sd1"
+
+
+def family_from_controlnet_shapes(shapes: dict[str, list[int]]) -> Family:
+    """The same rule read from a single file's tensor names and shapes (headers only)."""
+    if any(marker in name for name in shapes for marker in SDXL_ADD_EMBEDDING_MARKERS):
+        return "sdxl"
+    for name, shape in shapes.items():
+        if name.endswith("attn2.to_k.weight") and len(shape) == 2:
+            return CONTEXT_DIM_FAMILY.get(shape[1], "sd1")
+    return "sd1"
+
+
 def _fingerprint(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for f in files:
@@ -100,25 +132,18 @@ class ModelRegistry:
         self.models_dir = Path(models_dir)
         self._lock = threading.Lock()
         self._specs: dict[str, ModelSpec] = {}
-        self.refused: dict[str, str] = {}  # name -> why it cannot be loaded
+        self._controlnets: dict[str, ModelSpec] = {}
+        self.refused: dict[str, str] = {}  # name (controlnets/<name> for ControlNets) -> why it cannot be loaded
         self._hashes: dict[tuple[str, str], str] = {}
         self.refresh()
 
     def refresh(self) -> dict[str, ModelSpec]:
-        """Rescan the folder and return name -> spec."""
-        specs: dict[str, ModelSpec] = {}
+        """Rescan the folder (checkpoints and ControlNets) and return name -> checkpoint spec."""
         refused: dict[str, str] = {}
-        if self.models_dir.is_dir():
-            for entry in sorted(self.models_dir.iterdir()):
-                try:
-                    spec = self._inspect(entry)
-                except ModelLoadError as exc:
-                    refused[entry.name] = str(exc)
-                    continue
-                if spec is not None:
-                    specs[spec.name] = spec
+        specs = _scan(self.models_dir, self._inspect, refused, "")
+        controlnets = _scan(self.models_dir / CONTROLNET_FOLDER, _inspect_controlnet, refused, CONTROLNET_FOLDER + "/")
         with self._lock:
-            self._specs, self.refused = specs, refused
+            self._specs, self._controlnets, self.refused = specs, controlnets, refused
         return dict(specs)
 
     def _inspect(self, entry: Path) -> ModelSpec | None:
@@ -179,6 +204,22 @@ class ModelRegistry:
             raise ModelLoadError(f"LoRA {name!r} is not in {self.models_dir / LORA_FOLDER}")
         return path
 
+    def controlnet_families(self) -> dict[str, str]:
+        """ControlNet name -> family, as of the last scan."""
+        with self._lock:
+            return {name: spec.family for name, spec in self._controlnets.items()}
+
+    def controlnet_specs(self) -> list[ModelSpec]:
+        with self._lock:
+            return list(self._controlnets.values())
+
+    def controlnet(self, name: str) -> ModelSpec:
+        with self._lock:
+            try:
+                return self._controlnets[name]
+            except KeyError:
+                raise ModelLoadError(f"ControlNet {name!r} is not in {self.models_dir / CONTROLNET_FOLDER}") from None
+
     def names(self) -> frozenset[str]:
         with self._lock:
             return frozenset(self._specs)
@@ -213,3 +254,54 @@ class ModelRegistry:
         with self._lock:
             self._hashes[key] = value
         return value
+
+
+def _scan(folder: Path, inspect: Callable[[Path], ModelSpec | None], refused: dict[str, str],
+          prefix: str) -> dict[str, ModelSpec]:
+    specs: dict[str, ModelSpec] = {}
+    if folder.is_dir():
+        for entry in sorted(folder.iterdir()):
+            try:
+                spec = inspect(entry)
+            except ModelLoadError as exc:
+                refused[prefix + entry.name] = str(exc)
+                continue
+            if spec is not None:
+                specs[spec.name] = spec
+    return specs
+
+
+def _inspect_controlnet(entry: Path) -> ModelSpec | None:
+    if entry.is_dir() and not entry.name.endswith(SIDECAR_SUFFIX) and (entry / "config.json").exists():
+        weights = sorted(entry.glob("*.safetensors"))
+        if not weights:
+            raise ModelLoadError(f"{entry.name}: ControlNet folder without .safetensors weights (pickle is refused)")
+        try:
+            config = json.loads((entry / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{entry.name}: unreadable config.json ({exc})") from None
+        return ModelSpec(name=entry.name, path=entry, layout="diffusers", family=family_from_controlnet_config(config),
+                         config_dir=entry, size_bytes=sum(w.stat().st_size for w in weights),
+                         fingerprint=_fingerprint(weights))
+    if entry.is_file() and entry.suffix == ".safetensors":
+        try:
+            with safe_open(str(entry), framework="pt") as f:
+                shapes = {key: f.get_slice(key).get_shape() for key in f.keys()}
+        except Exception as exc:  # safetensors raises its own SafetensorError on a bad header
+            raise ModelLoadError(f"{entry.name}: unreadable safetensors header ({exc})") from None
+        if not any(marker in name for name in shapes for marker in CONTROLNET_MARKERS):
+            raise ModelLoadError(f"{entry.name}: not a ControlNet (no hint encoder or zero convolutions)")
+        family = family_from_controlnet_shapes(shapes)
+        sidecar = entry.with_name(entry.stem + SIDECAR_SUFFIX)
+        if (sidecar / "config.json").is_file():
+            config_dir = sidecar
+        elif family in BUNDLED_CONTROLNET_CONFIG_FOR_FAMILY:
+            config_dir = BUNDLED_CONFIGS / BUNDLED_CONTROLNET_CONFIG_FOR_FAMILY[family]
+        else:
+            raise ModelLoadError(f"{entry.name}: no bundled ControlNet config for family {family}; put its "
+                                 f"config.json in a folder beside it named {sidecar.name}")
+        return ModelSpec(name=entry.stem, path=entry, layout="single_file", family=family, config_dir=config_dir,
+                         size_bytes=entry.stat().st_size, fingerprint=_fingerprint([entry]))
+    if entry.is_file() and entry.suffix in PICKLE_SUFFIXES:
+        raise ModelLoadError(f"{entry.name}: pickle ControlNets are refused; convert it to .safetensors")
+    return None

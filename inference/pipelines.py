@@ -6,11 +6,14 @@ A generation asks the pipeline for latents (`output_type="latent"`) and decodes 
 itself, so it can (a) skip the decode when the job was cancelled and (b) catch the
 half-precision VAE overflow that turns images black or into colour blocks, upcast the
 VAE to float32 and decode again.
+
+With ControlNet units, a ControlNet pipeline of the right family and kind is put together
+for the job from the cached model's own modules and the cached ControlNet modules (no
+weights are copied), and dropped after it, so nothing keeps an evicted module alive.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,20 +22,26 @@ from typing import Any, Callable
 
 import torch
 from diffusers import (
+    ControlNetModel,
+    StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLControlNetImg2ImgPipeline,
+    StableDiffusionXLControlNetPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
 )
+from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 from PIL import Image
 
 from inference.caches import TTLCache, to_cpu
 from inference.construction import construction_lock
+from inference.control import ControlImage, PhotoSource
 from inference.errors import GenerationFailed, ModelLoadError
-from inference.images import decode_rgb
 from inference.models import ModelSpec
 from inference.previews import X0Tap
-from inference.requests import GenerationRequest
+from inference.requests import ControlUnit, GenerationRequest
 from inference.samplers import make_scheduler
 
 log = logging.getLogger(__name__)
@@ -43,15 +52,26 @@ IMG2IMG_CLASS = {
     "sd2": StableDiffusionImg2ImgPipeline,
     "sdxl": StableDiffusionXLImg2ImgPipeline,
 }
+# (family, kind) -> the ControlNet variant of the pipeline
+CONTROLNET_CLASS = {
+    ("sd1", "txt2img"): StableDiffusionControlNetPipeline,
+    ("sd2", "txt2img"): StableDiffusionControlNetPipeline,
+    ("sdxl", "txt2img"): StableDiffusionXLControlNetPipeline,
+    ("sd1", "img2img"): StableDiffusionControlNetImg2ImgPipeline,
+    ("sd2", "img2img"): StableDiffusionControlNetImg2ImgPipeline,
+    ("sdxl", "img2img"): StableDiffusionXLControlNetImg2ImgPipeline,
+}
+CONTROLNET_CACHE_PREFIX = "controlnet:"  # model-cache key of a ControlNet, beside the checkpoints' names
 # A decoded image whose pixels spread less than this (on the -1..1 scale) is a flat
 # colour block: the signature of a float16 VAE overflow rather than of any real image.
 FLAT_IMAGE_STD = 1e-3
 
 
 def module_bytes(pipe: Any) -> int:
-    """Bytes of every parameter and buffer of the pipeline's torch modules."""
+    """Bytes of every parameter and buffer of the pipeline's torch modules (or of one module)."""
+    modules = [pipe] if isinstance(pipe, torch.nn.Module) else list(pipe.components.values())
     total = 0
-    for component in pipe.components.values():
+    for component in modules:
         if isinstance(component, torch.nn.Module):
             for tensor in list(component.parameters()) + list(component.buffers()):
                 total += tensor.numel() * tensor.element_size()
@@ -121,11 +141,68 @@ def _img2img_keys(spec: ModelSpec) -> set[str]:
 
 
 @dataclass
+class LoadedControlNet:
+    """A ControlNet's module, held by the model cache like a checkpoint (its own entry and bytes)."""
+
+    spec: ModelSpec
+    module: ControlNetModel
+    nbytes: int
+    device: str = "cpu"
+
+    def to(self, device: str) -> None:
+        self.module.to(device)
+        self.device = device
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+
+def controlnet_cache_key(name: str) -> str:
+    return CONTROLNET_CACHE_PREFIX + name
+
+
+def load_controlnet(spec: ModelSpec, *, dtype: torch.dtype = torch.float32) -> LoadedControlNet:
+    """Read a ControlNet from disk (a diffusers folder, or one file with its config folder) into host memory."""
+    try:
+        with construction_lock:
+            if spec.layout == "diffusers":
+                module = ControlNetModel.from_pretrained(str(spec.path), torch_dtype=dtype, use_safetensors=True,
+                                                         local_files_only=True)
+            else:
+                # Original (`control_model.*`) and diffusers key layouts alike; the config comes from disk.
+                module = ControlNetModel.from_single_file(str(spec.path), config=str(spec.config_dir),
+                                                          torch_dtype=dtype, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"could not load ControlNet {spec.name!r}: {exc}") from exc
+    module.eval()
+    return LoadedControlNet(spec=spec, module=module, nbytes=module_bytes(module))
+
+
+def controlnet_pipeline(loaded: LoadedModel, kind: str, controlnets: list[LoadedControlNet]) -> Any:
+    """A ControlNet pipeline over the model's own modules and the given ControlNets (nothing is copied)."""
+    cls = CONTROLNET_CLASS[(loaded.family, kind)]
+    expected, optional = cls._get_signature_keys(cls)
+    components = {k: v for k, v in loaded.txt2img.components.items() if k in expected and k != "controlnet"}
+    modules = [c.module for c in controlnets]
+    extra: dict[str, Any] = {}
+    if "requires_safety_checker" in optional:
+        extra["requires_safety_checker"] = False  # prompts are screened; see load_model
+    if "add_watermarker" in optional:
+        extra["add_watermarker"] = False  # latents out; the decode is ours
+    pipe = cls(**components, controlnet=modules[0] if len(modules) == 1 else MultiControlNetModel(modules), **extra)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@dataclass
 class StepHooks:
     """How a running generation reports and is stopped; called on the worker thread."""
 
     on_step: Callable[[int, int, torch.Tensor], None] = lambda step, total, x0: None
     should_stop: Callable[[], bool] = lambda: False
+    # The control images, once made (before the first step), so they can be shown while it runs.
+    on_control: Callable[[list[ControlImage]], None] = lambda images: None
 
 
 @dataclass
@@ -138,7 +215,9 @@ class GenerationOutput:
     timings: dict[str, float] = field(default_factory=dict)
     text_cache_hit: bool = False
     latent_cache_hit: bool = False
+    control_cache_hits: int = 0  # units whose control image came from the cache
     vae_upcast: bool = False
+    control_images: list[ControlImage] = field(default_factory=list)  # one per unit, in order
 
 
 def text_cache_key(spec: ModelSpec, req: GenerationRequest) -> tuple:
@@ -146,10 +225,9 @@ def text_cache_key(spec: ModelSpec, req: GenerationRequest) -> tuple:
     return (spec.name, spec.fingerprint, req.prompt, req.negative_prompt, req.clip_skip, req.loras)
 
 
-def latent_cache_key(spec: ModelSpec, req: GenerationRequest, width: int, height: int) -> tuple:
-    assert req.init_image is not None
+def latent_cache_key(spec: ModelSpec, image_sha256: str, width: int, height: int) -> tuple:
     # The VAE is identified by its model's fingerprint: a different file is a different VAE.
-    return (spec.name, spec.fingerprint, "vae", hashlib.sha256(req.init_image).hexdigest(), width, height)
+    return (spec.name, spec.fingerprint, "vae", image_sha256, width, height)
 
 
 def resolve_size(spec: ModelSpec, req: GenerationRequest) -> tuple[int, int]:
@@ -200,16 +278,15 @@ def _skipped_clip_embeds(pipe: Any, text: str, device: str, skip: int) -> torch.
 
 
 @torch.no_grad()
-def encode_init_image(loaded: LoadedModel, req: GenerationRequest, width: int, height: int, device: str) -> torch.Tensor:
-    """Scaled VAE latents of the init image resized to the request (the latent mode, no sampling).
+def encode_init_image(loaded: LoadedModel, photo: Image.Image, device: str) -> torch.Tensor:
+    """Scaled VAE latents of the init image, already at the request's size (the latent mode, no sampling).
 
     The mode rather than a sample keeps the result a pure function of (VAE, image, size),
     which is what lets it be cached, and leaves the job's seed to the noise alone.
     """
-    assert req.init_image is not None
     pipe = loaded.img2img
     vae = pipe.vae
-    image = pipe.image_processor.preprocess(decode_rgb(req.init_image), height=height, width=width)
+    image = pipe.image_processor.preprocess(photo, height=photo.height, width=photo.width)
     upcast = vae.dtype != torch.float32 and bool(getattr(vae.config, "force_upcast", False))
     dtype = torch.float32 if upcast else vae.dtype
     original = vae.dtype
@@ -290,19 +367,37 @@ def _stop_on_flag(hooks: StepHooks, tap: X0Tap, state: dict[str, Any]) -> Callab
     return callback
 
 
+@dataclass
+class Caches:
+    """The engine's small caches a generation reads and fills (any may be None: no caching)."""
+
+    text: TTLCache | None = None
+    latent: TTLCache | None = None
+    control: TTLCache | None = None  # decoded photos and control images, by content hash
+
+
 def generate(
     loaded: LoadedModel,
     req: GenerationRequest,
     *,
     device: str,
     hooks: StepHooks | None = None,
-    text_cache: TTLCache | None = None,
-    latent_cache: TTLCache | None = None,
+    caches: Caches | None = None,
     lora_paths: dict[str, Path] | None = None,
+    controlnets: dict[str, LoadedControlNet] | None = None,
 ) -> GenerationOutput:
-    """Run one txt2img or img2img request on an already-placed model (worker thread)."""
+    """Run one txt2img or img2img request on an already-placed model (worker thread).
+
+    `controlnets` maps each of the request's ControlNet names to its placed module.
+    """
+    caches = caches or Caches()
+    units = [(unit, (controlnets or {})[unit.model]) for unit in req.controls]
+    for unit, controlnet in units:
+        if controlnet.family != loaded.family:  # validation refuses this earlier; never run a mismatch
+            raise GenerationFailed(f"ControlNet {unit.model!r} ({controlnet.family}) does not fit model "
+                                   f"{loaded.spec.name!r} ({loaded.family})", code="controlnet_base_mismatch")
     if not req.loras:
-        return _generate(loaded, req, device=device, hooks=hooks, text_cache=text_cache, latent_cache=latent_cache)
+        return _generate(loaded, req, device=device, hooks=hooks, caches=caches, units=units)
     pipe = loaded.txt2img  # img2img shares its UNet and text encoder, so the adapters apply to both
     names = [f"lora{i}" for i in range(len(req.loras))]
     try:
@@ -310,7 +405,7 @@ def generate(
             for adapter, (name, _weight) in zip(names, req.loras):
                 pipe.load_lora_weights(str((lora_paths or {})[name]), adapter_name=adapter)
         pipe.set_adapters(names, adapter_weights=[float(weight) for _name, weight in req.loras])
-        return _generate(loaded, req, device=device, hooks=hooks, text_cache=text_cache, latent_cache=latent_cache)
+        return _generate(loaded, req, device=device, hooks=hooks, caches=caches, units=units)
     finally:
         # The cached model stays as it was loaded: the next job may want no LoRA, or others.
         pipe.unload_lora_weights()
@@ -321,11 +416,13 @@ def _generate(
     req: GenerationRequest,
     *,
     device: str,
-    hooks: StepHooks | None = None,
-    text_cache: TTLCache | None = None,
-    latent_cache: TTLCache | None = None,
+    hooks: StepHooks | None,
+    caches: Caches,
+    units: list[tuple[ControlUnit, LoadedControlNet]],
 ) -> GenerationOutput:
     hooks = hooks or StepHooks()
+    text_cache, latent_cache = caches.text, caches.latent
+    photos = PhotoSource(caches.control)
     assert req.seed is not None, "resolve the seed before generating (GenerationRequest.with_seed)"
     spec = loaded.spec
     width, height = resolve_size(spec, req)
@@ -344,21 +441,40 @@ def _generate(
     embeds = {k: v.to(device=device, dtype=dtype) for k, v in embeds.items()}
     timings["encode_prompt_s"] = time.perf_counter() - started
 
-    pipe = loaded.img2img if req.kind == "img2img" else loaded.txt2img
     kwargs: dict[str, Any] = {}
-    if req.kind == "img2img":
+    if units:
         started = time.perf_counter()
-        key = latent_cache_key(spec, req, width, height)
+        out.control_images = [photos.control(unit, width, height) for unit, _ in units]
+        out.control_cache_hits = photos.control_hits
+        timings["control_s"] = time.perf_counter() - started
+        hooks.on_control(out.control_images)
+        pipe = controlnet_pipeline(loaded, req.kind, [controlnet for _, controlnet in units])
+        control = [Image.fromarray(image.rgb) for image in out.control_images]
+        one = len(units) == 1
+        kwargs.update(
+            # A single ControlNet takes plain values; several (MultiControlNetModel) take lists.
+            controlnet_conditioning_scale=float(units[0][0].scale) if one else [float(u.scale) for u, _ in units],
+            control_guidance_start=[float(u.start) for u, _ in units],
+            control_guidance_end=[float(u.end) for u, _ in units],
+            **{"control_image" if req.kind == "img2img" else "image": control[0] if one else control},
+        )
+    else:
+        pipe = loaded.img2img if req.kind == "img2img" else loaded.txt2img
+    if req.kind == "txt2img" or units:  # plain img2img takes its size from the init latents
+        kwargs.update(width=width, height=height)
+    if req.kind == "img2img":
+        assert req.init_image is not None
+        started = time.perf_counter()
+        key = latent_cache_key(spec, photos.digest(req.init_image), width, height)
         init = latent_cache.get(key) if latent_cache is not None else None
         out.latent_cache_hit = init is not None
         if init is None:
-            init = encode_init_image(loaded, req, width, height, device)
+            photo = Image.fromarray(photos.photo(req.init_image, width, height))
+            init = encode_init_image(loaded, photo, device)
             if latent_cache is not None:
                 latent_cache.put(key, to_cpu(init))
         kwargs.update(image=init.to(device=device, dtype=dtype), strength=req.strength)
         timings["encode_image_s"] = time.perf_counter() - started
-    else:
-        kwargs.update(width=width, height=height)
 
     scheduler = make_scheduler(req.sampler, loaded.scheduler_config)
     tap = X0Tap(scheduler)

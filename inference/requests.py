@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass, field, replace
-from typing import Collection, Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Collection, Literal, Mapping
 
 from inference.errors import InvalidRequest, UnknownModel
 from inference.images import probe_image
@@ -25,6 +25,47 @@ MAX_CLIP_SKIP = 12
 MAX_LORAS = 4
 # A1111 accepts any weight; beyond ±2 a LoRA only burns the image, so a larger one is a typo.
 MIN_LORA_WEIGHT, MAX_LORA_WEIGHT = -2.0, 2.0
+
+# ControlNet units (the preprocessors themselves are in inference/control.py, which needs OpenCV).
+PREPROCESSORS = ("canny", "softedge", "tile", "none")  # "none": the image already is a control image
+MAX_CONTROL_UNITS = 3  # A1111's default; every unit is one more ControlNet forward per step
+MIN_CONTROL_SCALE, MAX_CONTROL_SCALE = 0.0, 2.0
+MIN_CANNY_THRESHOLD, MAX_CANNY_THRESHOLD = 1, 255  # A1111's slider range, on 8-bit gradients
+DEFAULT_CANNY_LOW, DEFAULT_CANNY_HIGH = 100, 200
+FAMILY_LABEL = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+
+
+@dataclass(frozen=True)
+class ControlUnit:
+    """One ControlNet applied to a generation: which model, on which image, how strongly, when.
+
+    `start`/`end` are the fractions of the denoising steps during which the unit acts.
+    `image` is the photo (or, with preprocessor "none", a ready control image); `settings()`
+    is the rest as JSON, for callers that store the image elsewhere (a blob) and rebuild
+    the unit with `ControlUnit(**settings, image=...)`.
+    """
+
+    model: str
+    image: bytes = field(default=b"", repr=False)
+    preprocessor: str = "canny"
+    scale: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    low_threshold: int = DEFAULT_CANNY_LOW
+    high_threshold: int = DEFAULT_CANNY_HIGH
+
+    def settings(self) -> dict[str, Any]:
+        """Everything but the image, JSON-ready."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "image"}
+
+    def preprocess_key(self) -> tuple:
+        """What the preprocessor's output depends on besides the image and the size."""
+        if self.preprocessor == "canny":
+            return (self.preprocessor, self.low_threshold, self.high_threshold)
+        return (self.preprocessor,)
+
+
+CONTROL_UNIT_FIELDS = frozenset(f.name for f in fields(ControlUnit))
 
 
 @dataclass(frozen=True)
@@ -47,6 +88,8 @@ class GenerationRequest:
     clip_skip: int = 1  # A1111 convention: 1 uses the last layer, 2 the one before it
     # (name, weight) of LoRAs under the models folder's `loras/`, applied for this request only.
     loras: tuple[tuple[str, float], ...] = ()
+    # ControlNet units, in order; JSON gives {model, image, preprocessor, scale, start, end, ...} maps.
+    controls: tuple[ControlUnit, ...] = ()
 
     def __post_init__(self) -> None:
         # JSON (a stored job, a client) gives lists or {name, weight} maps; keep one hashable form.
@@ -57,14 +100,24 @@ class GenerationRequest:
                     item = (item.get("name"), item.get("weight", 1.0))
                 pairs.append(tuple(item) if isinstance(item, (list, tuple)) else item)
             object.__setattr__(self, "loras", tuple(pairs))
+        if isinstance(self.controls, (list, tuple)):
+            # A map with unknown keys stays a map: validate() refuses it, naming the keys.
+            units = [ControlUnit(**item) if isinstance(item, dict) and "model" in item
+                     and set(item) <= CONTROL_UNIT_FIELDS else item for item in self.controls]
+            object.__setattr__(self, "controls", tuple(units))
 
     def with_seed(self) -> "GenerationRequest":
         """A copy with a concrete seed, so the seed can be reported and reproduced."""
         return self if self.seed is not None else replace(self, seed=secrets.randbelow(MAX_SEED + 1))
 
     def validate(self, known_models: Collection[str], screen: PromptScreen | None = None,
-                 known_loras: Collection[str] = ()) -> None:
-        """Raise InvalidRequest naming the first bad value; return None when the request is good."""
+                 known_loras: Collection[str] = (), *, model_family: str | None = None,
+                 known_controlnets: Mapping[str, str] | None = None) -> None:
+        """Raise InvalidRequest naming the first bad value; return None when the request is good.
+
+        `known_controlnets` maps ControlNet names to their family; with `model_family` (the
+        checkpoint's) a ControlNet made for another family is refused here, before any load.
+        """
         if self.kind not in ("txt2img", "img2img"):
             raise InvalidRequest(f"`kind` must be 'txt2img' or 'img2img' but is {self.kind!r}.", code="invalid_kind")
         if not isinstance(self.model, str) or self.model not in known_models:
@@ -114,6 +167,7 @@ class GenerationRequest:
         elif self.init_image is not None:
             raise InvalidRequest("`init_image` is only for img2img.", code="invalid_image", field="init_image")
         _check_loras(self.loras, known_loras)
+        _check_controls(self.controls, known_controlnets or {}, self.model, model_family)
         if screen is not None:
             screen.check(self.prompt)
 
@@ -135,6 +189,53 @@ def _check_loras(loras: object, known: Collection[str]) -> None:
                 or not MIN_LORA_WEIGHT <= weight <= MAX_LORA_WEIGHT):
             raise InvalidRequest(f"LoRA {name!r} weight has to be in {MIN_LORA_WEIGHT:g}..{MAX_LORA_WEIGHT:g} "
                                  f"but is {weight!r}.", code="invalid_lora")
+
+
+def _check_controls(units: object, known: Mapping[str, str], model: str, model_family: str | None) -> None:
+    if not isinstance(units, tuple) or len(units) > MAX_CONTROL_UNITS:
+        raise InvalidRequest(f"`controls` must be a list of at most {MAX_CONTROL_UNITS} ControlNet units.",
+                             code="invalid_control", field="controls")
+    for index, unit in enumerate(units):
+        where = f"controls[{index}]"
+        if not isinstance(unit, ControlUnit):
+            extra = sorted(set(unit) - CONTROL_UNIT_FIELDS) if isinstance(unit, dict) else []
+            detail = f"; unknown keys {extra}" if extra else ""
+            raise InvalidRequest(f"`{where}` must be {{model, image, preprocessor, scale, start, end, "
+                                 f"low_threshold, high_threshold}}{detail}.", code="invalid_control", field="controls")
+        if not isinstance(unit.model, str) or unit.model not in known:
+            raise InvalidRequest(f"`{where}.model` {str(unit.model)[:80]!r} is not a ControlNet this engine has.",
+                                 code="unknown_controlnet", field="controls")
+        family = known[unit.model]
+        if model_family is not None and family != model_family:
+            raise InvalidRequest(
+                f"ControlNet {unit.model!r} is made for {FAMILY_LABEL.get(family, family)} but model {model!r} is "
+                f"{FAMILY_LABEL.get(model_family, model_family)}; choose a ControlNet for "
+                f"{FAMILY_LABEL.get(model_family, model_family)}.", code="controlnet_base_mismatch", field="controls")
+        if unit.preprocessor not in PREPROCESSORS:
+            raise InvalidRequest(f"`{where}.preprocessor` must be one of {', '.join(PREPROCESSORS)} "
+                                 f"but is {str(unit.preprocessor)[:40]!r}.", code="invalid_control", field="controls")
+        _check_fraction(f"{where}.scale", unit.scale, MIN_CONTROL_SCALE, MAX_CONTROL_SCALE)
+        _check_fraction(f"{where}.start", unit.start, 0.0, 1.0)
+        _check_fraction(f"{where}.end", unit.end, 0.0, 1.0)
+        if not unit.start < unit.end:
+            raise InvalidRequest(f"`{where}.start` ({unit.start!r}) must be below `{where}.end` ({unit.end!r}).",
+                                 code="invalid_control", field="controls")
+        for name in ("low_threshold", "high_threshold"):
+            value = getattr(unit, name)
+            if not _is_int(value) or not MIN_CANNY_THRESHOLD <= value <= MAX_CANNY_THRESHOLD:
+                raise InvalidRequest(f"`{where}.{name}` has to be an integer in {MIN_CANNY_THRESHOLD}.."
+                                     f"{MAX_CANNY_THRESHOLD} but is {value!r}.", code="invalid_control", field="controls")
+        if unit.low_threshold > unit.high_threshold:
+            raise InvalidRequest(f"`{where}.low_threshold` ({unit.low_threshold}) must not exceed "
+                                 f"`high_threshold` ({unit.high_threshold}).", code="invalid_control", field="controls")
+        probe_image(unit.image, field=f"{where}.image")
+
+
+def _check_fraction(name: str, value: object, low: float, high: float) -> None:
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or not low <= value <= high):
+        raise InvalidRequest(f"`{name}` has to be a number in {low:g}..{high:g} but is {value!r}.",
+                             code="invalid_control", field="controls")
 
 
 def _is_int(value: object) -> bool:

@@ -49,6 +49,7 @@ PLACES_LOCK_MS = 5000
 # A worker missing heartbeats for this many intervals is dropped from the registry.
 WORKER_EXPIRY_HEARTBEATS = 3
 LISTEN_RETRY_SECS = 0.5
+CLOSE_WAIT_SECS = 5.0
 
 _JOB_OF = "string.match(%s, '^([^|]+)|')"
 
@@ -302,7 +303,8 @@ class RedisJobQueue:
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+            # Bounded: a cancellation landing inside a redis-py call may be swallowed there.
+            await asyncio.wait([self._listener], timeout=CLOSE_WAIT_SECS)
 
     # Web side
 

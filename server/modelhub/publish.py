@@ -1,7 +1,8 @@
-"""Published checkpoints and LoRAs become loadable: a link in the models folder to the stored blob.
+"""Published checkpoints, LoRAs and ControlNets become loadable: a link in the models folder to the stored blob.
 
-The engine's registry scans `<models>/` for single-file checkpoints and `<models>/loras/` for LoRAs,
-so a link is all it takes for a hub file to appear in the Generate page's picker; the blob is not
+The engine's registry scans `<models>/` for single-file checkpoints, `<models>/loras/` for LoRAs
+and `<models>/controlnets/` for ControlNets, so a link is all it takes for a hub file to appear in
+the engine's lists (the Generate page's picker, a preset's ControlNet units); the blob is not
 copied. These functions block: call them through an executor.
 """
 
@@ -11,9 +12,10 @@ import os
 import re
 from pathlib import Path
 
-from inference.models import LORA_FOLDER
+from inference.models import CONTROLNET_FOLDER, LORA_FOLDER
 
-LINKED_KINDS = ("checkpoint", "lora")
+LINKED_KINDS = ("checkpoint", "lora", "controlnet")
+KIND_FOLDER = {"lora": LORA_FOLDER, "controlnet": CONTROLNET_FOLDER}  # checkpoints: the models folder itself
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME_CHARS = 120  # the jobs table keeps model names in 128 characters
 
@@ -29,8 +31,7 @@ class ModelLinks:
         self.models_dir = Path(models_dir)
 
     def _path(self, name: str, kind: str) -> Path:
-        folder = self.models_dir / LORA_FOLDER if kind == "lora" else self.models_dir
-        return folder / f"{name}.safetensors"
+        return self.models_dir / KIND_FOLDER.get(kind, "") / f"{name}.safetensors"
 
     def link(self, name: str, kind: str, blob: Path) -> None:
         if kind not in LINKED_KINDS:

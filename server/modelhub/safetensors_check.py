@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from inference.models import CONTEXT_DIM_FAMILY, CONTROLNET_MARKERS, SDXL_ADD_EMBEDDING_MARKERS
 from server.modelhub.errors import InvalidModelFile, PickleRefused
 
 # Real headers are kilobytes to a few megabytes (an SDXL checkpoint: ~250 KB); this leaves room.
@@ -48,8 +49,8 @@ CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-
 
 KINDS = ("checkpoint", "lora", "controlnet", "vae", "embedding")
 BASES = ("sd1", "sd2", "sdxl")
-# Width of the text embedding the UNet's cross-attention reads: it names the family.
-CONTEXT_DIM_BASE = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+# Width of the text embedding the UNet's cross-attention reads: it names the family (the engine's own table).
+CONTEXT_DIM_BASE: dict[int, str] = dict(CONTEXT_DIM_FAMILY)
 
 
 @dataclass(frozen=True)
@@ -256,8 +257,9 @@ def detect_kind_and_base(tensors: list[TensorInfo]) -> tuple[str, str]:
 
     if any_has("lora_up", "lora_down", "lora_A.", "lora_B.", "lora.up.", "lora.down.", "lora_te", "lora_unet"):
         return "lora", _lora_base(tensors, names)
-    if any_has("input_hint_block", "controlnet_cond_embedding", "control_model.", "zero_convs."):
-        return "controlnet", _context_base(tensors)
+    if any_has(*CONTROLNET_MARKERS):
+        # SDXL ControlNets carry SDXL's size + pooled-text embedding, as its UNet does.
+        return "controlnet", "sdxl" if any_has(*SDXL_ADD_EMBEDDING_MARKERS) else _context_base(tensors)
     if "emb_params" in names or "string_to_param.*" in names or any_has("string_to_param"):
         widths = {t.shape[-1] for t in tensors if t.shape}
         return "embedding", {768: "sd1", 1024: "sd2"}.get(next(iter(widths)), "") if len(widths) == 1 else ""

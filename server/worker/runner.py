@@ -50,8 +50,11 @@ UPKEEP_HEARTBEATS = 5
 ORPHAN_MIN_AGE_SECS = 10.0
 # After a failure to reach Redis or the database, wait this long before trying again.
 RETRY_SECS = 0.5
-# Once a stopping worker has cancelled what is left, how long each job may take to notice.
+# Once a stopping worker has cancelled what is left, how long each job may take to notice; how long the
+# events already made may take to reach the hub (bounded: Redis may be down).
 STOP_CANCEL_WAIT_SECS = 10.0
+STOP_DRAIN_SECS = 5.0
+_STOP = object()
 
 
 def new_worker_id() -> str:
@@ -85,8 +88,9 @@ class JobRunner:
                                devices=devices, slots=slots, started_at=time.time())
         self._running: dict[str, _Running] = {}
         self._slot_free = asyncio.Event()
-        self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._events: asyncio.Queue[Any] = asyncio.Queue()  # (job id, event), or _STOP
         self._tasks: list[asyncio.Task] = []
+        self._publisher: asyncio.Task | None = None
         self._stopping = False
 
     @property
@@ -106,10 +110,10 @@ class JobRunner:
             await self._upkeep_once()
         except (RedisError, SQLAlchemyError, OSError) as exc:  # a worker starts while Redis is down, and waits
             log.warning("worker %s: queue upkeep at start failed (%s); retrying in the background", self.id, exc)
+        self._publisher = asyncio.create_task(self._publish_loop(), name="worker-publish")
         self._tasks = [asyncio.create_task(self._take_loop(), name="worker-take"),
                        asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
-                       asyncio.create_task(self._upkeep_loop(), name="worker-upkeep"),
-                       asyncio.create_task(self._publish_loop(), name="worker-publish")]
+                       asyncio.create_task(self._upkeep_loop(), name="worker-upkeep"), self._publisher]
         log.info("worker %s taking jobs (%d slot%s on %s)", self.id, self._slots, "" if self._slots == 1 else "s",
                  ", ".join(self.info.devices))
         return self
@@ -128,20 +132,19 @@ class JobRunner:
                     running.kind.stop(running.lease.job.job_id)
             if pending:
                 await asyncio.wait(pending, timeout=STOP_CANCEL_WAIT_SECS)
-        await self._drain_events()
+        # The publisher ends after what is queued (a sentinel, not a cancel: redis-py may swallow a
+        # cancellation that lands inside a command, and the task would then wait for events forever).
+        self._events.put_nowait(_STOP)
+        if self._publisher is not None:
+            await asyncio.wait([self._publisher], timeout=STOP_DRAIN_SECS)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_CANCEL_WAIT_SECS)
         with suppress(RedisError, OSError):
             await self.queue.leave(self.id)
         for runner in self._runners:
             await runner.close()
-
-    async def _drain_events(self) -> None:
-        for _ in range(200):  # bounded: the publisher may be stuck on a dead Redis
-            if self._events.empty():
-                return
-            await asyncio.sleep(0.01)
 
     # Taking
 
@@ -304,7 +307,10 @@ class JobRunner:
     async def _publish_loop(self) -> None:
         """The one coroutine that turns job events into hub events, in order."""
         while True:
-            job_id, event = await self._events.get()
+            item = await self._events.get()
+            if item is _STOP:
+                return
+            job_id, event = item
             try:
                 await self._publish_one(job_id, event)
             except Exception:

@@ -1,4 +1,5 @@
-"""Hub files in use: a published checkpoint is in the Generate picker and generates; a LoRA changes the image."""
+"""Hub files in use: a published checkpoint is in the Generate picker and generates; a LoRA changes the image;
+a ControlNet is linked where the engine lists it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 from safetensors.torch import save
 
 from config import Settings
-from inference.demo_model import DEMO_MODEL_NAME, export_single_file
+from inference.demo_model import DEMO_MODEL_NAME, export_single_file, tiny_controlnet
+from inference.models import CONTROLNET_FOLDER, ModelRegistry
 from tests.conftest import make_settings
 from tests.support.backends import Backend
 from tests.support.client import ApiClient, error_code
@@ -133,5 +135,28 @@ async def test_a_lora_applied_at_a_weight_changes_the_image(hub_gen) -> None:
         too_strong = await alice.post("/api/jobs", {**SMALL, "model": DEMO_MODEL_NAME,
                                                     "loras": [{"name": lora, "weight": 9}]})
         assert too_strong.status_code == 400 and error_code(too_strong) == "invalid_lora"
+    finally:
+        await alice.aclose()
+
+
+async def test_a_published_controlnet_is_linked_where_the_engine_lists_it(hub_gen) -> None:
+    base_url, settings = hub_gen
+    controlnet = await asyncio.get_running_loop().run_in_executor(None, tiny_controlnet)
+    data = save({k: v.contiguous() for k, v in controlnet.state_dict().items()})
+    alice = ApiClient(base_url)
+    try:
+        await alice.register("alice")
+        model = await new_model(alice, "Tiny Canny")
+        response = await alice.put(f"/api/hub/versions/{model['versions'][0]['id']}/files/canny.safetensors",
+                                   content=data)
+        assert response.status_code == 201, response.text
+        file = response.json()["file"]
+        assert file["kind"] == "controlnet" and file["engine_name"] == "alice--tiny-canny--v1--canny"
+        link = settings.models_dir / CONTROLNET_FOLDER / f"{file['engine_name']}.safetensors"
+        assert link.is_symlink()
+        registry = ModelRegistry(settings.models_dir)
+        assert file["engine_name"] in registry.controlnet_families()
+        assert (await alice.delete(f"/api/hub/models/{model['id']}")).status_code == 204
+        assert not link.exists()
     finally:
         await alice.aclose()
