@@ -126,8 +126,7 @@ class Runtime:
             presence: Presence = RedisPresence(client, settings.redis_prefix)
         else:
             hub, presence = MemoryHub(), MemoryPresence()
-        chat = ChatService(db, hub, presence, limiter, send_limit=settings.chat_send_limit,
-                           send_window_secs=settings.chat_send_window_secs)
+        chat = ChatService(db, hub, presence, limiter, settings)
         topics = TopicPolicy()
         topics.register("room", chat.may_read)
         topics.register("user", own_user_topic)
