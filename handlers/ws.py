@@ -75,11 +75,20 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
             max_send_buffer_bytes=runtime.settings.ws_max_send_buffer_bytes,
             art=runtime.art,
             collab=runtime.collab,
+            max_subscriptions=runtime.settings.ws_max_subscriptions,
+            replay_guard=self._replay_guard,
         )
         runtime.sockets.add(self)
         await self.connection.start()
         self.watch = CredentialWatch(runtime.hub, self.connection, self._current_principal)
         await self.watch.start()
+
+    async def _replay_guard(self) -> None:
+        """Replays per user, or per client address when anonymous (a new socket does not reset the count)."""
+        settings = self.runtime.settings
+        who = f"user:{self.principal.user.id}" if self.principal else f"ip:{self.client_ip}"
+        await self.runtime.limiter.require(f"ws-replay:{who}", settings.ws_replay_limit,
+                                           settings.ws_replay_window_secs, "Too many replays (sub with since)")
 
     def _send_binary(self, data: bytes) -> Future | None:
         """Write one binary frame and return the stream's own write future.
