@@ -140,8 +140,8 @@ def parse_awareness(payload: bytes) -> list[AwarenessEntry]:
 
 
 # Other members' editors put `user.color` / `colorLight` into `style=` attributes and show `user.name`:
-# only plain hex colours and plain one-line names may reach them.
-HEX_COLOUR_RE = re.compile(r"#[0-9a-fA-F]{6}")
+# only plain hex colours (#rrggbb, or #rrggbbaa for the translucent selection) and plain names may reach them.
+HEX_COLOUR_RE = re.compile(r"#[0-9a-fA-F]{6}(?:[0-9a-fA-F]{2})?")
 USER_NAME_MAX_CHARS = 64
 USER_FIELDS = {"id", "name", "color", "colorLight"}
 
@@ -151,7 +151,7 @@ def _check_user(user: Any) -> None:
         raise MalformedMessage(f"awareness `user` must be an object with only {', '.join(sorted(USER_FIELDS))}")
     for field in ("color", "colorLight"):
         if field in user and not (isinstance(user[field], str) and HEX_COLOUR_RE.fullmatch(user[field])):
-            raise MalformedMessage(f"awareness `user.{field}` must be a colour like #1a2b3c")
+            raise MalformedMessage(f"awareness `user.{field}` must be a colour like #1a2b3c (or #1a2b3c40)")
     name = user.get("name", "")
     if not isinstance(name, str) or len(name) > USER_NAME_MAX_CHARS or any(
             unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):

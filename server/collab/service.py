@@ -27,7 +27,7 @@ from server.collab.renders import RenderLog
 from server.collab.sessions import (OWNER, SessionDirectory, check_invite_terms, invite_json, may_edit,
                                    session_json)
 from server.collab.store import Stored, UpdateStore, merge
-from server.errors import Forbidden, InvalidInput, PayloadTooLarge, RateLimited
+from server.errors import Forbidden, InvalidInput, PayloadTooLarge
 from server.executors import Executors
 from server.hub import Hub
 from server.jobs import JobService
@@ -234,12 +234,10 @@ class CollabService:
         role = live.roles.get(user.id) if user else None
         if role is None or live.closed:
             raise Forbidden("You are no longer a member of this session.")
-        decision = await self._limiter.hit(f"collab:{session_id}:{user.id}", self._settings.collab_update_limit,
-                                           self._settings.collab_update_window_secs)
-        if not decision.allowed:
-            raise RateLimited(f"More than {self._settings.collab_update_limit} collab messages in "
-                              f"{self._settings.collab_update_window_secs} s; slow down.",
-                              retry_after_secs=decision.retry_after_secs)
+        await self._limiter.require(f"collab:{session_id}:{user.id}", self._settings.collab_update_limit,
+                                    self._settings.collab_update_window_secs,
+                                    f"More than {self._settings.collab_update_limit} collab messages in "
+                                    f"{self._settings.collab_update_window_secs} s")
         try:
             message = protocol.parse(data)
             if message.kind is Kind.SYNC_STEP1:
