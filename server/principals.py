@@ -132,7 +132,8 @@ class PrincipalCache:
     async def put(self, kind: str, credential_hash: str, user: User, extra: Any, ttl_secs: float) -> None:
         ttl = min(PRINCIPAL_TTL_SECS, ttl_secs)
         if ttl > 0:
-            await set_json(self._cache, self._key(kind, credential_hash), {"user": _snapshot(user), "extra": extra}, ttl)
+            entry = {"user": _snapshot(user), "extra": extra}
+            await set_json(self._cache, self._key(kind, credential_hash), entry, ttl)
 
     async def forget(self, kind: str, *credential_hashes: str) -> None:
         await self._cache.delete(*(self._key(kind, h) for h in credential_hashes))

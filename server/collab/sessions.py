@@ -22,6 +22,7 @@ RANK = {VIEWER: 0, EDITOR: 1, OWNER: 2}
 TITLE_MAX_CHARS = 120
 SESSION_LIST_MAX = 50
 INVITE_MAX_USES = 1000
+INVITE_MIN_SECS = 60
 INVITE_LIST_MAX = 100
 
 
@@ -60,8 +61,9 @@ def check_invite_terms(expires_in_secs: Any, max_uses: Any, *, default_secs: int
     """How long a new invitation lasts and how many may use it (None: anyone with the link until it expires)."""
     if expires_in_secs is None:
         expires_in_secs = default_secs
-    if isinstance(expires_in_secs, bool) or not isinstance(expires_in_secs, int) or not 60 <= expires_in_secs <= max_secs:
-        raise InvalidInput(f"`expires_in_secs` must be a whole number of seconds from 60 to {max_secs}.")
+    if (isinstance(expires_in_secs, bool) or not isinstance(expires_in_secs, int)
+            or not INVITE_MIN_SECS <= expires_in_secs <= max_secs):
+        raise InvalidInput(f"`expires_in_secs` must be a whole number of seconds from {INVITE_MIN_SECS} to {max_secs}.")
     if max_uses is not None and (isinstance(max_uses, bool) or not isinstance(max_uses, int)
                                  or not 1 <= max_uses <= INVITE_MAX_USES):
         raise InvalidInput(f"`max_uses` must be from 1 to {INVITE_MAX_USES}, or absent for no limit.")
