@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     chat_edit_limit: int = Field(20, ge=1)
     chat_edit_window_secs: int = Field(10, ge=1)
     typing_interval_secs: int = Field(2, ge=1)
-    # Replays (`sub` with `since`, up to 1,001 rows each) per user, or per address when anonymous, per
+    # Room replays (`sub` with `since`, up to 1,001 rows each) per user, or per address when anonymous, per
     # window; and topics one socket may watch at once.
     ws_replay_limit: int = Field(30, ge=1)
     ws_replay_window_secs: int = Field(10, ge=1)

@@ -98,8 +98,8 @@ class Connection:
         max_subscriptions: int = 200,
         replay_guard: Callable[[], Awaitable[None]] | None = None,
     ):
-        # Topics one socket may watch at once, and a check (raising RateLimited) before each replay a client
-        # asks for: a `sub` with `since` reads up to 1,001 rows.
+        # Topics one socket may watch at once, and a check (raising RateLimited) before each room replay a
+        # client asks for: a `sub` with `since` reads up to 1,001 rows.
         self._max_subscriptions = max_subscriptions
         self._replay_guard = replay_guard
         # More frames than this in one second is a flood: the socket is closed with 1008.
@@ -289,7 +289,9 @@ class Connection:
             if topic not in self._subs and len(self._subs) >= self._max_subscriptions:
                 raise InvalidInput(f"A socket may watch at most {self._max_subscriptions} topics; unsub from some "
                                    f"first.", code="too_many_subscriptions")
-            if since is not None and self._replay_guard is not None:
+            # A room's replay reads up to 1,001 rows from the database; other topics replay from the hub's
+            # capped history, and a page re-subscribes every job it shows after a reconnect.
+            if since is not None and kind == "room" and self._replay_guard is not None:
                 await self._replay_guard()
         if topic in self._subs:
             ack = {"type": "ack", "topic": topic, "seq": self._subs[topic].last_seq}
