@@ -202,7 +202,9 @@ class ChatService:
         """Delete one's own message; moderators may delete any."""
         async with self._db() as db:
             message, author = await self._message(db, room, message_id)
-            if author.id != actor.id and not actor.is_moderator:
+            # A moderator's right is read here, not from the socket's snapshot: a demotion made a moment ago
+            # in another process may not have reached this socket yet.
+            if author.id != actor.id and not await db.scalar(select(User.is_moderator).where(User.id == actor.id)):
                 raise Forbidden("Only the author or a moderator may delete a message.")
             message.seq = await self._next_seq(db, message.room_id)
             message.deleted_at = utcnow()
