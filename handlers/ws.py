@@ -15,7 +15,7 @@ from tornado.websocket import WebSocketClosedError
 from handlers.base import BaseHandler
 from server.auth import Principal
 from server.credential_watch import CredentialWatch
-from server.errors import AppError
+from server.errors import Unauthenticated
 from server.realtime import CLOSE_UNSUPPORTED, Connection
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,7 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
         """The socket's credential resolved again (after a revocation or a role change); None if gone."""
         try:
             return await self._principal()
-        except HTTPError:
-            return None
-        except AppError:  # a revoked bearer token
+        except (HTTPError, Unauthenticated):  # a revoked token (in the query, or as a bearer header)
             return None
 
     def check_origin(self, origin: str) -> bool:
