@@ -6,6 +6,7 @@ their own instance with keyword arguments.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -135,6 +136,37 @@ class Settings(BaseSettings):
     # who sends `Authorization: Bearer <metrics_token>`. An empty list leaves the token as the only way in.
     metrics_allowed_networks: list[IPvAnyNetwork] = Field(default_factory=lambda: list(DEFAULT_METRICS_NETWORKS))
     metrics_token: str | None = Field(None, min_length=MIN_METRICS_TOKEN_CHARS)
+    # Hardening (issue 15): who may say where a request came from, and throttles on costly or noisy actions.
+    # Networks (CIDR) of the proxies in front of the service (the Ingress, a load balancer); only a peer in
+    # one of them is believed about the client's address (X-Forwarded-For, X-Real-IP). Empty: nobody is.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Failures on one account from all addresses together in a log-in window, past which an address that has
+    # itself failed there is refused too (a spread-out guessing attack); a first try from elsewhere still passes.
+    login_account_all_failures: int = Field(100, ge=1)
+    # New accounts per client address, and password changes per account, per window (each costs argon2).
+    register_limit: int = Field(20, ge=1)
+    register_window_secs: int = Field(60 * 60, ge=1)
+    password_change_limit: int = Field(5, ge=1)
+    password_change_window_secs: int = Field(15 * 60, ge=1)
+    # Chat edits per user per window (each is a write and a fan-out); typing is fanned out at most once per
+    # user and room per interval (more is dropped quietly).
+    chat_edit_limit: int = Field(20, ge=1)
+    chat_edit_window_secs: int = Field(10, ge=1)
+    typing_interval_secs: int = Field(2, ge=1)
+    # Room replays (`sub` with `since`, up to 1,001 rows each) per user, or per address when anonymous, per
+    # window; and topics one socket may watch at once.
+    ws_replay_limit: int = Field(30, ge=1)
+    ws_replay_window_secs: int = Field(10, ge=1)
+    ws_max_subscriptions: int = Field(200, ge=1)
+    # Collab invitation links per owner per window, how long one lasts by default and at most.
+    collab_invite_limit: int = Field(30, ge=1)
+    collab_invite_window_secs: int = Field(60 * 60, ge=1)
+    collab_invite_default_secs: int = Field(7 * 24 * 60 * 60, ge=60)
+    collab_invite_max_secs: int = Field(30 * 24 * 60 * 60, ge=60)
+    # How long a chat `ref` is remembered (a retry within it returns the stored message).
+    chat_ref_ttl_secs: int = Field(60 * 60, ge=1)
+    # The in-process cache's bound (embedded mode; Redis has its own `maxmemory`).
+    memory_cache_max_bytes: int = Field(64 * MiB, ge=64 * 1024)
 
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)
@@ -154,6 +186,16 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"`trusted_proxies` must be networks like 10.0.0.0/8 but has {network!r}.") from None
+        return value
 
     @field_validator("redis_prefix")
     @classmethod

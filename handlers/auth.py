@@ -23,6 +23,7 @@ class LoginRequest(BaseModel):
 class PasswordChangeRequest(BaseModel):
     current_password: str
     new_password: str
+    revoke_tokens: bool = False
 
 
 class SessionCookieMixin(APIHandler):
@@ -38,9 +39,9 @@ class RegisterHandler(SessionCookieMixin):
     async def post(self) -> None:
         """Create an account and sign it in."""
         body = self.parse(RegisterRequest)
-        user = await self.users.register(body.username, body.password, body.email)
+        user = await self.users.register(body.username, body.password, body.email, ip=self.client_ip)
         self.start_session(await self.auth.open_session(
-            user, ip=self.request.remote_ip or "", user_agent=self.request.headers.get("User-Agent", "")
+            user, ip=self.client_ip, user_agent=self.request.headers.get("User-Agent", "")
         ))
         self.write_json({"user": user_json(user, private=True)}, status=201)
 
@@ -51,7 +52,7 @@ class LoginHandler(SessionCookieMixin):
         body = self.parse(LoginRequest)
         session = await self.auth.login(
             body.username, body.password,
-            ip=self.request.remote_ip or "", user_agent=self.request.headers.get("User-Agent", ""),
+            ip=self.client_ip, user_agent=self.request.headers.get("User-Agent", ""),
         )
         if self.principal and self.principal.session_id:
             await self.auth.logout(self.principal.session_id)
@@ -69,12 +70,23 @@ class LogoutHandler(APIHandler):
         self.finish()
 
 
+class LogoutEverywhereHandler(APIHandler):
+    async def post(self) -> None:
+        """Revoke every session and API token of mine, this browser's too."""
+        principal = self.require_user()
+        await self.auth.sign_out_everywhere(principal.user.id)
+        self.clear_cookie(SESSION_COOKIE, path="/")
+        self.set_status(204)
+        self.finish()
+
+
 class PasswordHandler(SessionCookieMixin):
     async def post(self) -> None:
         """Change the password; every other session is signed out."""
         principal = self.require_user()
         body = self.parse(PasswordChangeRequest)
-        session = await self.auth.change_password(principal, body.current_password, body.new_password)
+        session = await self.auth.change_password(principal, body.current_password, body.new_password,
+                                                  revoke_tokens=body.revoke_tokens)
         if session is not None:
             self.start_session(session)
         self.write_json({"user": user_json(principal.user, private=True)})
@@ -84,5 +96,6 @@ default_handlers = [
     (r"/api/auth/register", RegisterHandler),
     (r"/api/auth/login", LoginHandler),
     (r"/api/auth/logout", LogoutHandler),
+    (r"/api/auth/logout-everywhere", LogoutEverywhereHandler),
     (r"/api/me/password", PasswordHandler),
 ]

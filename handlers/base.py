@@ -90,6 +90,11 @@ class BaseHandler(web.RequestHandler):
     def tokens(self) -> TokenService:
         return self.runtime.tokens
 
+    @property
+    def client_ip(self) -> str:
+        """The client's address: the peer, or what a trusted proxy forwarded (``trusted_proxies``)."""
+        return self.settings["client_addresses"].of_request(self.request)
+
     def bearer_token(self) -> str | None:
         header = self.request.headers.get("Authorization", "")
         if header.lower().startswith(BEARER_PREFIX):

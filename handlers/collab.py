@@ -43,10 +43,26 @@ class SessionHandler(CollabHandler):
 
 class InvitesHandler(CollabHandler):
     async def post(self, session_id: str) -> None:
-        """A new invitation link for `role` (editor or viewer; owner only)."""
+        """A new invitation link for `role` (editor or viewer), `expires_in_secs?`, `max_uses?` (owner only)."""
         user = self.require_user().user
-        invite = await self.collab.invite(user, session_id, self.json_body().get("role"))
+        body = self.json_body()
+        invite = await self.collab.invite(user, session_id, body.get("role"),
+                                          expires_in_secs=body.get("expires_in_secs"), max_uses=body.get("max_uses"))
         self.write_json({"invite": invite}, status=201)
+
+    async def get(self, session_id: str) -> None:
+        """The invitations that still admit someone, without their secrets (owner only)."""
+        user = self.require_user().user
+        self.write_json({"invites": await self.collab.invites(user, session_id)})
+
+
+class InviteHandler(CollabHandler):
+    async def delete(self, session_id: str, invite_id: str) -> None:
+        """Revoke an invitation (owner only)."""
+        user = self.require_user().user
+        await self.collab.revoke_invite(user, session_id, invite_id)
+        self.set_status(204)
+        self.finish()
 
 
 class AcceptInviteHandler(CollabHandler):
@@ -83,6 +99,7 @@ default_handlers = [
     (r"/api/collab/sessions", SessionsHandler),
     (rf"/api/collab/sessions/{SESSION_ID}", SessionHandler),
     (rf"/api/collab/sessions/{SESSION_ID}/invites", InvitesHandler),
+    (rf"/api/collab/sessions/{SESSION_ID}/invites/([0-9a-f]{{64}})", InviteHandler),
     (rf"/api/collab/sessions/{SESSION_ID}/members/([0-9]{{1,19}})", MemberHandler),
     (rf"/api/collab/sessions/{SESSION_ID}/renders", RendersHandler),
     (rf"/api/collab/sessions/{SESSION_ID}/renders/([0-9a-f]{{32}})/restore", RestoreHandler),

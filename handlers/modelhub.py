@@ -79,7 +79,8 @@ class ThumbnailHandler(HubHandler):
 
     async def get(self, model_id: str) -> None:
         """The preview image (WebP); immutable when asked for by its `?v=` digest."""
-        digest, data = await self.modelhub.catalog.thumbnail(int(model_id))
+        viewer = self.principal.user if self.principal else None
+        digest, data = await self.modelhub.catalog.thumbnail(int(model_id), viewer)
         cache = IMMUTABLE_CACHE if self.get_query_argument("v", None) == digest[:12] else "no-cache"
         self.write_blob(data, digest, "image/webp", cache)
 

@@ -21,8 +21,9 @@ class RoomMessagesHandler(APIHandler):
 
 class RoomPresenceHandler(APIHandler):
     async def get(self, room: str) -> None:
-        """Who is in the room now."""
-        self.write_json({"users": await self.runtime.chat.present_users(room)})
+        """Who is in the room now (rooms the viewer may read)."""
+        viewer = self.principal.user if self.principal else None
+        self.write_json({"users": await self.runtime.chat.presence(viewer, room)})
 
 
 default_handlers = [

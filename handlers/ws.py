@@ -14,6 +14,8 @@ from tornado.websocket import WebSocketClosedError
 
 from handlers.base import BaseHandler
 from server.auth import Principal
+from server.credential_watch import CredentialWatch
+from server.errors import Unauthenticated
 from server.realtime import CLOSE_UNSUPPORTED, Connection
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,7 @@ BINARY_OPCODE = 0x2
 
 class SocketHandler(websocket.WebSocketHandler, BaseHandler):
     connection: Connection | None = None
+    watch: CredentialWatch | None = None
 
     async def prepare(self) -> None:
         # Authorisation happens before the upgrade: a bad token is an HTTP 401, not a socket.
@@ -41,6 +44,13 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
                 raise HTTPError(401, "invalid or revoked token")
             return principal
         return await self.resolve_principal()
+
+    async def _current_principal(self) -> Principal | None:
+        """The socket's credential resolved again (after a revocation or a role change); None if gone."""
+        try:
+            return await self._principal()
+        except (HTTPError, Unauthenticated):  # a revoked token (in the query, or as a bearer header)
+            return None
 
     def check_origin(self, origin: str) -> bool:
         """Exact match against our own origin and the configured list (no substring tricks)."""
@@ -62,9 +72,20 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
             max_frames_per_sec=runtime.settings.ws_max_frames_per_sec,
             max_send_buffer_bytes=runtime.settings.ws_max_send_buffer_bytes,
             collab=runtime.collab,
+            max_subscriptions=runtime.settings.ws_max_subscriptions,
+            replay_guard=self._replay_guard,
         )
         runtime.sockets.add(self)
         await self.connection.start()
+        self.watch = CredentialWatch(runtime.hub, self.connection, self._current_principal)
+        await self.watch.start()
+
+    async def _replay_guard(self) -> None:
+        """Replays per user, or per client address when anonymous (a new socket does not reset the count)."""
+        settings = self.runtime.settings
+        who = f"user:{self.principal.user.id}" if self.principal else f"ip:{self.client_ip}"
+        await self.runtime.limiter.require(f"ws-replay:{who}", settings.ws_replay_limit,
+                                           settings.ws_replay_window_secs, "Too many replays (sub with since)")
 
     def _send_binary(self, data: bytes) -> Future | None:
         """Write one binary frame and return the stream's own write future.
@@ -88,6 +109,10 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
             self.close(CLOSE_UNSUPPORTED, "frames must be binary msgpack")
             return
         if self.connection is not None:
+            # A revocation or role change made elsewhere is taken in before the frame is handled.
+            await self.runtime.auth.sync_changes()
+            if self.watch is not None:
+                await self.watch.settled()
             await self.connection.handle(message)
 
     def on_close(self) -> None:
@@ -95,6 +120,9 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
         if self.connection is not None:
             connection, self.connection = self.connection, None
             self.runtime.spawn(connection.close())
+        if self.watch is not None:
+            watch, self.watch = self.watch, None
+            self.runtime.spawn(watch.close())
 
 
 default_handlers = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from tornado import web
@@ -10,6 +11,7 @@ from tornado import web
 from handlers import art, auth, collab, community, health, images, jobs, modelhub, posts, rooms, tokens, users, ws
 from handlers.base import NotFoundHandler, SecurityHeaders
 from handlers.frontend import FrontendHandler
+from server.clientaddr import ClientAddresses
 from server.runtime import Runtime
 
 access_log = logging.getLogger("va.access")
@@ -20,12 +22,22 @@ WEBSOCKET_MAX_MESSAGE_BYTES = 64 * 1024
 # Pings keep proxies from closing idle sockets and find dead peers; Tornado caps the timeout at the interval.
 WEBSOCKET_PING_SECS = 20
 
+# Secrets in query strings (`/ws?token=`, a script's convenience) must not reach the access log.
+SECRET_QUERY_RE = re.compile(r"(?<=[?&])(token|access_token|_xsrf)=[^&]*", re.IGNORECASE)
+
+
+def redact(uri: str) -> str:
+    """The URI with the values of secret query arguments replaced."""
+    return SECRET_QUERY_RE.sub(r"\1=[redacted]", uri)
+
+
 FEATURE_HANDLERS = [auth, users, tokens, rooms, jobs, images, art, modelhub, posts, community, collab, ws, health]
 
 
 def make_app(runtime: Runtime) -> web.Application:
     """The Tornado application for a started runtime."""
     settings = runtime.settings
+    client_addresses = ClientAddresses(settings.trusted_proxies)
     routes: list = []
     for module in FEATURE_HANDLERS:
         routes.extend(module.default_handlers)
@@ -42,11 +54,12 @@ def make_app(runtime: Runtime) -> web.Application:
         runtime.http_metrics.observe(handler.request.method or "", route, status, seconds)
         level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
         access_log.log(level, "%d %s %s (%s) %.1fms", status, handler.request.method,
-                       handler.request.uri, handler.request.remote_ip, seconds * 1000)
+                       redact(handler.request.uri or ""), client_addresses.of_request(handler.request), seconds * 1000)
 
     app = web.Application(
         routes,
         runtime=runtime,
+        client_addresses=client_addresses,
         cookie_secret=settings.resolved_cookie_secret(),
         xsrf_cookies=True,
         xsrf_cookie_kwargs={"samesite": "Lax", "secure": settings.secure_cookies},

@@ -18,13 +18,13 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
-from server.errors import InvalidCredentials, RateLimited, Unauthenticated
+from server.errors import InvalidCredentials, Unauthenticated
 from server.executors import Executors
 from server.passwords import Passwords
 from server.principals import PrincipalCache
-from server.ratelimit import RateLimiter
+from server.ratelimit import RateLimiter, refusal
 from server.store.models import ApiToken, BrowserSession, User, utcnow
-from server.users import check_password, normalise_username
+from server.users import USERNAME_MAX_CHARS, check_password, normalise_username
 
 SESSION_SECRET_BYTES = 32
 # Writing last-seen on every request would turn reads into writes; once a few minutes is enough.
@@ -72,19 +72,28 @@ class AuthService:
         self._settings = settings
 
     async def login(self, username: str, password: str, *, ip: str, user_agent: str = "") -> NewSession:
-        """Check the password and open a new session; unknown user and wrong password look alike."""
+        """Check the password and open a new session; unknown user and wrong password look alike.
+
+        Throttled per client address, per account and address, and per account from everywhere; each
+        attempt is counted before the password is checked, so concurrent guesses cannot all slip past
+        the count, and a success clears the account's counts. The account-wide count refuses only an
+        address that has itself failed there: nobody's first try meets a lock that others made.
+        """
         settings = self._settings
-        username = normalise_username(str(username))
         window = settings.login_window_secs
-        by_ip = await self._limiter.hit(f"login-ip:{ip}", settings.login_ip_attempts, window)
-        if not by_ip.allowed:
-            raise RateLimited("Too many log-in attempts from your address; try again later.",
-                              retry_after_secs=by_ip.retry_after_secs)
-        account_key = f"login-fail:{username}"
-        by_account = await self._limiter.peek(account_key, settings.login_account_failures, window)
-        if not by_account.allowed:
-            raise RateLimited("Too many failed log-ins for this account; try again later.",
-                              retry_after_secs=by_account.retry_after_secs)
+        by_address = await self._limiter.hit(f"login-ip:{ip}", settings.login_ip_attempts, window)
+        if not by_address.allowed:
+            raise refusal("Too many log-in attempts from your address", by_address)
+        username = normalise_username(str(username))
+        if len(username) > USERNAME_MAX_CHARS:
+            raise InvalidCredentials("Wrong username or password.")  # no such account; keeps counter keys short
+        pair_key, account_key = f"login-fail:{username}:{ip}", f"login-fail:{username}"
+        by_pair = await self._limiter.hit(pair_key, settings.login_account_failures, window)
+        if not by_pair.allowed:
+            raise refusal("Too many failed log-ins for this account", by_pair)
+        by_account = await self._limiter.hit(account_key, settings.login_account_all_failures, window)
+        if not by_account.allowed and by_pair.count > 1:
+            raise refusal("Too many failed log-ins for this account", by_account)
         if not isinstance(password, str) or len(password) > settings.password_max_chars:
             password = ""
         async with self._db() as db:
@@ -93,8 +102,8 @@ class AuthService:
             self._passwords.verify, user.password_hash if user else None, password
         )
         if user is None or not matches:
-            await self._limiter.hit(account_key, settings.login_account_failures, window)
             raise InvalidCredentials("Wrong username or password.")
+        await self._limiter.reset(pair_key)
         await self._limiter.reset(account_key)
         if self._passwords.needs_rehash(user.password_hash):
             await self._rehash(user, password)
@@ -195,10 +204,15 @@ class AuthService:
         await self._principals.put("token", token_hash, user, token.id, LAST_SEEN_RESOLUTION.total_seconds())
         return Principal(user=user, token_id=token.id)
 
-    async def change_password(self, principal: Principal, current: str, new: str) -> NewSession | None:
-        """Set a new password and revoke every session; a browser gets a fresh session back."""
-        check_password(new, self._settings)
+    async def change_password(self, principal: Principal, current: str, new: str, *, revoke_tokens: bool = False
+                              ) -> NewSession | None:
+        """Set a new password and revoke every session (and, if asked, every API token); a browser gets a
+        fresh session back. Throttled per account: each try costs two argon2 runs."""
+        settings = self._settings
         user = principal.user
+        await self._limiter.require(f"password:{user.id}", settings.password_change_limit,
+                                    settings.password_change_window_secs, "Too many password changes")
+        check_password(new, settings)
         async with self._db() as db:
             stored = await db.scalar(select(User.password_hash).where(User.id == user.id))
         if not await self._executors.run_cpu(self._passwords.verify, stored, str(current)):
@@ -208,9 +222,32 @@ class AuthService:
             await db.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
             await db.commit()
         await self.revoke_sessions(user.id)
+        if revoke_tokens:
+            await self.revoke_tokens(user.id)
         if principal.session_id is None:
             return None
         return await self.open_session(user)
+
+    async def sign_out_everywhere(self, user_id: int) -> None:
+        """Revoke every session and every API token of a user; their open sockets close."""
+        await self.revoke_sessions(user_id)
+        await self.revoke_tokens(user_id)
+
+    async def revoke_tokens(self, user_id: int) -> None:
+        """Delete every API token of a user; sockets opened with them close."""
+        async with self._db() as db:
+            hashes = list(await db.scalars(select(ApiToken.token_hash).where(ApiToken.user_id == user_id)))
+            await db.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+            await db.commit()
+        if hashes:
+            await self._principals.changed(user_id, "token", *hashes)
+
+    async def sync_changes(self) -> None:
+        """Take in credential changes other processes made (embedded mode); cheap when there are none."""
+        await self._principals.sync()
+
+    async def close(self) -> None:
+        await self._principals.close()
 
     @staticmethod
     def require(principal: Principal | None) -> Principal:

@@ -8,6 +8,7 @@ read-through-then-fill that cached queries use (model hub, gallery).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections import OrderedDict
@@ -15,8 +16,23 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import redis.asyncio as redis
 
-# Bounds the in-process twin so a laptop process cannot grow without limit.
+# Bounds the in-process twin so a laptop process cannot grow without limit: in entries and in bytes
+# (keys and values), since a few large pages weigh more than thousands of counters.
 DEFAULT_MEMORY_CACHE_ENTRIES = 10_000
+DEFAULT_MEMORY_CACHE_BYTES = 64 * 1024 * 1024
+# Keys are built from request values (gallery filters, search text); longer ones are stored under a digest,
+# so a client cannot make one key cost kilobytes (memory here, and in Redis).
+MAX_KEY_CHARS = 200
+KEY_HEAD_CHARS = 100
+# Book-keeping per in-process entry (tuple, dict slot, expiry), counted with the key and value.
+ENTRY_OVERHEAD_BYTES = 100
+
+
+def bounded_key(key: str) -> str:
+    """``key`` itself, or, over ``MAX_KEY_CHARS``, its head and the sha256 of the whole (still unique)."""
+    if len(key) <= MAX_KEY_CHARS:
+        return key
+    return f"{key[:KEY_HEAD_CHARS]}#{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 class Cache(Protocol):
@@ -28,12 +44,29 @@ class Cache(Protocol):
 
 
 class MemoryCache:
-    """An LRU dictionary with per-key expiry, for the single-process mode."""
+    """An LRU dictionary with per-key expiry, bounded in entries and bytes, for the single-process mode."""
 
-    def __init__(self, max_entries: int = DEFAULT_MEMORY_CACHE_ENTRIES, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, max_entries: int = DEFAULT_MEMORY_CACHE_ENTRIES, clock: Callable[[], float] = time.monotonic,
+                 max_bytes: int = DEFAULT_MEMORY_CACHE_BYTES):
         self._entries: OrderedDict[str, tuple[float | None, bytes]] = OrderedDict()
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._clock = clock
+
+    @property
+    def size_bytes(self) -> int:
+        """What the entries weigh: keys, values and book-keeping."""
+        return self._bytes
+
+    @staticmethod
+    def _weight(key: str, value: bytes) -> int:
+        return len(key) + len(value) + ENTRY_OVERHEAD_BYTES
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= self._weight(key, entry[1])
 
     def _live(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
@@ -41,29 +74,32 @@ class MemoryCache:
             return None
         expires_at, value = entry
         if expires_at is not None and expires_at <= self._clock():
-            del self._entries[key]
+            self._drop(key)
             return None
         self._entries.move_to_end(key)
         return value
 
     def _store(self, key: str, value: bytes, ttl_secs: float | None) -> None:
         expires_at = None if ttl_secs is None else self._clock() + ttl_secs
+        self._drop(key)
         self._entries[key] = (expires_at, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self._bytes += self._weight(key, value)
+        while len(self._entries) > self._max_entries or (self._bytes > self._max_bytes and len(self._entries) > 1):
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
 
     async def get(self, key: str) -> bytes | None:
-        return self._live(key)
+        return self._live(bounded_key(key))
 
     async def set(self, key: str, value: bytes, ttl_secs: float) -> None:
-        self._store(key, value, ttl_secs)
+        self._store(bounded_key(key), value, ttl_secs)
 
     async def delete(self, *keys: str) -> None:
         for key in keys:
-            self._entries.pop(key, None)
+            self._drop(bounded_key(key))
 
     async def incr(self, key: str, amount: int = 1, ttl_secs: float | None = None) -> int:
+        key = bounded_key(key)
         current = self._live(key)
         if current is None:
             value = amount
@@ -71,11 +107,17 @@ class MemoryCache:
         else:
             value = int(current) + amount
             expires_at, _ = self._entries[key]
-            self._entries[key] = (expires_at, str(value).encode())
+            self._store_keeping_expiry(key, expires_at, str(value).encode())
         return value
+
+    def _store_keeping_expiry(self, key: str, expires_at: float | None, value: bytes) -> None:
+        self._drop(key)
+        self._entries[key] = (expires_at, value)
+        self._bytes += self._weight(key, value)
 
     async def ttl(self, key: str) -> float | None:
         """Seconds until the key expires; None when it has no expiry or does not exist."""
+        key = bounded_key(key)
         if self._live(key) is None:
             return None
         expires_at, _ = self._entries[key]
@@ -85,22 +127,25 @@ class MemoryCache:
 class RedisCache:
     """The same interface over Redis, every key under the deployment's prefix."""
 
-    def __init__(self, client: redis.Redis, prefix: str):
+    def __init__(self, client: redis.Redis, prefix: str, namespace: str = "cache:"):
         self._redis = client
-        self._prefix = prefix + "cache:"
+        self._prefix = prefix + namespace
+
+    def _full(self, key: str) -> str:
+        return self._prefix + bounded_key(key)
 
     async def get(self, key: str) -> bytes | None:
-        return await self._redis.get(self._prefix + key)
+        return await self._redis.get(self._full(key))
 
     async def set(self, key: str, value: bytes, ttl_secs: float) -> None:
-        await self._redis.set(self._prefix + key, value, px=max(1, int(ttl_secs * 1000)))
+        await self._redis.set(self._full(key), value, px=max(1, int(ttl_secs * 1000)))
 
     async def delete(self, *keys: str) -> None:
         if keys:
-            await self._redis.delete(*(self._prefix + key for key in keys))
+            await self._redis.delete(*(self._full(key) for key in keys))
 
     async def incr(self, key: str, amount: int = 1, ttl_secs: float | None = None) -> int:
-        full_key = self._prefix + key
+        full_key = self._full(key)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incrby(full_key, amount)
             if ttl_secs is not None:
@@ -110,7 +155,7 @@ class RedisCache:
         return int(results[0])
 
     async def ttl(self, key: str) -> float | None:
-        millis = await self._redis.pttl(self._prefix + key)
+        millis = await self._redis.pttl(self._full(key))
         return None if millis < 0 else millis / 1000
 
 

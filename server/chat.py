@@ -16,7 +16,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.errors import Forbidden, InvalidInput, NotFound, RateLimited
+from config import Settings
+
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.hub import Hub, Reset
 from server.hub.frames import encode, with_topic
 from server.presence import Presence
@@ -24,7 +26,7 @@ from server.ratelimit import RateLimiter
 from server.store.models import Message, Room, User, iso, utcnow
 from server.users import public_user
 
-ROOM_NAME_RE = re.compile(r"^[a-z0-9_\-:.]{1,64}$")
+ROOM_NAME_RE = re.compile(r"[a-z0-9_\-:.]{1,64}")  # fullmatch: `$` lets a trailing newline through
 MENTION_RE = re.compile(r"(?<![\w@])@([a-zA-Z0-9_]{3,32})")
 MESSAGE_MAX_CHARS = 2000
 MAX_MENTIONS = 10
@@ -42,7 +44,7 @@ def room_topic(name: str) -> str:
 
 
 def check_room_name(name: str) -> str:
-    if not isinstance(name, str) or not ROOM_NAME_RE.match(name):
+    if not isinstance(name, str) or not ROOM_NAME_RE.fullmatch(name):
         raise InvalidInput(f"Room names are 1–64 characters of a–z, 0–9, _ - : . but got {str(name)[:80]!r}.",
                            code="bad_topic")
     return name
@@ -53,6 +55,9 @@ def check_room_name(name: str) -> str:
 RoomGuard = Callable[[User | None, str], Awaitable[None]]
 # Told of every stored message: (room, message, author, mentioned users).
 MessageListener = Callable[[str, Message, User, list[User]], Awaitable[None]]
+# Told when a message's text changes for readers: (message id, its text now, or None when it is gone:
+# deleted, or hidden by a moderator).
+ChangeListener = Callable[[int, str | None], Awaitable[None]]
 
 
 def clean_message_text(text: Any) -> str:
@@ -98,16 +103,16 @@ def _event_for(message: Message, author: User, room: str, since: int) -> dict[st
 
 class ChatService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], hub: Hub, presence: Presence,
-                 limiter: RateLimiter, *, send_limit: int, send_window_secs: int):
+                 limiter: RateLimiter, settings: Settings):
         self._room_ids: dict[str, int] = {}
-        self._send_limit = send_limit
-        self._send_window_secs = send_window_secs
+        self._settings = settings
         self._db = sessions
         self._hub = hub
         self._presence = presence
         self._limiter = limiter
         self.room_guards: dict[str, RoomGuard] = {}
         self.message_listeners: list[MessageListener] = []
+        self.change_listeners: list[ChangeListener] = []
         hub.register_history("room:", self._replay_topic, self._topic_seq)
 
     async def check_access(self, viewer: User | None, room: str) -> None:
@@ -123,55 +128,83 @@ class ChatService:
         return True
 
     async def send(self, author: User, room: str, text: Any, client_ref: str | None = None) -> dict[str, Any]:
-        """Store a message, then publish it; a retry with the same ``client_ref`` returns the first."""
+        """Store a message, then publish it. A retry (the same ``client_ref`` with the same text, within
+        ``chat_ref_ttl_secs``) returns the first; the same ref with other text is refused, never acked as
+        stored; an older ref is forgotten and the message stored."""
         text = clean_message_text(text)
         await self.check_access(author, room)
-        decision = await self._limiter.hit(f"chat-send:{author.id}", self._send_limit, self._send_window_secs)
-        if not decision.allowed:
-            raise RateLimited(f"You are sending too fast; wait {decision.retry_after_secs} s.",
-                              retry_after_secs=decision.retry_after_secs)
+        await self._limiter.require(f"chat-send:{author.id}", self._settings.chat_send_limit,
+                                    self._settings.chat_send_window_secs, "You are sending too fast")
         mentioned = await self._mentioned_users(text, author)
         room_id = await self._room_id(room, author.id)
-        try:
-            # One transaction: the seq bump, the row, the commit. A retried ref trips the unique
-            # index, which rolls the bump back too.
-            async with self._db() as db:
-                seq = await self._next_seq(db, room_id)
-                message = Message(room_id=room_id, author_id=author.id, seq=seq, created_seq=seq, text=text,
-                                  mentions=" ".join(u.username for u in mentioned), client_ref=client_ref)
-                db.add(message)
-                await db.commit()
-        except IntegrityError:
-            existing = await self._by_client_ref(author, room_id, room, client_ref) if client_ref else None
-            if existing is None:
-                raise
-            return existing
+        message = await self._insert(room, room_id, author, text, mentioned, client_ref)
+        if isinstance(message, dict):
+            return message  # a retry
         payload = message_json(message, author, room)
-        await self._hub.publish(room_topic(room), {"type": "chat.msg", "message": payload}, seq=seq)
+        await self._hub.publish(room_topic(room), {"type": "chat.msg", "message": payload}, seq=message.seq)
         for listener in self.message_listeners:
             await listener(room, message, author, mentioned)
         return payload
 
+    async def _insert(self, room: str, room_id: int, author: User, text: str, mentioned: list[User],
+                      client_ref: str | None) -> Message | dict[str, Any]:
+        """The stored message, or, for a retry of ``client_ref``, the message it stored before."""
+        for _ in range(2):
+            try:
+                # One transaction: the seq bump, the row, the commit. A repeated ref trips the unique
+                # index, which rolls the bump back too.
+                async with self._db() as db:
+                    seq = await self._next_seq(db, room_id)
+                    message = Message(room_id=room_id, author_id=author.id, seq=seq, created_seq=seq, text=text,
+                                      mentions=" ".join(u.username for u in mentioned), client_ref=client_ref)
+                    db.add(message)
+                    await db.commit()
+                return message
+            except IntegrityError:
+                if client_ref is None:
+                    raise
+            async with self._db() as db:
+                earlier = await db.scalar(select(Message).where(
+                    Message.room_id == room_id, Message.author_id == author.id, Message.client_ref == client_ref))
+                if earlier is None:
+                    continue  # deleted meanwhile: the ref is free
+                if (utcnow() - earlier.created_at).total_seconds() >= self._settings.chat_ref_ttl_secs:
+                    earlier.client_ref = None  # remembered long enough: the ref is free again
+                    await db.commit()
+                    continue
+            if earlier.text != text:
+                raise Conflict(f"The ref {client_ref!r} was used for another message; give every message its own "
+                               f"ref (e.g. a random id).", code="ref_reused")
+            return message_json(earlier, author, room)  # a retry
+        raise Conflict("The message could not be stored; send it again.", code="ref_reused")
+
     async def edit(self, editor: User, room: str, message_id: int, text: Any) -> dict[str, Any]:
-        """Change the text of one's own message."""
+        """Change the text of one's own message (not one a moderator hid: an edit would show it to everyone)."""
         text = clean_message_text(text)
+        await self._limiter.require(f"chat-edit:{editor.id}", self._settings.chat_edit_limit,
+                                    self._settings.chat_edit_window_secs, "You are editing too fast")
         async with self._db() as db:
             message, author = await self._message(db, room, message_id)
             if author.id != editor.id:
                 raise Forbidden("Only the author may edit a message.")
+            if message.hidden_at is not None:
+                raise Forbidden("A moderator hid this message; it cannot be edited.", code="message_hidden")
             message.seq = await self._next_seq(db, message.room_id)
             message.text = text
             message.edited_at = utcnow()
             await db.commit()
         payload = message_json(message, author, room)
         await self._hub.publish(room_topic(room), {"type": "chat.edited", "message": payload}, seq=message.seq)
+        await self._changed(message.id, text)
         return payload
 
     async def delete(self, actor: User, room: str, message_id: int) -> None:
         """Delete one's own message; moderators may delete any."""
         async with self._db() as db:
             message, author = await self._message(db, room, message_id)
-            if author.id != actor.id and not actor.is_moderator:
+            # A moderator's right is read here, not from the socket's snapshot: a demotion made a moment ago
+            # in another process may not have reached this socket yet.
+            if author.id != actor.id and not await db.scalar(select(User.is_moderator).where(User.id == actor.id)):
                 raise Forbidden("Only the author or a moderator may delete a message.")
             message.seq = await self._next_seq(db, message.room_id)
             message.deleted_at = utcnow()
@@ -180,6 +213,11 @@ class ChatService:
         await self._hub.publish(room_topic(room), {
             "type": "chat.deleted", "message": {"id": message.id, "room": room, "deleted": True},
         }, seq=message.seq)
+        await self._changed(message.id, None)
+
+    async def _changed(self, message_id: int, text: str | None) -> None:
+        for listener in self.change_listeners:
+            await listener(message_id, text)
 
     async def history(self, viewer: User | None, room: str, *, before: int | None = None,
                       limit: int = HISTORY_PAGE_DEFAULT) -> tuple[list[dict[str, Any]], int | None]:
@@ -218,6 +256,7 @@ class ChatService:
         else:
             event = {"type": "chat.edited", "message": message_json(message, author, room)}
         await self._hub.publish(room_topic(room), event, seq=message.seq)
+        await self._changed(message.id, None if hidden else message.text)
 
     async def describe(self, message_ids: list[str]) -> dict[str, dict[str, Any]]:
         """What a moderator's queue shows of each message."""
@@ -250,13 +289,6 @@ class ChatService:
             if event is not None:
                 replay.append((message.seq, with_topic(encode(event), topic, message.seq)))
         return replay
-
-    async def _by_client_ref(self, author: User, room_id: int, room: str, client_ref: str) -> dict[str, Any] | None:
-        async with self._db() as db:
-            message = await db.scalar(select(Message).where(
-                Message.room_id == room_id, Message.author_id == author.id, Message.client_ref == client_ref
-            ))
-        return None if message is None else message_json(message, author, room)
 
     async def _room_id(self, name: str, creator_id: int) -> int:
         """The room's id, creating the room on first use. Rooms are never renamed or
@@ -317,6 +349,11 @@ class ChatService:
     async def refresh_presence(self, room: str, user: User, conn_id: str) -> None:
         await self._presence.refresh(room, user.id, conn_id)
 
+    async def presence(self, viewer: User | None, room: str) -> list[dict[str, Any]]:
+        """Who is in a room the viewer may read (a hidden post's room is its owner's and moderators')."""
+        await self.check_access(viewer, room)
+        return await self.present_users(room)
+
     async def present_users(self, room: str) -> list[dict[str, Any]]:
         ids = await self._presence.members(room)
         if not ids:
@@ -331,4 +368,8 @@ class ChatService:
         }, sequenced=False)
 
     async def typing(self, room: str, user: User) -> None:
-        await self._hub.publish(room_topic(room), {"type": "typing", "user": public_user(user)}, sequenced=False)
+        """Tell the room someone is typing: at most once per user and room per ``typing_interval_secs``
+        (more often says nothing new, so it is dropped without an error)."""
+        interval = self._settings.typing_interval_secs
+        if (await self._limiter.hit(f"typing:{user.id}:{room}", 1, interval)).allowed:
+            await self._hub.publish(room_topic(room), {"type": "typing", "user": public_user(user)}, sequenced=False)

@@ -35,10 +35,10 @@ def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub
     moderation = ModerationService(db)
 
     async def on_like(owner_id: int, liker: User, post_id: int, title: str) -> None:
-        await notifications.notify(owner_id, "like", liker, post_id=post_id, text=title)
+        await notifications.notify_once(owner_id, "like", liker, post_id=post_id, text=title)
 
     async def on_follow(followee_id: int, follower: User) -> None:
-        await notifications.notify(followee_id, "follow", follower)
+        await notifications.notify_once(followee_id, "follow", follower)
 
     async def on_message(room: str, message: Message, author: User, mentioned: list[User]) -> None:
         told = {author.id}
@@ -55,6 +55,7 @@ def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub
     posts.like_listeners.append(on_like)
     follows.listeners.append(on_follow)
     chat.message_listeners.append(on_message)
+    chat.change_listeners.append(notifications.message_changed)
     chat.room_guards[POST_ROOM_PREFIX] = posts.check_room
     jobs.add_image_grant(posts.may_see_image)
     moderation.register("post", Target(set_hidden=posts.set_hidden, describe=posts.describe))

@@ -47,6 +47,11 @@ class Conflict(AppError):
     status = 409
 
 
+class Gone(AppError):
+    code = "gone"
+    status = 410
+
+
 class PayloadTooLarge(AppError):
     code = "payload_too_large"
     status = 413

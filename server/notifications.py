@@ -2,18 +2,24 @@
 
 Each is stored first (the list and its unread count survive a closed tab) and
 then published on ``user:<id>``, where an open page shows it at once.
+
+Likes and follows are told once per person (``notices_once``): unliking and liking again
+tells nobody twice. Likes of one post are one notification that grows ("Ana and 3 others
+liked your post"): a new liker replaces it with a newer, unread one. A message's
+notifications follow it: edited, they show the new text; deleted or hidden, none.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.errors import InvalidInput
 from server.hub import Hub
-from server.store.community_tables import Notification
+from server.store.community_tables import NoticeOnce, Notification
 from server.store.models import User, iso, utcnow
 from server.users import public_user
 
@@ -23,11 +29,26 @@ PAGE_MAX = 100
 TEXT_MAX_CHARS = 200
 
 
+SUMMARIES = {"like": "liked your post", "follow": "followed you", "mention": "mentioned you",
+             "message": "wrote in your post's room"}
+
+
+def summary(kind: str, actor: User | None, count: int) -> str:
+    """The notification in a sentence, for clients that do not write their own ("Ana and 3 others liked your post")."""
+    who = actor.display_name or actor.username if actor else "Someone"
+    others = count - 1
+    if others > 0:
+        who += f" and {others} other{'' if others == 1 else 's'}"
+    return f"{who} {SUMMARIES.get(kind, kind)}"
+
+
 def notification_json(notification: Notification, actor: User | None) -> dict[str, Any]:
     return {
         "id": notification.id,
         "kind": notification.kind,
         "from": public_user(actor) if actor else None,
+        "count": notification.actor_count,
+        "summary": summary(notification.kind, actor, notification.actor_count),
         "post": notification.post_id,
         "room": notification.room,
         "message": notification.message_id,
@@ -53,11 +74,60 @@ class NotificationService:
             db.add(notification)
             await db.commit()
             unread = await self._unread(db, user_id)
+        await self._publish(notification, actor, unread)
+
+    async def notify_once(self, user_id: int, kind: str, actor: User, *, post_id: int | None = None,
+                          text: str = "") -> None:
+        """A like (of ``post_id``) or a follow, told once per person; likes of a post grow one notification."""
+        if user_id == actor.id:
+            return
+        async with self._db() as db:
+            db.add(NoticeOnce(user_id=user_id, kind=kind, subject_id=post_id or 0, actor_id=actor.id))
+            try:
+                await db.flush()
+            except IntegrityError:
+                return  # told before (an unlike and a like again): nothing new
+            count, replaces = 1, None
+            if kind == "like":
+                # Locked (MySQL), so two likers at once each count the other.
+                earlier = await db.scalar(select(Notification).where(
+                    Notification.user_id == user_id, Notification.kind == kind, Notification.post_id == post_id,
+                ).order_by(Notification.id.desc()).limit(1).with_for_update())
+                if earlier is not None:
+                    count, replaces = earlier.actor_count + 1, earlier.id
+                    await db.execute(delete(Notification).where(Notification.id == earlier.id))
+            notification = Notification(user_id=user_id, kind=kind, actor_id=actor.id, post_id=post_id,
+                                        text=text[:TEXT_MAX_CHARS], actor_count=count)
+            db.add(notification)
+            await db.commit()
+            unread = await self._unread(db, user_id)
+        await self._publish(notification, actor, unread, replaces=replaces)
+
+    async def _publish(self, notification: Notification, actor: User, unread: int, *,
+                       replaces: int | None = None) -> None:
         payload = notification_json(notification, actor)
-        # `kind`, `room`, `message`, `from` and `text` also at the top level, as the first mention events had them.
-        await self._hub.publish(f"user:{user_id}", {
-            "type": "notify", **payload, "notification": payload, "unread": unread,
+        # `kind`, `room`, `message`, `from` and `text` also at the top level, as the first mention events had them;
+        # `replaces`: the id of the notification this one takes the place of (a post's grouped likes).
+        await self._hub.publish(f"user:{notification.user_id}", {
+            "type": "notify", **payload, "notification": payload, "unread": unread, "replaces": replaces,
         })
+
+    async def message_changed(self, message_id: int, text: str | None) -> None:
+        """A message was edited (``text``), deleted or hidden (None): its notifications say so, stored and live."""
+        shown = (text or "")[:TEXT_MAX_CHARS]
+        async with self._db() as db:
+            rows = (await db.execute(select(Notification.id, Notification.user_id)
+                                     .where(Notification.message_id == message_id))).all()
+            if not rows:
+                return
+            await db.execute(update(Notification).where(Notification.message_id == message_id).values(text=shown))
+            await db.commit()
+        by_user: dict[int, list[int]] = {}
+        for notification_id, user_id in rows:
+            by_user.setdefault(user_id, []).append(notification_id)
+        for user_id, ids in by_user.items():
+            await self._hub.publish(f"user:{user_id}", {"type": "notify.changed", "ids": ids, "text": shown},
+                                    sequenced=False)
 
     async def page(self, user: User, *, before: int | None = None, limit: int = PAGE_DEFAULT
                    ) -> tuple[list[dict[str, Any]], int, int | None]:

@@ -32,7 +32,7 @@ from server.users import public_user
 TITLE_MAX_CHARS = 120
 DESCRIPTION_MAX_CHARS = 5000
 MAX_TAGS = 10
-TAG_RE = re.compile(r"^[\w\-]{1,40}$")
+TAG_RE = re.compile(r"[\w\-]{1,40}")  # fullmatch
 MAX_IMAGES_PER_POST = 16
 GALLERY_PAGE_DEFAULT = 24
 GALLERY_PAGE_MAX = 100
@@ -89,7 +89,7 @@ def clean_tags(value: Any) -> list[str]:
     if len(tags) > MAX_TAGS:
         raise InvalidInput(f"A post has at most {MAX_TAGS} tags, not {len(tags)}.")
     for tag in tags:
-        if not TAG_RE.match(tag):
+        if not TAG_RE.fullmatch(tag):
             raise InvalidInput(f"Tags are 1–40 letters, digits, _ or -; {tag[:50]!r} is not.")
     return tags
 
@@ -388,7 +388,7 @@ def _check_query(query: GalleryQuery) -> None:
         raise InvalidInput(f"`sort` must be one of {', '.join(SORTS)}, not {query.sort[:20]!r}.")
     if query.period not in PERIODS:
         raise InvalidInput(f"`period` must be one of {', '.join(PERIODS)}, not {query.period[:20]!r}.")
-    if query.tag is not None and not TAG_RE.match(query.tag):
+    if query.tag is not None and not TAG_RE.fullmatch(query.tag):
         raise InvalidInput("`tag` must be 1–40 letters, digits, _ or -.")
     if not 1 <= query.limit <= GALLERY_PAGE_MAX:
         raise InvalidInput(f"`limit` must be between 1 and {GALLERY_PAGE_MAX}.")

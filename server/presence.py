@@ -40,15 +40,18 @@ class MemoryPresence:
     def __init__(self) -> None:
         self._rooms: dict[str, dict[str, float]] = {}
 
-    def _live(self, room: str) -> dict[str, float]:
-        entries = self._rooms.setdefault(room, {})
+    def _live(self, room: str, create: bool = False) -> dict[str, float]:
+        """The room's live entries; only joining creates a room (a read of any name must cost no memory)."""
+        entries = self._rooms.setdefault(room, {}) if create else self._rooms.get(room, {})
         now = time.monotonic()
         for member in [m for m, expiry in entries.items() if expiry <= now]:
             del entries[member]
+        if not entries and not create:
+            self._rooms.pop(room, None)
         return entries
 
     async def join(self, room: str, user_id: int, conn_id: str) -> bool:
-        entries = self._live(room)
+        entries = self._live(room, create=True)
         first = all(_user_of(m) != user_id for m in entries)
         entries[_member(user_id, conn_id)] = time.monotonic() + PRESENCE_TTL_SECS
         return first
@@ -61,7 +64,7 @@ class MemoryPresence:
         return all(_user_of(m) != user_id for m in entries)
 
     async def refresh(self, room: str, user_id: int, conn_id: str) -> None:
-        self._live(room)[_member(user_id, conn_id)] = time.monotonic() + PRESENCE_TTL_SECS
+        self._live(room, create=True)[_member(user_id, conn_id)] = time.monotonic() + PRESENCE_TTL_SECS
 
     async def members(self, room: str) -> list[int]:
         return list(dict.fromkeys(_user_of(m) for m in self._live(room)))

@@ -2,27 +2,40 @@
 
 Entries are keyed by the credential's sha256 and hold a snapshot of the user.
 Every write that changes what a snapshot says (profile edit, log-out, token
-revocation, password change) deletes the affected entries, so the cache never
-answers for a revoked credential; the TTL only bounds memory.
+revocation, password change, a role change) deletes the affected entries, so the
+cache never answers for a revoked credential; the TTL only bounds memory.
+
+Scaled out, the cache is Redis, shared by every process. Embedded, it is in-process,
+and another process on the same SQLite file (``run.py moderator``) cannot reach it:
+such changes are appended to a small journal file beside the database, which the
+server checks (one ``stat``) before every cached answer and every half second.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from typing import Any
+import logging
+import os
+from pathlib import Path
+from typing import Any, Awaitable, Callable
 
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.cache import Cache, get_json, set_json
 from server.store.models import ApiToken, BrowserSession, User
 
+log = logging.getLogger(__name__)
+
 PRINCIPAL_TTL_SECS = 60
 USER_FIELDS = ("id", "username", "email", "password_hash", "display_name", "bio", "avatar_sha256", "is_moderator")
+# Sockets that send nothing still learn of another process's change within this.
+JOURNAL_POLL_SECS = 0.5
 
-
-def _key(kind: str, credential_hash: str) -> str:
-    return f"principal:{kind}:{credential_hash}"
+# Told the id of a user whose credentials or rights changed (to recheck their open sockets).
+ChangeListener = Callable[[int], Awaitable[None]]
 
 
 def _snapshot(user: User) -> dict[str, Any]:
@@ -37,14 +50,81 @@ def _restore(data: dict[str, Any]) -> User:
     return User(**fields, created_at=dt.datetime.fromisoformat(data["created_at"]))
 
 
+class ChangeJournal:
+    """An append-only file of "<pid> <user id>" lines: credential changes made by any process.
+
+    Appends of one short line with O_APPEND are atomic, so writers need no lock; a reader keeps
+    its offset and reads only what was added (a partial last line waits for its newline).
+    """
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._pid = os.getpid()
+        self._offset = self._size()
+        self._inode = self._stat_inode()
+
+    def _stat(self) -> os.stat_result | None:
+        try:
+            return os.stat(self._path)
+        except FileNotFoundError:
+            return None
+
+    def _size(self) -> int:
+        stat = self._stat()
+        return stat.st_size if stat else 0
+
+    def _stat_inode(self) -> int | None:
+        stat = self._stat()
+        return stat.st_ino if stat else None
+
+    def record(self, user_id: int) -> None:
+        """Append one change (a few bytes: done in place, like a log line)."""
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{self._pid} {user_id}\n".encode())
+        finally:
+            os.close(fd)
+
+    def changes(self) -> list[int]:
+        """User ids that other processes changed since the last call (one stat when there are none)."""
+        stat = self._stat()
+        if stat is None:
+            return []
+        if stat.st_ino != self._inode:  # replaced (or created since we started): read it from the start
+            self._inode, self._offset = stat.st_ino, 0
+        if stat.st_size <= self._offset:
+            return []
+        with open(self._path, "rb") as journal:
+            journal.seek(self._offset)
+            added = journal.read(stat.st_size - self._offset)
+        complete = added[:added.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        users = []
+        for line in complete.decode(errors="replace").splitlines():
+            pid, _, user = line.partition(" ")
+            if pid != str(self._pid) and user.isdigit():
+                users.append(int(user))
+        return list(dict.fromkeys(users))
+
+
 class PrincipalCache:
-    def __init__(self, cache: Cache, sessions: async_sessionmaker[AsyncSession]):
+    def __init__(self, cache: Cache, sessions: async_sessionmaker[AsyncSession],
+                 journal: ChangeJournal | None = None):
         self._cache = cache
         self._db = sessions
+        self._journal = journal
+        # Bumped when another process changed someone: every earlier entry is then unreachable (and ages out).
+        self._generation = 0
+        self._poller: asyncio.Task | None = None
+        self.listeners: list[ChangeListener] = []
+
+    def _key(self, kind: str, credential_hash: str) -> str:
+        return f"principal:{self._generation}:{kind}:{credential_hash}"
 
     async def get(self, kind: str, credential_hash: str) -> tuple[User, Any] | None:
         """The cached user and the credential's extra (token id, session expiry), or None."""
-        data = await get_json(self._cache, _key(kind, credential_hash))
+        await self.sync()
+        data = await get_json(self._cache, self._key(kind, credential_hash))
         if data is None:
             return None
         return _restore(data["user"]), data["extra"]
@@ -52,10 +132,11 @@ class PrincipalCache:
     async def put(self, kind: str, credential_hash: str, user: User, extra: Any, ttl_secs: float) -> None:
         ttl = min(PRINCIPAL_TTL_SECS, ttl_secs)
         if ttl > 0:
-            await set_json(self._cache, _key(kind, credential_hash), {"user": _snapshot(user), "extra": extra}, ttl)
+            entry = {"user": _snapshot(user), "extra": extra}
+            await set_json(self._cache, self._key(kind, credential_hash), entry, ttl)
 
     async def forget(self, kind: str, *credential_hashes: str) -> None:
-        await self._cache.delete(*(_key(kind, h) for h in credential_hashes))
+        await self._cache.delete(*(self._key(kind, h) for h in credential_hashes))
 
     async def forget_user(self, user_id: int) -> None:
         """Drop every cached credential of a user (after their profile or password changed)."""
@@ -64,3 +145,54 @@ class PrincipalCache:
             tokens = list(await db.scalars(select(ApiToken.token_hash).where(ApiToken.user_id == user_id)))
         await self.forget("session", *sessions)
         await self.forget("token", *tokens)
+
+    async def changed(self, user_id: int, kind: str | None = None, *credential_hashes: str) -> None:
+        """A user's rights changed or some of their credentials were revoked: forget what is cached
+        (the given credentials, or all of the user's), and tell every process and open socket."""
+        if kind is None:
+            await self.forget_user(user_id)
+        else:
+            await self.forget(kind, *credential_hashes)
+        if self._journal is not None:
+            self._journal.record(user_id)
+        await self._tell(user_id)
+
+    async def sync(self) -> None:
+        """Take in what other processes changed (embedded mode's journal; nothing to do scaled out)."""
+        if self._journal is None:
+            return
+        users = self._journal.changes()
+        if users:
+            self._generation += 1
+            for user_id in users:
+                await self._tell(user_id)
+
+    async def _tell(self, user_id: int) -> None:
+        for listener in self.listeners:
+            await listener(user_id)
+
+    def start(self) -> None:
+        """Watch the journal, so sockets that send nothing learn of changes too."""
+        if self._journal is not None and self._poller is None:
+            self._poller = asyncio.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(JOURNAL_POLL_SECS)
+            try:
+                await self.sync()
+            except Exception:  # a bad moment (a listener failing) must not end the watch
+                log.exception("reading the credential journal failed")
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+
+
+def journal_for(database_url: str, shared_cache: bool) -> ChangeJournal | None:
+    """The journal beside an SQLite file, when the principal cache is in-process (embedded); else None."""
+    url = make_url(database_url)
+    if shared_cache or url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return ChangeJournal(Path(url.database + ".changes"))

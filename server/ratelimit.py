@@ -1,4 +1,8 @@
-"""Fixed-window rate limiting over the cache's counters (Redis or in-process)."""
+"""Fixed-window rate limiting over counters in a store of their own (Redis or in-process).
+
+The limiter's store is never the page cache: in-process, a flood of cheap cached pages would
+evict the counters and reset every throttle.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,12 @@ import math
 from dataclasses import dataclass
 
 from server.cache import Cache
+from server.errors import RateLimited
+
+# The in-process counters' bound: far above what the throttles themselves let one client create.
+LIMITER_MEMORY_ENTRIES = 100_000
+SECONDS_PER_MINUTE = 60
+SECONDS_PER_HOUR = 60 * 60
 
 
 @dataclass(frozen=True)
@@ -15,11 +25,29 @@ class Decision:
     retry_after_secs: int
 
 
+def wait_in_words(seconds: int) -> str:
+    """When to try again, as people say it: "in 40 seconds", "in 11 minutes", "in 2 hours" (rounded up)."""
+    seconds = max(1, int(seconds))
+    if seconds < SECONDS_PER_MINUTE:
+        amount, unit = seconds, "second"
+    elif seconds < SECONDS_PER_HOUR:
+        amount, unit = math.ceil(seconds / SECONDS_PER_MINUTE), "minute"
+    else:
+        amount, unit = math.ceil(seconds / SECONDS_PER_HOUR), "hour"
+    return f"in {amount} {unit}{'' if amount == 1 else 's'}"
+
+
+def refusal(what: str, decision: Decision) -> RateLimited:
+    """The error for a refused decision: ``what`` happened too often, and when to try again, once, in words."""
+    return RateLimited(f"{what}; try again {wait_in_words(decision.retry_after_secs)}.",
+                       retry_after_secs=decision.retry_after_secs)
+
+
 class RateLimiter:
     """Counts events per key in windows of fixed length."""
 
-    def __init__(self, cache: Cache):
-        self._cache = cache
+    def __init__(self, store: Cache):
+        self._cache = store
 
     async def hit(self, key: str, limit: int, window_secs: int) -> Decision:
         """Count one event; allowed while the window holds at most ``limit`` events."""
@@ -28,13 +56,11 @@ class RateLimiter:
             return Decision(True, count, 0)
         return Decision(False, count, await self._retry_after(key, window_secs))
 
-    async def peek(self, key: str, limit: int, window_secs: int) -> Decision:
-        """Would one more event be refused? Counts nothing."""
-        raw = await self._cache.get(f"rl:{key}")
-        count = int(raw) if raw is not None else 0
-        if count < limit:
-            return Decision(True, count, 0)
-        return Decision(False, count, await self._retry_after(key, window_secs))
+    async def require(self, key: str, limit: int, window_secs: int, what: str) -> None:
+        """Count one event, or raise ``RateLimited`` saying ``what`` was too often and when to try again."""
+        decision = await self.hit(key, limit, window_secs)
+        if not decision.allowed:
+            raise refusal(what, decision)
 
     async def reset(self, key: str) -> None:
         await self._cache.delete(f"rl:{key}")

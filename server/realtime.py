@@ -97,7 +97,13 @@ class Connection:
         max_frames_per_sec: int,
         max_send_buffer_bytes: int,
         collab: CollabService | None = None,
+        max_subscriptions: int = 200,
+        replay_guard: Callable[[], Awaitable[None]] | None = None,
     ):
+        # Topics one socket may watch at once, and a check (raising RateLimited) before each room replay a
+        # client asks for: a `sub` with `since` reads up to 1,001 rows.
+        self._max_subscriptions = max_subscriptions
+        self._replay_guard = replay_guard
         # More frames than this in one second is a flood: the socket is closed with 1008.
         self._max_frames_per_sec = max_frames_per_sec
         # A reader this far behind is dropped rather than allowed to hold memory or stall a room.
@@ -279,6 +285,15 @@ class Connection:
         if since is not None and (not isinstance(since, int) or since < 0):
             raise InvalidInput("`since` must be a non-negative integer seq.")
         kind, ident = await self._topics.check(self.principal, topic)
+        # Frames from the client carry `op`; the socket's own subscriptions (a job it submitted) are not limited.
+        if "op" in message:
+            if topic not in self._subs and len(self._subs) >= self._max_subscriptions:
+                raise InvalidInput(f"A socket may watch at most {self._max_subscriptions} topics; unsub from some "
+                                   f"first.", code="too_many_subscriptions")
+            # A room's replay reads up to 1,001 rows from the database; other topics replay from the hub's
+            # capped history, and a page re-subscribes every job it shows after a reconnect.
+            if since is not None and kind == "room" and self._replay_guard is not None:
+                await self._replay_guard()
         if topic in self._subs:
             ack = {"type": "ack", "topic": topic, "seq": self._subs[topic].last_seq}
             if since is None:

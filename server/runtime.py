@@ -21,6 +21,7 @@ from server.cache import Cache, MemoryCache, RedisCache
 from server.chat import ChatService
 from server.collab.service import CollabService
 from server.community import Community, build_community
+from server.credential_watch import announce_change
 from server.executors import Executors
 from server.hub import Hub, MemoryHub, RedisHub
 from server.jobs import JobService
@@ -35,8 +36,8 @@ from server.moderation import Target
 from server.modelhub.service import ModelHub
 from server.passwords import Passwords
 from server.presence import MemoryPresence, Presence, RedisPresence
-from server.principals import PrincipalCache
-from server.ratelimit import RateLimiter
+from server.principals import PrincipalCache, journal_for
+from server.ratelimit import LIMITER_MEMORY_ENTRIES, RateLimiter
 from server.realtime import Flusher
 from server.store import database
 from server.store.migrations import pending_revisions, upgrade_to_head
@@ -116,20 +117,22 @@ class Runtime:
                     f"The database lacks migrations {', '.join(pending)}; run `python run.py migrate` first."
                 )
         client = redis.from_url(settings.redis_url) if settings.redis_url else None
-        cache: Cache = RedisCache(client, settings.redis_prefix) if client else MemoryCache()
+        cache: Cache = (RedisCache(client, settings.redis_prefix) if client
+                        else MemoryCache(max_bytes=settings.memory_cache_max_bytes))
         executors = Executors.create(settings.io_threads, settings.cpu_threads)
         passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
         db = database.session_factory(engine)
         blobs = BlobStore(settings.blobs_dir)
-        limiter = RateLimiter(cache)
-        principals = PrincipalCache(cache, db)
+        # Counters in a store of their own: in-process, a flood of cached pages would evict them.
+        limiter = RateLimiter(RedisCache(client, settings.redis_prefix, "limits:") if client
+                              else MemoryCache(max_entries=LIMITER_MEMORY_ENTRIES))
+        principals = PrincipalCache(cache, db, journal_for(settings.effective_database_url, client is not None))
         if client is not None:
             hub: Hub = await RedisHub(client, settings.redis_prefix).start()
             presence: Presence = RedisPresence(client, settings.redis_prefix)
         else:
             hub, presence = MemoryHub(), MemoryPresence()
-        chat = ChatService(db, hub, presence, limiter, send_limit=settings.chat_send_limit,
-                           send_window_secs=settings.chat_send_window_secs)
+        chat = ChatService(db, hub, presence, limiter, settings)
         topics = TopicPolicy()
         topics.register("room", chat.may_read)
         topics.register("user", own_user_topic)
@@ -145,10 +148,12 @@ class Runtime:
         jobs.add_watch_grant(collab.may_watch_job)
         auth = AuthService(db, passwords, limiter, executors, settings, principals)
         auth.on_sessions_revoked = lambda ids: _close_sockets_of(hub, ids)
+        principals.listeners.append(lambda user_id: announce_change(hub, user_id))
+        principals.start()
         runtime = cls(
             settings=settings, engine=engine, db=db, redis=client, cache=cache, limiter=limiter, blobs=blobs,
             executors=executors,
-            users=UserService(db, passwords, blobs, executors, settings, principals),
+            users=UserService(db, passwords, blobs, executors, settings, principals, limiter),
             auth=auth,
             tokens=TokenService(db, principals),
             hub=hub, presence=presence, chat=chat, topics=topics, jobs=jobs,
@@ -194,6 +199,7 @@ class Runtime:
             socket.on_close()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
+        await self.auth.close()
         await self.jobs.queue.close()
         await self.collab.close_all()
         await self.modelhub.close()

@@ -65,4 +65,4 @@ class TokenService:
                 raise NotFound(f"You have no token with id {token_id}.")
             await db.execute(delete(ApiToken).where(ApiToken.id == token_id))
             await db.commit()
-        await self._principals.forget("token", token_hash)
+        await self._principals.changed(user_id, "token", token_hash)  # sockets opened with it close too

@@ -8,7 +8,8 @@ from typing import Awaitable, Callable
 from server.auth import Principal
 from server.errors import Forbidden, InvalidInput
 
-TOPIC_RE = re.compile(r"^([a-z]+):(.{1,128})$")
+# Matched whole (fullmatch): with `$`, "room:lobby\n" passed as "lobby" but was kept, and left, as "lobby\n".
+TOPIC_RE = re.compile(r"([a-z]+):(.{1,128})")
 # principal (None when anonymous), the part after "kind:" -> may subscribe?
 Authorizer = Callable[[Principal | None, str], Awaitable[bool]]
 
@@ -22,7 +23,7 @@ class TopicPolicy:
 
     async def check(self, principal: Principal | None, topic: str) -> tuple[str, str]:
         """The topic's kind and id, if ``principal`` may subscribe; raises otherwise."""
-        match = TOPIC_RE.match(topic) if isinstance(topic, str) else None
+        match = TOPIC_RE.fullmatch(topic) if isinstance(topic, str) else None
         if match is None or match.group(1) not in self._authorizers:
             raise InvalidInput(f"{str(topic)[:80]!r} is not a topic (room:<name>, user:<id>, job:<id>, collab:<id>).",
                                code="bad_topic")

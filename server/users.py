@@ -16,9 +16,11 @@ from server.executors import Executors
 from server.images import make_avatar
 from server.passwords import Passwords
 from server.principals import PrincipalCache
+from server.ratelimit import RateLimiter
 from server.store.models import User
 
-USERNAME_RE = re.compile(r"^[a-z0-9_]{3,32}$")
+USERNAME_MAX_CHARS = 32
+USERNAME_RE = re.compile(r"[a-z0-9_]{3,32}")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 DISPLAY_NAME_MAX_CHARS = 64
 BIO_MAX_CHARS = 500
@@ -83,18 +85,26 @@ class UserService:
         executors: Executors,
         settings: Settings,
         principals: PrincipalCache,
+        limiter: RateLimiter,
     ):
         self._sessions = sessions
+        self._limiter = limiter
         self._principals = principals
         self._passwords = passwords
         self._blobs = blobs
         self._executors = executors
         self._settings = settings
 
-    async def register(self, username: str, password: str, email: str | None = None) -> User:
-        """Create an account; the username is case-insensitive and must be free."""
+    async def register(self, username: str, password: str, email: str | None = None, *, ip: str | None = None
+                       ) -> User:
+        """Create an account; the username is case-insensitive and must be free. ``ip``: the client's
+        address, throttled (each attempt costs an argon2 hash); None for the command line and tests."""
+        if ip is not None:
+            await self._limiter.require(f"register:{ip}", self._settings.register_limit,
+                                        self._settings.register_window_secs,
+                                        "Too many new accounts from your address")
         username = normalise_username(username)
-        if not USERNAME_RE.match(username):
+        if not USERNAME_RE.fullmatch(username):
             raise InvalidInput(
                 "`username` must be 3–32 characters of a–z, 0–9 and _.", code="invalid_username"
             )
@@ -158,7 +168,8 @@ class UserService:
             user = await db.get(User, user.id)
             user.is_moderator = moderator
             await db.commit()
-        await self._principals.forget_user(user.id)
+        # Every process, and every open socket of theirs, at once (see PrincipalCache.changed).
+        await self._principals.changed(user.id)
         return user
 
     async def set_avatar(self, user_id: int, data: bytes) -> User:

@@ -64,6 +64,8 @@ await runE2E('auth', async ({ page, log }) => {
   await byTestId(page, 'login-password').press('Enter')
   await byTestId(page, 'login-error').waitFor()
   assert.match(await byTestId(page, 'login-error').textContent(), /wrong|invalid|incorrect/i)
+  assert.equal(await byTestId(page, 'login-password').inputValue(), `${account.password}-wrong`,
+    'the password field keeps what was typed (no retyping after a typo in the name)')
 
   log('log in again (Enter in the password field)')
   await loginViaUi(page, account)

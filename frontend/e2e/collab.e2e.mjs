@@ -2,7 +2,7 @@
 // alice starts a session from the Generate page and invites bob by link as an editor; both type into
 // the prompt at the same time and end with the same text (each sees the other's cursor); bob presses
 // Render and both watch the preview frames and the result; restoring the render brings its prompt back
-// for both; the owner removes bob and his page stops editing.
+// for both; the owner removes bob and his page stops editing, and his link no longer lets him back in.
 //   VA_BASE_URL=http://127.0.0.1:8888 node e2e/collab.e2e.mjs   (needs `run.py demo-model`)
 
 import { assert, byTestId, freshContext, registerViaUi, runE2E } from './lib.mjs'
@@ -144,4 +144,22 @@ await runE2E('collab', async ({ browser, page: alice, log }) => {
   await byTestId(bob, 'collab-removed').waitFor()
   assert.equal(await byTestId(bob, 'collab-prompt').getAttribute('contenteditable'), 'false')
   await alice.locator(`[data-testid="collab-member"][data-username="${bobUser.username}"]`).waitFor({ state: 'detached' })
+
+  log('bob cannot walk back in with his old link; alice revokes a link for anyone')
+  await bob.goto(link)
+  await byTestId(bob, 'collab-join-error').waitFor()
+  await byTestId(alice, 'collab-invite').click()
+  await byTestId(alice, 'collab-invite-uses').click()
+  await alice.locator('.el-select-dropdown__item', { hasText: 'Anyone with the link' }).click()
+  await byTestId(alice, 'collab-invite-create').click()
+  await byTestId(alice, 'collab-invite-link').waitFor()
+  const item = byTestId(alice, 'collab-invite-item')
+  await item.first().waitFor()
+  assert.equal(await item.count(), 1, 'only the new link still works (bob\'s one-person link is used up)')
+  assert.match(await item.first().textContent(), /Editor · used 0 times · until/)
+  await byTestId(alice, 'collab-invite-revoke').first().click()
+  await byTestId(alice, 'collab-invite-list').waitFor({ state: 'detached' })
+  const revokedLink = await byTestId(alice, 'collab-invite-link').inputValue()
+  await bob.goto(revokedLink)
+  await byTestId(bob, 'collab-join-error').waitFor()
 })

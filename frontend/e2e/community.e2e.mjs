@@ -78,6 +78,12 @@ await runE2E('community', async ({ browser, page: pageA, log }) => {
   await byTestId(pageA, 'like-count').filter({ hasText: /^1$/ }).waitFor()
   await waitBadge(pageA, 1)
 
+  log('B unlikes and likes again: A is not told a second time')
+  await byTestId(pageB, 'like-button').click()
+  await pageB.locator('[data-testid="like-button"][data-liked="false"]').waitFor()
+  await byTestId(pageB, 'like-button').click()
+  await pageB.locator('[data-testid="like-button"][data-liked="true"] [data-testid="like-count"]').filter({ hasText: '1' }).waitFor()
+
   log('B writes in the post\'s room: A sees the message and a second notification')
   await byTestId(pageB, 'chat-input').fill('what a sky!')
   await byTestId(pageB, 'chat-input').press('Enter')
@@ -88,7 +94,7 @@ await runE2E('community', async ({ browser, page: pageA, log }) => {
   await byTestId(pageA, 'notif-bell').click()
   await byTestId(pageA, 'notif-item').first().waitFor()
   const texts = await byTestId(pageA, 'notif-text').allInnerTexts()
-  assert.equal(texts.length, 2, texts.join(' / '))
+  assert.equal(texts.length, 2, `one like and one message, the like told once: ${texts.join(' / ')}`)
   assert.match(texts[0], /wrote in your post's room/)
   assert.match(texts[1], new RegExp(`liked your post ${title}`))
   await pageA.locator('[data-testid="notif-item"][data-kind="like"]').click()

@@ -98,7 +98,12 @@ await runE2E('shell', async ({ context, page, log }) => {
   assert.ok(limited, 'the server rate-limits repeated failures')
   assert.equal(limited.attempt, 11, 'after 10 failures')
   assert.ok(limited.retryAfter > 0, 'with a Retry-After header')
-  await byTestId(page, 'login-error')
-    .filter({ hasText: `Too many failed log-ins for this account; try again later. Try again in ${limited.retryAfter} s.` })
-    .waitFor()
+  // Said once, in words (Retry-After is 900 s: "15 minutes"), and the password is still there to retry with.
+  const minutes = Math.ceil(limited.retryAfter / 60)
+  const said = `Too many failed log-ins for this account; try again in ${minutes} minute${minutes === 1 ? '' : 's'}.`
+  await byTestId(page, 'login-error').filter({ hasText: said }).waitFor()
+  const shown = (await byTestId(page, 'login-error').textContent()).trim()
+  assert.equal((shown.match(/try again/gi) ?? []).length, 1, `said once: ${shown}`)
+  assert.doesNotMatch(shown, /\d+ s\b/, `no bare seconds: ${shown}`)
+  assert.equal(await byTestId(page, 'login-password').inputValue(), 'wrong-password-11', 'the password field is kept')
 })

@@ -8,7 +8,10 @@ exactly one well-formed message (trailing bytes included), before it reaches the
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
+from typing import Any
 from enum import Enum
 
 from pycrdt import YMessageType, YSyncMessageType, write_var_uint
@@ -129,9 +132,32 @@ def parse_awareness(payload: bytes) -> list[AwarenessEntry]:
             raise MalformedMessage("an awareness state is not JSON") from None
         if value is not None and not isinstance(value, dict):
             raise MalformedMessage("an awareness state must be an object or null")
+        if value is not None and "user" in value:
+            _check_user(value["user"])
         entries.append(AwarenessEntry(client_id, clock, b"null" if value is None else state))
     reader.done()
     return entries
+
+
+# Other members' editors put `user.color` / `colorLight` into `style=` attributes and show `user.name`:
+# only plain hex colours (#rrggbb, or #rrggbbaa for the translucent selection) and plain names may reach them.
+HEX_COLOUR_RE = re.compile(r"#[0-9a-fA-F]{6}(?:[0-9a-fA-F]{2})?")
+USER_NAME_MAX_CHARS = 64
+USER_FIELDS = {"id", "name", "color", "colorLight"}
+
+
+def _check_user(user: Any) -> None:
+    if not isinstance(user, dict) or set(user) - USER_FIELDS:
+        raise MalformedMessage(f"awareness `user` must be an object with only {', '.join(sorted(USER_FIELDS))}")
+    for field in ("color", "colorLight"):
+        if field in user and not (isinstance(user[field], str) and HEX_COLOUR_RE.fullmatch(user[field])):
+            raise MalformedMessage(f"awareness `user.{field}` must be a colour like #1a2b3c (or #1a2b3c40)")
+    name = user.get("name", "")
+    if not isinstance(name, str) or len(name) > USER_NAME_MAX_CHARS or any(
+            unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+        raise MalformedMessage(f"awareness `user.name` must be plain text of at most {USER_NAME_MAX_CHARS} characters")
+    if "id" in user and (isinstance(user["id"], bool) or not isinstance(user["id"], int)):
+        raise MalformedMessage("awareness `user.id` must be an integer")
 
 
 def encode_awareness(entries: list[AwarenessEntry]) -> bytes:

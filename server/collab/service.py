@@ -24,9 +24,10 @@ from server.collab.documents import (INT_FIELDS, SETTING_FIELDS, LiveDocument, M
                                      write_snapshot)
 from server.collab.protocol import Kind, MalformedMessage
 from server.collab.renders import RenderLog
-from server.collab.sessions import OWNER, SessionDirectory, may_edit, session_json
+from server.collab.sessions import (OWNER, SessionDirectory, check_invite_terms, invite_json, may_edit,
+                                   session_json)
 from server.collab.store import Stored, UpdateStore, merge
-from server.errors import Forbidden, InvalidInput, PayloadTooLarge, RateLimited
+from server.errors import Forbidden, InvalidInput, PayloadTooLarge
 from server.executors import Executors
 from server.hub import Hub
 from server.jobs import JobService
@@ -109,11 +110,30 @@ class CollabService:
                 "members": await self.directory.members(session_id),
                 "renders": await self.renders.strip(session_id), "document": document}
 
-    async def invite(self, user: User, session_id: str, role: Any) -> dict[str, Any]:
-        """An invitation link's secret for a role (owner only)."""
+    async def invite(self, user: User, session_id: str, role: Any, *, expires_in_secs: Any = None,
+                     max_uses: Any = None) -> dict[str, Any]:
+        """An invitation link's secret for a role (owner only), lasting ``expires_in_secs`` (default
+        ``collab_invite_default_secs``) for at most ``max_uses`` people (default: no limit)."""
         await self.directory.require(session_id, user, own=True)
-        token = await self.directory.invite(session_id, role, user)
-        return {"token": token, "role": role, "path": f"/collab/join/{token}"}
+        settings = self._settings
+        expires_in_secs, max_uses = check_invite_terms(expires_in_secs, max_uses,
+                                                       default_secs=settings.collab_invite_default_secs,
+                                                       max_secs=settings.collab_invite_max_secs)
+        await self._limiter.require(f"collab-invite:{user.id}", settings.collab_invite_limit,
+                                    settings.collab_invite_window_secs, "Too many invitations")
+        token, invite = await self.directory.invite(session_id, role, user, expires_in_secs=expires_in_secs,
+                                                    max_uses=max_uses)
+        return {"token": token, "role": role, "path": f"/collab/join/{token}", **invite_json(invite)}
+
+    async def invites(self, user: User, session_id: str) -> list[dict[str, Any]]:
+        """The invitations that still admit someone (owner only)."""
+        await self.directory.require(session_id, user, own=True)
+        return await self.directory.invites(session_id)
+
+    async def revoke_invite(self, user: User, session_id: str, invite_id: str) -> None:
+        """The owner revokes an invitation link."""
+        await self.directory.require(session_id, user, own=True)
+        await self.directory.revoke_invite(session_id, invite_id)
 
     async def accept(self, user: User, token: Any) -> dict[str, Any]:
         """Join the session an invitation names; members keep a higher role."""
@@ -214,12 +234,10 @@ class CollabService:
         role = live.roles.get(user.id) if user else None
         if role is None or live.closed:
             raise Forbidden("You are no longer a member of this session.")
-        decision = await self._limiter.hit(f"collab:{session_id}:{user.id}", self._settings.collab_update_limit,
-                                           self._settings.collab_update_window_secs)
-        if not decision.allowed:
-            raise RateLimited(f"More than {self._settings.collab_update_limit} collab messages in "
-                              f"{self._settings.collab_update_window_secs} s; slow down.",
-                              retry_after_secs=decision.retry_after_secs)
+        await self._limiter.require(f"collab:{session_id}:{user.id}", self._settings.collab_update_limit,
+                                    self._settings.collab_update_window_secs,
+                                    f"More than {self._settings.collab_update_limit} collab messages in "
+                                    f"{self._settings.collab_update_window_secs} s")
         try:
             message = protocol.parse(data)
             if message.kind is Kind.SYNC_STEP1:

@@ -252,10 +252,14 @@ class Catalog:
         await self._invalidate(model_id)
         return await self.detail(model_id)
 
-    async def thumbnail(self, model_id: int) -> tuple[str, bytes]:
-        """The preview image's sha256 and WebP bytes."""
+    async def thumbnail(self, model_id: int, viewer: User | None = None) -> tuple[str, bytes]:
+        """The preview image's sha256 and WebP bytes; a hidden model's only for its owner and moderators."""
         async with self._db() as db:
-            digest = await db.scalar(select(HubModel.thumbnail_sha256).where(HubModel.id == model_id))
+            row = (await db.execute(select(HubModel.thumbnail_sha256, HubModel.hidden, HubModel.owner_id)
+                                    .where(HubModel.id == model_id))).first()
+        if row is None or (row.hidden and not (viewer and (viewer.id == row.owner_id or viewer.is_moderator))):
+            raise NotFound(f"There is no model {model_id}.")
+        digest = row.thumbnail_sha256
         if digest is None:
             raise NotFound("This model has no preview image.")
         return digest, await self._executors.run_io(self._blobs.read_bytes, digest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -82,7 +82,8 @@ class CollabMember(Base):
 
 
 class CollabInvite(Base):
-    """An invitation link; only the sha256 of its secret is stored, as for API tokens."""
+    """An invitation link; only the sha256 of its secret is stored, as for API tokens. It admits people until
+    it expires, is used ``max_uses`` times (null: no limit) or is revoked."""
 
     __tablename__ = "collab_invites"
     __table_args__ = (Index("ix_collab_invites_session", "session_id"), MYSQL_TABLE_ARGS)
@@ -93,6 +94,22 @@ class CollabInvite(Base):
     role: Mapped[str] = mapped_column(String(16), nullable=False)
     created_by: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False)
+    max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    uses: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+
+
+class CollabRemoval(Base):
+    """When the owner last removed someone: invitations made before then no longer admit that person."""
+
+    __tablename__ = "collab_removals"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    session_id: Mapped[str] = mapped_column(String(32), ForeignKey("collab_sessions.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    removed_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
 
 
 class CollabUpdate(Base):

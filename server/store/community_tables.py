@@ -89,6 +89,8 @@ class Notification(Base):
     __table_args__ = (
         Index("ix_notifications_user", "user_id", "id"),
         Index("ix_notifications_unread", "user_id", "read_at"),
+        # A message's notifications follow its edits and deletion.
+        Index("ix_notifications_message", "message_id"),
         MYSQL_TABLE_ARGS,
     )
 
@@ -100,8 +102,23 @@ class Notification(Base):
     room: Mapped[str | None] = mapped_column(String(64), nullable=True)
     message_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     text: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    # People a grouped notification stands for ("Ana and 3 others liked your post": 4); ``actor_id`` is the latest.
+    actor_count: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     read_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
+
+
+class NoticeOnce(Base):
+    """Someone was told once that ``actor`` liked a post of theirs (``subject``: the post) or followed them
+    (``subject`` 0): unliking and liking again, or unfollowing and following again, tells nobody twice."""
+
+    __tablename__ = "notices_once"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    actor_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
 
 
 class Report(Base):

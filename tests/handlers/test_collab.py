@@ -162,10 +162,19 @@ async def test_bad_input_is_refused_and_nobody_else_is_affected(people, server):
     huge = b'{"name":"' + b"x" * 3000 + b'"}'
     await refused(b, protocol.encode(Kind.AWARENESS, protocol.encode_awareness(
         [protocol.AwarenessEntry(77, 1, huge)])), "bad_update")
+    alice_state = protocol.AwarenessEntry(4242, 1, b'{"user":{"name":"alice"}}')
     assert (await a.ws.request("collab.update", session=sid, data=protocol.encode(
-        Kind.AWARENESS, protocol.encode_awareness([protocol.AwarenessEntry(4242, 1, b'{"user":"alice"}')]))))["type"] == "ack"
+        Kind.AWARENESS, protocol.encode_awareness([alice_state]))))["type"] == "ack"
     await refused(b, protocol.encode(Kind.AWARENESS, protocol.encode_awareness(
-        [protocol.AwarenessEntry(4242, 2, b'{"user":"not alice"}')])), "not_your_client")
+        [protocol.AwarenessEntry(4242, 2, b'{"user":{"name":"not alice"}}')])), "not_your_client")
+    # Colours and names other editors put into the page: only #rrggbb and plain text.
+    for user in (b'{"color":"red;background:url(https://evil.example/x)"}', b'{"colorLight":"#12345"}',
+                 b'{"name":"x\\u202eevil"}', b'{"name":"a","onclick":"x"}', b'"alice"'):
+        await refused(b, protocol.encode(Kind.AWARENESS, protocol.encode_awareness(
+            [protocol.AwarenessEntry(78, 1, b'{"user":' + user + b'}')])), "bad_update")
+    plain = b'{"user":{"id":2,"name":"Bob","color":"#1a2b3c","colorLight":"#1a2b3c38"}}'
+    assert (await b.ws.request("collab.update", session=sid, data=protocol.encode(
+        Kind.AWARENESS, protocol.encode_awareness([protocol.AwarenessEntry(79, 1, plain)]))))["type"] == "ack"
     # An update for a session the socket has not joined (even one the user owns).
     await refused(a, protocol.encode(Kind.UPDATE, b"\x00\x00"), "not_subscribed", session=other)
     # Oversized: refused with an error frame, under the 64 KiB frame limit that would close the socket.

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import AsyncIterator
 from urllib.parse import quote, urlsplit
 
 import pytest
+from PIL import Image
 
 from config import Settings
 from server.runtime import Runtime
@@ -344,10 +346,6 @@ async def test_huggingface_hub_client_downloads_from_us(hub, alice: ApiClient, t
 
 
 async def test_the_owner_sets_a_preview_image_shown_in_lists(hub, alice: ApiClient) -> None:
-    import io
-
-    from PIL import Image
-
     base_url, _ = hub
     model = await create_model(alice)
     buffer = io.BytesIO()
@@ -422,11 +420,19 @@ async def test_a_reported_model_hidden_by_a_moderator_is_gone_for_all_but_owner_
         assert report.status_code == 201, report.text
         queue = (await mona.get("/api/moderation/reports")).json()["items"]
         assert queue[0]["kind"] == "model" and queue[0]["subject"]["name"] == "Shady LoRA"
+        preview = io.BytesIO()
+        Image.new("RGB", (64, 64), (90, 10, 10)).save(preview, format="PNG")
+        thumbnail_url = (await alice.put(f"/api/hub/models/{model['id']}/thumbnail", content=preview.getvalue(),
+                                         headers={"Content-Type": "image/png"})).json()["model"]["thumbnail_url"]
+        assert (await bob.get(thumbnail_url)).status_code == 200
         assert (await mona.post(f"/api/moderation/model/{model['id']}/hide")).json()["reports_closed"] == 1
         path = f"/api/hub/models/{model['id']}"
         assert (await bob.get("/api/hub/models?q=shady")).json()["models"] == []
         assert (await bob.get(path)).status_code == 404
         assert (await bob.get(uploaded["download_url"])).status_code == 404
+        assert (await bob.get(thumbnail_url)).status_code == 404  # the preview image is hidden too
+        assert (await alice.get(thumbnail_url)).status_code == 200
+        assert (await mona.get(thumbnail_url)).status_code == 200
         assert (await alice.get(path)).json()["model"]["hidden"] is True
         assert (await mona.get(uploaded["download_url"])).status_code == 200
         await mona.post(f"/api/moderation/model/{model['id']}/restore")

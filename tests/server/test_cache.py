@@ -7,7 +7,7 @@ import pytest
 import redis.asyncio as redis
 
 from server.cache import CacheAside, MemoryCache, RedisCache
-from server.ratelimit import RateLimiter
+from server.ratelimit import RateLimiter, wait_in_words
 
 
 @pytest.fixture
@@ -82,7 +82,22 @@ async def test_rate_limiter_allows_then_refuses_with_retry_after(cache):
     assert 1 <= decisions[-1].retry_after_secs <= 30
     assert (await limiter.hit("ip:2", limit=3, window_secs=30)).allowed
     await limiter.reset("ip:1")
-    assert (await limiter.peek("ip:1", limit=3, window_secs=30)).allowed
+    assert (await limiter.hit("ip:1", limit=3, window_secs=30)).count == 1
+
+
+def test_waits_are_said_in_words():
+    assert [wait_in_words(s) for s in (1, 40, 60, 632, 3600, 5000)] == [
+        "in 1 second", "in 40 seconds", "in 1 minute", "in 11 minutes", "in 1 hour", "in 2 hours"]
+
+
+async def test_long_keys_are_stored_under_a_digest(cache):
+    long_a, long_b = "gallery:" + "a" * 5000, "gallery:" + "a" * 4999 + "b"
+    await cache.set(long_a, b"A", ttl_secs=60)
+    await cache.set(long_b, b"B", ttl_secs=60)
+    assert await cache.get(long_a) == b"A" and await cache.get(long_b) == b"B"
+    assert await cache.incr("n:" + "x" * 1000) == 1
+    if isinstance(cache, MemoryCache):
+        assert cache.size_bytes < 1000  # three short keys, not 11 KB of key text
 
 
 def test_memory_cache_is_bounded():
@@ -93,3 +108,13 @@ def test_memory_cache_is_bounded():
         return [await small.get(f"k{i}") for i in range(5)]
 
     assert asyncio.run(fill()) == [None, None, b"v", b"v", b"v"]
+
+
+async def test_memory_cache_is_bounded_in_bytes():
+    cache = MemoryCache(max_bytes=64 * 1024)
+    for i in range(100):
+        await cache.set(f"page:{i}", b"x" * 4096, ttl_secs=60)
+    assert cache.size_bytes <= 64 * 1024
+    assert await cache.get("page:99") is not None and await cache.get("page:0") is None
+    await cache.delete(*(f"page:{i}" for i in range(100)))
+    assert cache.size_bytes == 0

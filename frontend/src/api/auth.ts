@@ -28,7 +28,13 @@ export async function fetchMe(): Promise<User> {
   return (await http.get<UserEnvelope>('/api/me')).user
 }
 
-export async function changePassword(currentPassword: string, newPassword: string): Promise<User> {
-  const body = { current_password: currentPassword, new_password: newPassword }
+/** Change the password; every other session is signed out, and with `revokeTokens` every API token too. */
+export async function changePassword(currentPassword: string, newPassword: string, revokeTokens = false): Promise<User> {
+  const body = { current_password: currentPassword, new_password: newPassword, revoke_tokens: revokeTokens }
   return (await http.post<UserEnvelope>('/api/me/password', body)).user
+}
+
+/** Revoke every session and API token of mine, this browser's too. */
+export async function logoutEverywhere(): Promise<void> {
+  await http.post<void>('/api/auth/logout-everywhere')
 }

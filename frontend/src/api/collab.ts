@@ -74,8 +74,32 @@ export async function closeSession(id: string): Promise<CollabSession> {
   return (await http.delete<{ session: CollabSession }>(`/api/collab/sessions/${id}`)).session
 }
 
-export async function createInvite(id: string, role: 'editor' | 'viewer'): Promise<{ token: string; role: string; path: string }> {
-  return (await http.post<{ invite: { token: string; role: string; path: string } }>(`/api/collab/sessions/${id}/invites`, { role })).invite
+/** An invitation as its owner sees it (never its secret); `id` is the secret's sha256. */
+export interface CollabInvite {
+  id: string
+  role: 'editor' | 'viewer'
+  created_at: string
+  expires_at: string
+  max_uses: number | null
+  uses: number
+  revoked: boolean
+}
+
+/** A new link: it admits people until it expires or `max_uses` (null: no limit) have joined with it. */
+export async function createInvite(
+  id: string, role: 'editor' | 'viewer', terms: { expires_in_secs?: number; max_uses?: number | null } = {},
+): Promise<CollabInvite & { token: string; path: string }> {
+  return (await http.post<{ invite: CollabInvite & { token: string; path: string } }>(
+    `/api/collab/sessions/${id}/invites`, { role, ...terms })).invite
+}
+
+/** The links that still admit someone (owner only). */
+export async function fetchInvites(id: string): Promise<CollabInvite[]> {
+  return (await http.get<{ invites: CollabInvite[] }>(`/api/collab/sessions/${id}/invites`)).invites
+}
+
+export async function revokeInvite(id: string, inviteId: string): Promise<void> {
+  await http.delete<void>(`/api/collab/sessions/${id}/invites/${inviteId}`)
 }
 
 export function acceptInvite(token: string): Promise<{ session: CollabSession; role: CollabRole }> {

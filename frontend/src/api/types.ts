@@ -235,6 +235,10 @@ export interface AppNotification {
   id: number
   kind: NotificationKind | string
   from: PublicUser | null
+  /** How many people it stands for (a post's likes are one notification): "Ana and 3 others". */
+  count?: number
+  /** The server's own sentence, in English. */
+  summary?: string
   post: number | null
   room: string | null
   message: number | null

@@ -180,8 +180,21 @@ export class CollabProvider {
   }
 }
 
-/** A stable colour per user, so the same person has the same cursor colour everywhere. */
+/**
+ * A stable colour per user, so the same person has the same cursor colour everywhere. Hex, because the
+ * server passes only `#rrggbb` / `#rrggbbaa` to other members' editors (they go into `style=`).
+ */
 export function userColour(id: number): { color: string; colorLight: string } {
-  const hue = (id * 137.508) % 360
-  return { color: `hsl(${hue.toFixed(0)} 70% 45%)`, colorLight: `hsl(${hue.toFixed(0)} 70% 45% / 0.22)` }
+  const color = hslToHex((id * 137.508) % 360, 0.7, 0.45)
+  return { color, colorLight: `${color}38` } // 0x38: 22 % opaque, for selections
+}
+
+function hslToHex(hue: number, saturation: number, lightness: number): string {
+  const a = saturation * Math.min(lightness, 1 - lightness)
+  const channel = (n: number) => {
+    const k = (n + hue / 30) % 12
+    const value = lightness - a * Math.max(-1, Math.min(k - 3, 9 - k, 1))
+    return Math.round(value * 255).toString(16).padStart(2, '0')
+  }
+  return `#${channel(0)}${channel(8)}${channel(4)}`
 }

@@ -1,6 +1,7 @@
 /**
- * My notifications: the first page and the unread count over HTTP, then live `notify` (a new one)
- * and `notify.read` (marked read, maybe in another tab) on `user:<id>` through the shared socket.
+ * My notifications: the first page and the unread count over HTTP, then live `notify` (a new one; a post's
+ * grouped likes name the one it `replaces`), `notify.read` (marked read, maybe in another tab) and
+ * `notify.changed` (the quoted message was edited, deleted or hidden) on `user:<id>` through the shared socket.
  * Follows the session: signing out forgets them, signing in as someone else starts again.
  */
 
@@ -14,6 +15,7 @@ import { useSessionStore } from '@/stores/session'
 interface NotifyEvent extends ServerEvent {
   notification?: AppNotification
   unread?: number
+  replaces?: number | null
 }
 
 export const useNotifications = defineStore('notifications', () => {
@@ -92,9 +94,14 @@ export const useNotifications = defineStore('notifications', () => {
       onEvent(event: NotifyEvent) {
         if (mine !== generation) return
         if (event.type === 'notify' && event.notification) {
+          if (typeof event.replaces === 'number') items.value = items.value.filter((n) => n.id !== event.replaces)
           add(event.notification)
           if (typeof event.unread === 'number') unread.value = event.unread
           if (loading.value) liveDuringLoad = true
+        } else if (event.type === 'notify.changed' && Array.isArray(event.ids)) {
+          const ids = new Set(event.ids as number[])
+          const text = typeof event.text === 'string' ? event.text : ''
+          items.value = items.value.map((n) => (ids.has(n.id) ? { ...n, text } : n))
         } else if (event.type === 'notify.read' && typeof event.unread === 'number') {
           unread.value = event.unread
           // Read here or in another tab: `ids` names them, null means all.

@@ -69,8 +69,13 @@ export const useSessionStore = defineStore('session', () => {
     return set(await usersApi.deleteAvatar())!
   }
 
-  async function changePassword(currentPassword: string, newPassword: string): Promise<User> {
-    return set(await authApi.changePassword(currentPassword, newPassword))!
+  async function changePassword(currentPassword: string, newPassword: string, revokeTokens = false): Promise<User> {
+    return set(await authApi.changePassword(currentPassword, newPassword, revokeTokens))!
+  }
+
+  async function logoutEverywhere(): Promise<void> {
+    await authApi.logoutEverywhere()
+    set(null)
   }
 
   // A 401 on any request means the session is gone (expired, revoked elsewhere).
@@ -80,6 +85,6 @@ export const useSessionStore = defineStore('session', () => {
 
   return {
     user, loaded, signedIn,
-    load, login, register, logout, updateProfile, uploadAvatar, deleteAvatar, changePassword,
+    load, login, register, logout, logoutEverywhere, updateProfile, uploadAvatar, deleteAvatar, changePassword,
   }
 })
