@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(3, ge=1, le=100)
     worker_stop_grace_secs: float = Field(30.0, ge=0)
     worker_metrics_port: int | None = Field(None, ge=0, le=65535)
+    # A worker's model-cache budgets in MiB; none: derived from the device (75 % of a GPU) and from the
+    # memory this container may use. Set them when several workers share one GPU (time-slicing).
+    worker_device_budget_mib: int | None = Field(None, ge=1)
+    worker_host_budget_mib: int | None = Field(None, ge=0)
     # Hardening (content): prompt screening lists and who may read /metrics.
     # A folder of `<lang>.block.txt` / `<lang>.allow.txt` files merged with the bundled screening lists.
     screening_terms_dir: DirectoryPath | None = None

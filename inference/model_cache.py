@@ -39,8 +39,20 @@ HOST_BUDGET_FRACTION = 0.4  # of physical RAM, shared by the workers of one proc
 CPU_DEVICE_BUDGET_FRACTION = 0.5
 
 
+# cgroup v2's memory limit of this container ("max" when unlimited); a pod's limit, not the node's RAM,
+# is what the kernel kills a worker at.
+CGROUP_MEMORY_MAX = "/sys/fs/cgroup/memory.max"
+
+
 def physical_ram_bytes() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    """The memory this process may use: the machine's RAM, or its container's limit when lower."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        with open(CGROUP_MEMORY_MAX) as f:
+            limit = f.read().strip()
+    except OSError:
+        return ram
+    return min(ram, int(limit)) if limit.isdigit() else ram
 
 
 def default_budgets(device: str, workers: int = 1) -> tuple[int, int]:

@@ -58,6 +58,7 @@ def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub
     chat.change_listeners.append(notifications.message_changed)
     chat.room_guards[POST_ROOM_PREFIX] = posts.check_room
     jobs.add_image_grant(posts.may_see_image)
+    jobs.add_job_guard(posts.withholds_job)
     moderation.register("post", Target(set_hidden=posts.set_hidden, describe=posts.describe))
     moderation.register("message", Target(set_hidden=chat.set_hidden, describe=chat.describe))
     return Community(posts, follows, notifications, moderation)

@@ -372,6 +372,15 @@ class PostService:
         return post is not None and _may_see(principal.user if principal else None, post)
 
 
+    async def withholds_job(self, principal: Principal | None, job_id: str) -> bool:
+        """A job with an image in a hidden post is withheld, public or not, from all but its owner and moderators."""
+        async with self._db() as db:
+            post = await db.scalar(select(Post).join(PostImage, PostImage.post_id == Post.id)
+                                   .join(GeneratedImage, GeneratedImage.id == PostImage.image_id)
+                                   .where(GeneratedImage.job_id == job_id, Post.hidden.is_(True)).limit(1))
+        return post is not None and not _may_see(principal.user if principal else None, post)
+
+
 def _may_see(viewer: User | None, post: Post) -> bool:
     """Hidden posts are gone for everyone but their owner and moderators."""
     return not post.hidden or (viewer is not None and (viewer.id == post.owner_id or viewer.is_moderator))

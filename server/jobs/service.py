@@ -34,6 +34,8 @@ JOB_ID_MAX_CHARS = 32
 WatchGrant = Callable[[Principal | None, str], Awaitable[bool]]
 # (principal, image) -> may this principal see this one image (e.g. it is published in a visible post)?
 ImageGrant = Callable[[Principal | None, GeneratedImage], Awaitable[bool]]
+# (principal, job id) -> is the job withheld from this principal though public (e.g. its post was hidden)?
+JobGuard = Callable[[Principal | None, str], Awaitable[bool]]
 
 
 def image_json(image: GeneratedImage) -> dict[str, Any]:
@@ -87,6 +89,7 @@ class JobService:
         # Other features that let more people watch a job (e.g. a collab session's members its renders).
         self._watch_grants: list[WatchGrant] = []
         self._image_grants: list[ImageGrant] = []
+        self._job_guards: list[JobGuard] = []
 
     def add_watch_grant(self, grant: WatchGrant) -> None:
         """Let ``grant(principal, job_id)`` admit watchers beyond the owner (and everyone, when public)."""
@@ -95,6 +98,21 @@ class JobService:
     def add_image_grant(self, grant: ImageGrant) -> None:
         """Let ``grant(principal, image)`` show single images beyond the job's watchers."""
         self._image_grants.append(grant)
+
+    def add_job_guard(self, guard: JobGuard) -> None:
+        """Let ``guard(principal, job_id)`` withhold a job (and its images) that would be public otherwise."""
+        self._job_guards.append(guard)
+
+    async def _visible(self, principal: Principal | None, job_id: str, owner_id: int, public: bool) -> bool:
+        """The owner always; others when the job is public or a grant admits them, unless a guard withholds it."""
+        if principal is not None and principal.user.id == owner_id:
+            return True
+        if not public and not await self._granted(principal, job_id):
+            return False
+        for guard in self._job_guards:
+            if await guard(principal, job_id):
+                return False
+        return True
 
     async def _granted(self, principal: Principal | None, job_id: str) -> bool:
         for grant in self._watch_grants:
@@ -162,9 +180,8 @@ class JobService:
     async def get(self, principal: Principal | None, job_id: str) -> dict[str, Any]:
         """A job its owner (or anyone, when public, or whom a grant admits) may see."""
         job, images = await self._load(job_id)
-        if not job.public and (principal is None or principal.user.id != job.owner_id) \
-                and not await self._granted(principal, job_id):
-            raise NotFound(f"No job {job_id}.")  # private jobs are not revealed to others
+        if not await self._visible(principal, job_id, job.owner_id, job.public):
+            raise NotFound(f"No job {job_id}.")  # private (or withheld) jobs are not revealed to others
         return await self._render(job, images)
 
     async def _render(self, job: GenerationJob, images: list[GeneratedImage]) -> dict[str, Any]:
@@ -192,7 +209,7 @@ class JobService:
         if found is None:
             return False
         owner, public = found
-        return public or (principal is not None and principal.user.id == owner) or await self._granted(principal, job_id)
+        return await self._visible(principal, job_id, owner, public)
 
     async def image(self, principal: Principal | None, image_id: str) -> dict[str, Any]:
         image = await self._image(principal, image_id)
@@ -209,9 +226,7 @@ class JobService:
         if found is None:
             raise NotFound(f"No image {image_id}.")
         image, job_public = found
-        if job_public or (principal is not None and principal.user.id == image.owner_id):
-            return image
-        if await self._granted(principal, image.job_id):
+        if await self._visible(principal, image.job_id, image.owner_id, job_public):
             return image
         for grant in self._image_grants:
             if await grant(principal, image):

@@ -22,7 +22,10 @@ class WorkerRole:
     async def start(cls, runtime: Runtime, *, engine_config: EngineConfig | None = None) -> "WorkerRole":
         """Start taking jobs; the runtime stops this role first when it closes."""
         settings = runtime.settings
-        config = engine_config or EngineConfig(preview_fps=settings.preview_fps)
+        config = engine_config or EngineConfig(
+            preview_fps=settings.preview_fps,
+            device_budget_bytes=_mib(settings.worker_device_budget_mib),
+            host_budget_bytes=_mib(settings.worker_host_budget_mib))
         screen = PromptScreen.load(settings.screening_terms_dir)
         engine = Engine(ModelRegistry(settings.models_dir), config, screen=screen).start()
         register_engine_metrics(engine, runtime.registry)
@@ -38,3 +41,7 @@ class WorkerRole:
     async def stop(self, grace_secs: float | None = None) -> None:
         """Finish (or, past the grace, hand back) the running jobs; take no new ones."""
         await self.runner.stop(self.runtime.settings.worker_stop_grace_secs if grace_secs is None else grace_secs)
+
+
+def _mib(value: int | None) -> int | None:
+    return None if value is None else value * 1024 * 1024

@@ -175,7 +175,8 @@ async def test_reports_and_moderation_hide_a_post_and_a_message_for_everyone_but
         await runtime.users.set_moderator("mona", True)
         ws_bob = await WsClient.connect(base_url, api=bob)
         try:
-            post = await publish(alice, await finished_job(alice))
+            job = await finished_job(alice, public=True)  # a public job: readable by anyone until its post is hidden
+            post = await publish(alice, job)
             room = post["room"]
             assert (await ws_bob.request("sub", topic=f"room:{room}"))["type"] == "ack"
             spam = (await ws_bob.request("chat.send", room=room, text="buy cheap pixels"))["message"]
@@ -210,6 +211,13 @@ async def test_reports_and_moderation_hide_a_post_and_a_message_for_everyone_but
             assert (await bob.get("/api/posts")).json()["posts"] == []
             assert (await bob.get(f"/api/posts/{post['id']}")).status_code == 404
             assert (await bob.get(post["cover"]["url"])).status_code == 404
+            # Hidden on every path: the public job behind it and its image files too.
+            assert (await bob.get(f"/api/jobs/{job['id']}")).status_code == 404
+            assert (await bob.get(job["images"][0]["thumb_url"])).status_code == 404
+            assert (await ws_bob.request("sub", topic=f"job:{job['id']}"))["code"] == "forbidden"
+            for insider in (alice, mod):
+                assert (await insider.get(f"/api/jobs/{job['id']}")).status_code == 200
+                assert (await insider.get(job["images"][0]["url"])).status_code == 200
             assert (await bob.get(f"/api/rooms/{room}/messages")).status_code == 404
             late = await WsClient.connect(base_url, api=bob)
             try:
@@ -228,6 +236,7 @@ async def test_reports_and_moderation_hide_a_post_and_a_message_for_everyone_but
 
             await mod.post(f"/api/moderation/post/{post['id']}/restore")
             assert [p["id"] for p in (await bob.get("/api/posts")).json()["posts"]] == [post["id"]]
+            assert (await bob.get(f"/api/jobs/{job['id']}")).status_code == 200
         finally:
             ws_bob.close()
             for client in (alice, bob, mod):
