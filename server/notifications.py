@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.errors import InvalidInput
 from server.hub import Hub
+from server.ids import parse_ids
 from server.store.community_tables import Notification
 from server.store.models import User, iso, utcnow
 from server.users import public_user
@@ -75,9 +76,8 @@ class NotificationService:
 
     async def mark_read(self, user: User, ids: Any = None) -> int:
         """Mark some (a list of ids) or all (None) as read; the unread count after."""
-        if ids is not None and (not isinstance(ids, list) or len(ids) > PAGE_MAX
-                                or not all(isinstance(i, int) for i in ids)):
-            raise InvalidInput(f"`ids` must be a list of at most {PAGE_MAX} notification ids, or absent for all.")
+        if ids is not None:
+            ids = parse_ids(ids, "ids", max_items=PAGE_MAX)
         statement = update(Notification).where(Notification.user_id == user.id, Notification.read_at.is_(None))
         if ids is not None:
             statement = statement.where(Notification.id.in_(ids))

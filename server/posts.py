@@ -24,6 +24,7 @@ from server.auth import Principal
 from server.cache import Cache, CacheAside
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.hub import Hub
+from server.ids import as_id, parse_id
 from server.jobs import image_ref
 from server.store.community_tables import Follow, Like, Post, PostImage, PostTag
 from server.store.models import GeneratedImage, GenerationJob, User, iso, utcnow
@@ -331,7 +332,7 @@ class PostService:
 
     async def set_hidden(self, post_id: str, hidden: bool) -> None:
         async with self._db() as db:
-            changed = (await db.execute(update(Post).where(Post.id == _post_id(post_id))
+            changed = (await db.execute(update(Post).where(Post.id == parse_id(post_id, "target"))
                                         .values(hidden=hidden))).rowcount
             await db.commit()
         if not changed:
@@ -340,7 +341,7 @@ class PostService:
 
     async def describe(self, post_ids: list[str]) -> dict[str, dict[str, Any]]:
         """What a moderator's queue shows of each post."""
-        ids = [_post_id(i) for i in post_ids]
+        ids = [parse_id(i, "target") for i in post_ids]
         async with self._db() as db:
             rows = (await db.execute(select(Post, User).join(User, User.id == Post.owner_id)
                                      .where(Post.id.in_(ids)))).all()
@@ -348,11 +349,11 @@ class PostService:
 
     async def check_room(self, user: User | None, ident: str) -> None:
         """``room:post:<id>`` exists while its post does, and vanishes with it when hidden."""
-        post_id = _post_id(ident)
+        post_id = as_id(ident)
         async with self._db() as db:
-            post = await db.get(Post, post_id)
+            post = await db.get(Post, post_id) if post_id is not None else None
         if post is None or not _may_see(user, post):
-            raise NotFound(f"No post {post_id}.")
+            raise NotFound(f"No post {ident[:40]}.")
 
     async def owner_of(self, post_id: int) -> int | None:
         """A post's owner; remembered, since it never changes (asked at every message in its room)."""
@@ -375,12 +376,6 @@ class PostService:
 def _may_see(viewer: User | None, post: Post) -> bool:
     """Hidden posts are gone for everyone but their owner and moderators."""
     return not post.hidden or (viewer is not None and (viewer.id == post.owner_id or viewer.is_moderator))
-
-
-def _post_id(value: Any) -> int:
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit() and len(value) < 19):
-        return int(value)
-    raise InvalidInput(f"{str(value)[:40]!r} is not a post id.")
 
 
 def _check_query(query: GalleryQuery) -> None:

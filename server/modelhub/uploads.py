@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.blobs import BlobStore
 from server.errors import AppError, Conflict, InvalidInput, NotFound, PayloadTooLarge
 from server.executors import Executors
+from server.ids import parse_id
 from server.modelhub.catalog import Catalog
 from server.modelhub.errors import UploadOffsetMismatch
 from server.modelhub.safetensors_check import check_file, refuse_by_name
@@ -246,14 +247,12 @@ class UploadService:
     async def create(self, user: User, length: int, metadata: dict[str, str]) -> HubUpload:
         """tus creation: an empty upload of `length` bytes for metadata `filename` and `version_id`."""
         name = checked_filename(metadata.get("filename", ""))
-        version_text = metadata.get("version_id", "")
-        if not version_text.isdigit():
-            raise InvalidInput("Upload-Metadata needs `version_id` (the model version to upload into).")
+        version_id = parse_id(metadata.get("version_id"), "version_id")
         if length > self.max_file_bytes:
             raise PayloadTooLarge(f"The file is {length:,} bytes; at most {self.max_file_bytes:,} are accepted.")
         if length < 8:
             raise InvalidInput("A .safetensors file is at least 8 bytes long.", code="empty_file")
-        version = await self._catalog.writable_version(user, int(version_text), name)
+        version = await self._catalog.writable_version(user, version_id, name)
         upload = HubUpload(id=uuid.uuid4().hex, owner_id=user.id, version_id=version.id, filename=name,
                            length=length, received=0,
                            expires_at=utcnow() + dt.timedelta(seconds=self.expiry_secs))
