@@ -11,7 +11,8 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 
 from server.auth import AuthService, Principal
-from server.errors import AppError, InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
+from server.errors import (NOT_REQUEST_FAILURES, AppError, InvalidInput, NotFound, PayloadTooLarge,
+                           Unauthenticated)
 from server.runtime import Runtime
 from server.tokens import TokenService
 from server.users import UserService
@@ -89,6 +90,16 @@ class BaseHandler(web.RequestHandler):
         """A label for metrics that does not explode in cardinality (the handler, not the path)."""
         return type(self).__name__
 
+    async def _execute(self, transforms: list, *args: bytes, **kwargs: bytes) -> None:
+        # Tornado answers only Exceptions; a BaseException (a native library's panic) escaped unanswered
+        # and the client waited forever. Answered here as any unknown error: logged, then a 500.
+        try:
+            await super()._execute(transforms, *args, **kwargs)
+        except NOT_REQUEST_FAILURES:
+            raise
+        except BaseException as exc:
+            self._handle_request_exception(exc)
+
 
 @web.stream_request_body
 class APIHandler(BaseHandler):
@@ -144,9 +155,9 @@ class APIHandler(BaseHandler):
         if not self._body:
             return {}
         try:
-            value = json.loads(self._body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidInput(f"The body is not valid JSON: {exc}.", code="invalid_json") from None
+            value = json.loads(self._body, parse_constant=_refuse_constant)
+        except ValueError as exc:  # bad UTF-8 or JSON, NaN/Infinity, or an integer of more than 4,300 digits
+            raise InvalidInput(f"The body is not valid JSON: {str(exc)[:200]}.", code="invalid_json") from None
         if not isinstance(value, dict):
             raise InvalidInput("The body must be a JSON object.", code="invalid_json")
         return value
@@ -204,6 +215,10 @@ class APIHandler(BaseHandler):
             log.debug("%s %s -> %s: %s", self.request.method, self.request.path, value.code, value.message)
             return
         super().log_exception(typ, value, tb)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 class NotFoundHandler(APIHandler):

@@ -21,7 +21,7 @@ from server.art import ArtService
 from server.auth import Principal
 from server.chat import ChatService, check_room_name
 from server.collab.service import CollabService
-from server.errors import AppError, InvalidInput, RateLimited, Unauthenticated
+from server.errors import NOT_REQUEST_FAILURES, AppError, InvalidInput, RateLimited, Unauthenticated
 from server.hub import Hub, Reset
 from server.jobs import JobService
 from server.hub import frames
@@ -239,7 +239,9 @@ class Connection:
                 error["ref"] = ref
             self._emit(error)
             return
-        except Exception:
+        except NOT_REQUEST_FAILURES:
+            raise
+        except BaseException:  # anything else, a native library's panic included (PyO3's is a BaseException)
             log.exception("op %r failed", message.get("op"))
             self._emit({"type": "error", "code": "internal_error", "message": "Something went wrong on our side.",
                         **({"ref": ref} if ref is not None else {})})
