@@ -90,6 +90,18 @@ class BaseHandler(web.RequestHandler):
         """A label for metrics that does not explode in cardinality (the handler, not the path)."""
         return type(self).__name__
 
+    def announce_allowed(self, status_code: int) -> None:
+        """RFC 9110: a 405 lists the methods the resource has (those this handler implements)."""
+        if status_code == 405:
+            cls = type(self)
+            self.set_header("Allow", ", ".join(
+                method for method in cls.SUPPORTED_METHODS
+                if getattr(cls, method.lower(), None) is not getattr(web.RequestHandler, method.lower(), None)))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.announce_allowed(status_code)
+        super().write_error(status_code, **kwargs)
+
     async def _execute(self, transforms: list, *args: bytes, **kwargs: bytes) -> None:
         # Tornado answers only Exceptions; a BaseException (a native library's panic) escaped unanswered
         # and the client waited forever. Answered here as any unknown error: logged, then a 500.
@@ -190,6 +202,7 @@ class APIHandler(BaseHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error leaves as ``{"error": {"code", "message"}}``; no stack trace reaches a client."""
+        self.announce_allowed(status_code)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, AppError):
             # Tornado sends unknown exceptions as 500; a domain error knows its own status.

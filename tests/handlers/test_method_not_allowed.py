@@ -1,0 +1,23 @@
+"""A 405 says which methods the resource has (RFC 9110 requires `Allow`), in the JSON error shape."""
+
+from tests.support.client import error_code
+
+
+async def test_405_answers_carry_allow(api):
+    cases = {
+        ("PUT", "/api/auth/login"): {"POST"},
+        ("DELETE", "/api/posts"): {"GET", "POST"},
+        ("PATCH", "/healthz"): {"GET"},
+        ("POST", "/metrics"): {"GET"},
+        ("TRACE", "/api/me"): None,  # not a method we serve anywhere: still 405 with Allow
+    }
+    for (method, path), allowed in cases.items():
+        response = await api.request(method, path)
+        assert response.status_code == 405, (method, path, response.status_code)
+        header = {m.strip() for m in response.headers.get("Allow", "").split(",") if m.strip()}
+        assert header, (method, path, "no Allow header")
+        assert method not in header
+        if allowed is not None:
+            assert header == allowed, (method, path, header)
+        if path.startswith("/api/"):
+            assert error_code(response) == "method_not_allowed"
