@@ -34,6 +34,10 @@ MAX_REF_CHARS = 64
 # At most one write pass per this interval while events keep coming: busy sockets' events are
 # coalesced into array frames (far fewer writes); after a quiet spell the first event leaves at once.
 COALESCE_INTERVAL_SECS = 0.010
+# Bytes handed to the transport and not yet taken by the kernel. Past this, events wait in the outbox as
+# whole frames, so a socket dropped as too slow gets its close frame (4008) right behind this little,
+# not behind megabytes it would have to read first; and what waits is dropped with it.
+WRITE_WINDOW_BYTES = 64 * 1024
 CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_POLICY, CLOSE_TOO_SLOW = 1000, 1003, 1008, 4008
 
 
@@ -112,6 +116,7 @@ class Connection:
         self._close = close
         self._subs: dict[str, _Subscription] = {}
         self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
         self._flusher = flusher
         self._in_flight_bytes = 0
         self._window_start = time.monotonic()
@@ -154,8 +159,14 @@ class Connection:
 
     def _enqueue(self, frame: bytes) -> None:
         self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
         if len(self._outbox) == 1:
             self._flusher.mark(self)
+        elif (self._in_flight_bytes >= WRITE_WINDOW_BYTES
+              and self._in_flight_bytes + self._outbox_bytes > self._max_send_buffer_bytes):
+            # Judged only while the transport is backed up, so one large burst to a reader that keeps up is not "slow".
+            self._outbox, self._outbox_bytes = [], 0
+            self.shutdown(CLOSE_TOO_SLOW, "send buffer full: the client reads too slowly")
 
     def _emit(self, event: dict[str, Any]) -> None:
         self._enqueue(frames.encode(event))
@@ -179,14 +190,10 @@ class Connection:
             await self._collab.leave(self, topic[7:])
 
     def flush(self) -> None:
-        if self._closed or not self._outbox:
-            return
-        batch, self._outbox = self._outbox, []
+        if self._closed or not self._outbox or self._in_flight_bytes >= WRITE_WINDOW_BYTES:
+            return  # with the window full, the outbox waits: `_written` flushes again once the kernel takes more
+        batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
         data = batch[0] if len(batch) == 1 else frames.array_frame(batch)
-        # Judged on what is still unwritten from earlier frames, so one large batch is not "slow".
-        if self._in_flight_bytes > self._max_send_buffer_bytes:
-            self.shutdown(CLOSE_TOO_SLOW, "send buffer full: the client reads too slowly")
-            return
         self._in_flight_bytes += len(data)
         try:
             written = self._send(data)
@@ -203,6 +210,8 @@ class Connection:
         self._in_flight_bytes -= size
         if not done.cancelled():
             done.exception()  # a closed peer is normal here; on_close follows
+        if self._outbox and not self._closed and self._in_flight_bytes < WRITE_WINDOW_BYTES:
+            self._flusher.mark(self)
 
     def shutdown(self, code: int, reason: str) -> None:
         if not self._closed:
