@@ -27,6 +27,7 @@ from server.hub import Hub
 from server.ids import as_id, parse_id
 from server.jobs import image_ref
 from server.store.community_tables import Follow, Like, Post, PostImage, PostTag
+from server.store.database import run_transaction
 from server.store.models import GeneratedImage, GenerationJob, User, iso, utcnow
 from server.users import public_user
 
@@ -299,8 +300,12 @@ class PostService:
 
     async def like(self, user: User, post_id: int, liked: bool) -> dict[str, Any]:
         """Like or unlike; liking twice counts once."""
-        async with self._db() as db:
-            post = await db.get(Post, post_id)
+
+        async def toggle(db: AsyncSession) -> tuple[bool, int, int, str]:
+            # The post row is locked first, then the like row: every liker takes them in that order. Inserting
+            # the like first took a shared lock on the post (the foreign key check) that two likers then both
+            # wanted to raise to exclusive for the count: MariaDB deadlock 1213 on busy posts.
+            post = await db.scalar(select(Post).where(Post.id == post_id).with_for_update())
             if post is None or not _may_see(user, post):
                 raise NotFound(f"No post {post_id}.")
             changed = False
@@ -314,12 +319,14 @@ class PostService:
             else:
                 changed = (await db.execute(delete(Like).where(Like.post_id == post_id,
                                                                Like.user_id == user.id))).rowcount > 0
-            if changed:
+            if changed:  # one statement: the count moves inside the database, never read-modify-write here
                 await db.execute(update(Post).where(Post.id == post_id)
                                  .values(like_count=Post.like_count + (1 if liked else -1)))
             await db.commit()
             count = await db.scalar(select(Post.like_count).where(Post.id == post_id))
-            owner_id, title = post.owner_id, post.title
+            return changed, count, post.owner_id, post.title
+
+        changed, count, owner_id, title = await run_transaction(self._db, toggle)
         if changed:
             await self._hub.publish(f"room:{post_room(post_id)}", {"type": "post.likes", "post": post_id,
                                                                   "like_count": count}, sequenced=False)
