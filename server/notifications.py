@@ -6,17 +6,20 @@ then published on ``user:<id>``, where an open page shows it at once.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.errors import InvalidInput
+from server.errors import Unavailable
 from server.hub import Hub
 from server.ids import parse_ids
 from server.store.community_tables import Notification
 from server.store.models import User, iso, utcnow
 from server.users import public_user
+
+log = logging.getLogger(__name__)
 
 KINDS = ("like", "follow", "mention", "message")
 PAGE_DEFAULT = 30
@@ -56,9 +59,12 @@ class NotificationService:
             unread = await self._unread(db, user_id)
         payload = notification_json(notification, actor)
         # `kind`, `room`, `message`, `from` and `text` also at the top level, as the first mention events had them.
-        await self._hub.publish(f"user:{user_id}", {
-            "type": "notify", **payload, "notification": payload, "unread": unread,
-        })
+        try:
+            await self._hub.publish(f"user:{user_id}", {
+                "type": "notify", **payload, "notification": payload, "unread": unread,
+            })
+        except Unavailable:  # stored: the list and the unread count show it; only the live push is lost
+            log.warning("notification %s stored but not pushed: live updates are unavailable", notification.id)
 
     async def page(self, user: User, *, before: int | None = None, limit: int = PAGE_DEFAULT
                    ) -> tuple[list[dict[str, Any]], int, int | None]:

@@ -157,6 +157,16 @@ class Connection:
             sub.last_seq = seq
         self._enqueue(frame)
 
+    def reset(self, topic: str, epoch: str) -> None:
+        """The topic's history restarted (Redis lost it): its seq counts from 1 again. The client is told,
+        so it reloads what it shows and accepts the new seqs; without this both sides dropped them as seen."""
+        sub = self._subs.get(topic)
+        if self._closed or sub is None:
+            return
+        sub.last_seq = 0
+        sub.pending = [(seq, frame) for seq, frame in sub.pending if seq is None]
+        self._emit({"type": "reset", "topic": topic, "epoch": epoch, "seq": 0})
+
     def _enqueue(self, frame: bytes) -> None:
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
@@ -301,19 +311,24 @@ class Connection:
             return None
         sub = self._subs[topic] = _Subscription()
         await self._hub.subscribe(topic, self)
-        current = await self._hub.current_seq(topic)
         reply: list[dict[str, Any]] = []
         replayed: list[tuple[int, bytes]] = []
-        if since is None:
-            sub.last_seq = current
-        else:
-            result = await self._hub.replay(topic, since)
-            if isinstance(result, Reset):
-                reply.append({"type": "reset", "topic": topic, "epoch": result.epoch, "seq": result.seq})
-                sub.last_seq = result.seq
+        try:
+            current = await self._hub.current_seq(topic)
+            if since is None:
+                sub.last_seq = current
             else:
-                replayed = result
-                sub.last_seq = since
+                result = await self._hub.replay(topic, since)
+                if isinstance(result, Reset):
+                    reply.append({"type": "reset", "topic": topic, "epoch": result.epoch, "seq": result.seq})
+                    sub.last_seq = result.seq
+                else:
+                    replayed = result
+                    sub.last_seq = since
+        except BaseException:  # e.g. Redis does not answer (503 unavailable): no half-made subscription
+            self._subs.pop(topic, None)
+            await self._hub.unsubscribe(topic, self)
+            raise
         ack = {"type": "ack", "topic": topic, "seq": current}
         if "ref" in message:
             ack["ref"] = message["ref"]

@@ -35,6 +35,7 @@ from server.presence import MemoryPresence, Presence, RedisPresence
 from server.principals import PrincipalCache
 from server.ratelimit import RateLimiter
 from server.realtime import Flusher
+from server import redis_client
 from server.store import database
 from server.store.migrations import pending_revisions, upgrade_to_head
 from server.tokens import TokenService
@@ -109,7 +110,7 @@ class Runtime:
                 raise MigrationsPending(
                     f"The database lacks migrations {', '.join(pending)}; run `python run.py migrate` first."
                 )
-        client = redis.from_url(settings.redis_url) if settings.redis_url else None
+        client = redis_client.connect(settings.redis_url) if settings.redis_url else None
         cache: Cache = RedisCache(client, settings.redis_prefix) if client else MemoryCache()
         executors = Executors.create(settings.io_threads, settings.cpu_threads)
         passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
