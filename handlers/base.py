@@ -40,6 +40,16 @@ class BaseHandler(web.RequestHandler):
 
     principal: Principal | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Tornado checks SUPPORTED_METHODS first, before XSRF, prepare() or reading the body; narrowed to the
+        # verbs a handler implements, a method it lacks is a plain 405 (with Allow), never a 403 from the
+        # XSRF check or whatever prepare() does. Handlers that implement none (NotFoundHandler) keep them all.
+        super().__init_subclass__(**kwargs)
+        implemented = tuple(method for method in web.RequestHandler.SUPPORTED_METHODS
+                            if getattr(cls, method.lower()) is not getattr(web.RequestHandler, method.lower()))
+        if implemented:
+            cls.SUPPORTED_METHODS = implemented
+
     @property
     def runtime(self) -> Runtime:
         return self.settings["runtime"]
@@ -93,10 +103,7 @@ class BaseHandler(web.RequestHandler):
     def announce_allowed(self, status_code: int) -> None:
         """RFC 9110: a 405 lists the methods the resource has (those this handler implements)."""
         if status_code == 405:
-            cls = type(self)
-            self.set_header("Allow", ", ".join(
-                method for method in cls.SUPPORTED_METHODS
-                if getattr(cls, method.lower(), None) is not getattr(web.RequestHandler, method.lower(), None)))
+            self.set_header("Allow", ", ".join(self.SUPPORTED_METHODS))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.announce_allowed(status_code)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.auth import Principal
 from server.cache import Cache, CacheAside
-from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from server.hub import Hub
 from server.ids import as_id, parse_id
 from server.jobs import image_ref
@@ -250,7 +250,7 @@ class PostService:
         """One page of posts and the cursor of the next (None at the end)."""
         _check_query(query)
         if query.following and viewer is None:
-            raise InvalidInput("Sign in to see the posts of people you follow.", code="sign_in_required")
+            raise Unauthenticated("Sign in to see the posts of people you follow.", code="sign_in_required")
         # Owners (and moderators) see their hidden posts on profile pages, so those pages are theirs alone.
         personal = query.following or (viewer is not None and query.owner is not None
                                        and (viewer.is_moderator or viewer.username == query.owner.lower()))

@@ -21,3 +21,13 @@ async def test_405_answers_carry_allow(api):
             assert header == allowed, (method, path, header)
         if path.startswith("/api/"):
             assert error_code(response) == "method_not_allowed"
+
+
+async def test_a_method_the_handler_lacks_is_405_before_xsrf_or_prepare(api):
+    await api.register("nina")
+    # No XSRF token: the 405 comes before the XSRF check (a 403 would hide that the method does not exist).
+    response = await api.request("POST", "/healthz", xsrf=False)
+    assert response.status_code == 405 and response.headers["Allow"] == "GET"
+    # The upload handler's prepare() starts an upload; for a method it lacks, it must not run at all.
+    response = await api.request("POST", "/api/hub/versions/1/files/x.safetensors", content=b"x")
+    assert response.status_code == 405 and response.headers["Allow"] == "PUT", response.text
