@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from handlers.base import APIHandler
+from server.chat import check_room_name
 from server.ids import parse_id
 
 
@@ -21,7 +22,7 @@ class RoomMessagesHandler(APIHandler):
 class RoomPresenceHandler(APIHandler):
     async def get(self, room: str) -> None:
         """Who is in the room now."""
-        self.write_json({"users": await self.runtime.chat.present_users(room)})
+        self.write_json({"users": await self.runtime.chat.present_users(check_room_name(room))})
 
 
 default_handlers = [

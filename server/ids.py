@@ -38,6 +38,8 @@ def as_id(value: Any, *, maximum: int = BIGINT_MAX) -> int | None:
     """``parse_id`` for lookups where a malformed id simply matches nothing (None)."""
     if isinstance(value, bool):  # JSON true is not the id 1
         return None
+    if isinstance(value, float) and value.is_integer():  # JSON has one number type: 7.0 is 7
+        value = int(value)
     if isinstance(value, int):
         number = value
     elif isinstance(value, str) and _ASCII_DIGITS.fullmatch(value):

@@ -49,7 +49,8 @@ def clean_initial(body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(value, str) or len(value) > MAX_PROMPT_CHARS:
             raise InvalidInput(f"`{name}` must be a string of at most {MAX_PROMPT_CHARS} characters.")
         snapshot[name] = value
-    settings = body.get("settings") or {}
+    settings = body.get("settings")
+    settings = {} if settings is None else settings
     if not isinstance(settings, dict) or set(settings) - set(SETTING_FIELDS):
         raise InvalidInput(f"`settings` may hold only {', '.join(SETTING_FIELDS)}.")
     for name, value in settings.items():
