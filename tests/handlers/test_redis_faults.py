@@ -10,7 +10,7 @@ import pytest
 from server.redis_client import connect
 from tests.conftest import make_settings
 from tests.support.backends import Backend, mariadb_database, require_services
-from tests.support.client import ApiClient, error_code
+from tests.support.client import ApiClient
 from tests.support.redis_server import own_redis
 from tests.support.server import running_server
 from tests.support.ws import WsClient
