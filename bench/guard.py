@@ -31,6 +31,7 @@ SUBPROCESS_TIMEOUT_SECS = 600  # `run.py migrate`, `cp`, `curl` of a few GiB
 STOP_TIMEOUT_SECS = 15
 
 _children: list[subprocess.Popen] = []
+_databases: list[str] = []  # scratch databases not dropped yet, named when the run is given up
 
 
 def track(process: subprocess.Popen) -> subprocess.Popen:
@@ -74,9 +75,11 @@ def scratch_database(prefix: str = "va_bench") -> Iterator[str]:
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with mariadb() as admin, admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    _databases.append(name)
     try:
         yield name
     finally:
+        _databases.remove(name)
         try:
             with mariadb() as admin, admin.cursor() as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
@@ -91,6 +94,8 @@ def _expire(seconds: float, name: str) -> None:
     for child in list(_children):
         if child.poll() is None:
             child.kill()
+    for name in _databases:
+        print(f"left behind: the scratch database `{name}`", file=sys.stderr)
     os._exit(2)
 
 
