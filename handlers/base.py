@@ -174,8 +174,8 @@ class APIHandler(BaseHandler):
         if not self._body:
             return {}
         try:
-            value = json.loads(self._body, parse_constant=_refuse_constant)
-        except ValueError as exc:  # bad UTF-8 or JSON, NaN/Infinity, or an integer of more than 4,300 digits
+            value = json.loads(self._body)
+        except ValueError as exc:  # bad UTF-8 or JSON, or an integer of more than 4,300 digits (Python's limit)
             raise InvalidInput(f"The body is not valid JSON: {str(exc)[:200]}.", code="invalid_json") from None
         if not isinstance(value, dict):
             raise InvalidInput("The body must be a JSON object.", code="invalid_json")
@@ -235,10 +235,6 @@ class APIHandler(BaseHandler):
             log.debug("%s %s -> %s: %s", self.request.method, self.request.path, value.code, value.message)
             return
         super().log_exception(typ, value, tb)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
 
 
 class NotFoundHandler(APIHandler):

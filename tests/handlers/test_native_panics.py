@@ -82,7 +82,8 @@ async def test_json_numbers_python_cannot_parse_are_a_400(api):
     response = await api.post("/api/collab/sessions", content=b'{"settings": {"steps": ' + b"9" * 5000 + b"}}",
                               headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and error_code(response) == "invalid_json", response.text
+    # NaN (which Python's json reads) is refused by the field's own check, which names it.
     response = await api.post("/api/collab/sessions", content=b'{"settings": {"guidance": NaN}}',
                               headers={"Content-Type": "application/json"})
-    assert response.status_code == 400 and error_code(response) == "invalid_json", response.text
+    assert response.status_code == 400 and "settings.guidance" in response.text, response.text
 
