@@ -61,6 +61,7 @@ class Figures:
 def build_config(base_url: str, token: str) -> SchemathesisConfig:
     return SchemathesisConfig.from_dict({
         "seed": SEED,
+        "cache": {"enabled": False},  # no state kept between runs (and no .schemathesis/ folder)
         "base-url": base_url,
         "auth": {"openapi": {"bearer": {"bearer": token}}},
         "request-timeout": 30,
