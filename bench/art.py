@@ -25,9 +25,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import guard  # noqa: E402
 from inference import art  # noqa: E402
 from server.worker.art import load_photo, render_style  # noqa: E402
 from server.cache import MemoryCache, RedisCache, get_json, set_json  # noqa: E402
@@ -92,7 +95,12 @@ def main() -> None:
     parser.add_argument("--unscaled-runs", type=int, default=3, help="the 12 MP runs are slow")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--max-side", type=int, default=1024)
+    parser.add_argument("--deadline-secs", type=float, default=1800, help="give up (exit 2) after this long")
     args = parser.parse_args()
+    guard.main(lambda: run(args), deadline_secs=args.deadline_secs)
+
+
+def run(args: argparse.Namespace) -> None:
     data = make_photo()
     print(f"photo: 4000×3000 JPEG, {len(data) / 1e6:.1f} MB; CPU cores: {os.cpu_count()}; OpenCV {cv2.__version__}; "
           f"pool: {args.threads} threads; median of {args.runs} runs ({args.unscaled_runs} unscaled)")
@@ -105,19 +113,18 @@ def main() -> None:
             show(f"pre-scaled to {args.max_side} px, {preset}",
                  median([four_styles(pool, data, args.max_side, preset) for _ in range(args.runs)]))
     print(f"{'cache hit, in-process cache':<38} {asyncio.run(cache_hit(MemoryCache(), data, args.max_side, args.runs)):7.3f} s")
+    async def on_redis() -> float:
+        client = redis.from_url(os.environ.get("VA_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                                socket_connect_timeout=5, socket_timeout=30)
+        try:
+            await client.ping()  # RedisCache would fall back to memory without Redis: measure only a live one
+            return await cache_hit(RedisCache(client, "va:bench:"), data, args.max_side, args.runs)
+        finally:
+            await client.aclose()
+
     try:
-        import redis.asyncio as redis
-
-        async def on_redis() -> float:
-            client = redis.from_url(os.environ.get("VA_REDIS_URL", "redis://127.0.0.1:6379/0"))
-            try:
-                await client.ping()
-                return await cache_hit(RedisCache(client, "va:bench:"), data, args.max_side, args.runs)
-            finally:
-                await client.aclose()
-
         print(f"{'cache hit, Redis':<38} {asyncio.run(on_redis()):7.3f} s")
-    except OSError as exc:
+    except RedisError as exc:
         print(f"cache hit, Redis: not measured ({exc})")
 
 

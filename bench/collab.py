@@ -22,21 +22,19 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import msgpack
-import pymysql
 from pycrdt import Doc, Text
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import guard  # noqa: E402
 from bench.http_api import free_port, make_token, start_server  # noqa: E402
 from server.collab import protocol  # noqa: E402
 from server.collab.protocol import Kind  # noqa: E402
@@ -128,11 +126,11 @@ class Editor:
 def setup_session(base: str, editors: int) -> tuple[str, list[str]]:
     """The owner's session and one bearer token per editor (the owner is editor 0)."""
     tokens = [make_token(base) for _ in range(editors)]
-    owner = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens[0]}"})
+    owner = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=30)
     session = owner.post("/api/collab/sessions", json={"title": "bench"}).raise_for_status().json()["session"]["id"]
     for token in tokens[1:]:
         invite = owner.post(f"/api/collab/sessions/{session}/invites", json={"role": "editor"}).raise_for_status()
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as guest:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as guest:
             guest.post(f"/api/collab/invites/{invite.json()['invite']['token']}/accept").raise_for_status()
     owner.close()
     return session, tokens
@@ -201,36 +199,40 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="keystrokes per second per editor")
     parser.add_argument("--seconds", type=float, default=50.0, help="typing time (20 x 10/s x 50 s = 10,000 edits)")
     parser.add_argument("--services", action="store_true", help="MariaDB + Redis instead of SQLite + in-process")
+    parser.add_argument("--deadline-secs", type=float, default=1800, help="give up (exit 2) after this long")
     args = parser.parse_args()
+    guard.main(lambda: run(args), deadline_secs=args.deadline_secs)
 
+
+def run(args: argparse.Namespace) -> None:
     data_dir = tempfile.mkdtemp()
     env = {"VA_DATA_DIR": data_dir, "VA_INFERENCE_ENABLED": "false", "VA_COLLAB_COMPACT_ROWS": "0"}
-    database_url = f"sqlite+aiosqlite:///{data_dir}/visionary.db"
-    admin = None
-    if args.services:
-        name = f"va_bench_{uuid.uuid4().hex[:8]}"
-        admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
-        admin.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    if not args.services:
+        measure(args, env, f"sqlite+aiosqlite:///{data_dir}/visionary.db")
+        return
+    with guard.scratch_database() as name:
         database_url = f"mysql+aiomysql://root@127.0.0.1:3306/{name}"
         env.update({"VA_DATABASE_URL": database_url, "VA_REDIS_URL": "redis://127.0.0.1:6379/0",
                     "VA_REDIS_PREFIX": f"va:bench:{name}:"})
-        subprocess.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
-                       env={**os.environ, **env}, check=True)
+        guard.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT, env={**os.environ, **env})
+        measure(args, env, database_url)
+
+
+def measure(args: argparse.Namespace, env: dict[str, str], database_url: str) -> None:
     port = free_port()
-    log_path = Path(data_dir) / "server.log"
+    log_path = Path(env["VA_DATA_DIR"]) / "server.log"
     server = start_server(env, port, log_path)
     try:
         session, tokens = setup_session(f"http://127.0.0.1:{port}", args.editors)
-        result = asyncio.run(run_editors(port, session, tokens, args.rate, args.seconds))
+        # Typing, then up to 30 s for the last deliveries, plus connecting: more than that is a hang.
+        result = asyncio.run(asyncio.wait_for(run_editors(port, session, tokens, args.rate, args.seconds),
+                                              args.seconds + 120))
     finally:
-        server.terminate()
-        server.wait(15)
+        guard.stop(server)
         problems = [line for line in log_path.read_text().splitlines() if "Traceback" in line or "ERROR" in line]
         if problems:
             print(f"  the server logged {len(problems)} errors; see {log_path}")
-    sizes = asyncio.run(storage(database_url, session, result["text"]))
-    if admin is not None:
-        admin.cursor().execute(f"DROP DATABASE `{name}`")
+    sizes = asyncio.run(asyncio.wait_for(storage(database_url, session, result["text"]), 300))
 
     mode = "MariaDB + Redis hub" if args.services else "SQLite + in-process hub"
     print(f"== collab session, {mode}: {args.editors} editors x {args.rate:g} keystrokes/s for {args.seconds:g} s")

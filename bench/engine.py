@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from bench import guard  # noqa: E402
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
 from diffusers.models.attention_processor import AttnProcessor  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -205,4 +206,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # CPU runs of the larger sizes take tens of minutes; past two hours something is stuck.
+    guard.main(lambda: asyncio.run(main()), deadline_secs=2 * 3600)

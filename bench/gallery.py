@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
-import subprocess
 import sys
 import time
 import uuid
@@ -29,6 +29,7 @@ import redis
 from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import guard  # noqa: E402
 from bench.http_api import free_port, start_server  # noqa: E402
 from bench.loadgen import run_load  # noqa: E402
 from config import load_settings  # noqa: E402
@@ -106,8 +107,7 @@ def run_server_mode(env: dict[str, str], targets: list[tuple[str, str]], args: a
     try:
         return asyncio.run(load_all(port, targets, args.connections, args.seconds))
     finally:
-        server.terminate()
-        server.wait(10)
+        guard.stop(server)
 
 
 async def count_queries(database_url: str, redis_url: str, prefix: str, cursors: dict[str, str]) -> None:
@@ -143,21 +143,27 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--deadline-secs", type=float, default=3600, help="give up (exit 2) after this long")
     args = parser.parse_args()
-    name = f"va_bench_gallery_{uuid.uuid4().hex[:8]}"
-    admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    guard.main(lambda: run(args), deadline_secs=args.deadline_secs)
+
+
+def run(args: argparse.Namespace) -> None:
+    with guard.scratch_database("va_bench_gallery") as name:
+        measure(args, name)
+
+
+def measure(args: argparse.Namespace, name: str) -> None:
     database_url = f"mysql+aiomysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
     prefix = f"va:bench:{uuid.uuid4().hex[:8]}:"
     redis_url = "redis://127.0.0.1:6379/0"
     env = {"VA_DATABASE_URL": database_url, "VA_REDIS_URL": redis_url, "VA_REDIS_PREFIX": prefix,
            "VA_INFERENCE_ENABLED": "false", "VA_DATA_DIR": "/tmp/va-bench-gallery"}
     try:
-        subprocess.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
-                       env={**__import__("os").environ, **env}, check=True)
+        guard.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
+                  env={**os.environ, **env})
         # Autocommit, so no open transaction holds a metadata lock that would stall the DROP at the end.
-        with pymysql.connect(host="127.0.0.1", user="root", password="", database=name, autocommit=True) as conn:
+        with guard.mariadb(name) as conn:
             seed(conn, args.posts)
             depth = int(args.posts * 0.9)
             cursors = deep_cursors(conn, depth)
@@ -173,14 +179,15 @@ def main() -> None:
             print(f"{label:28s} {on.rps:7.0f} req/s p50 {on.percentile(0.5) * 1000:6.1f} p99 "
                   f"{on.percentile(0.99) * 1000:6.1f} ms   {off.rps:7.0f} req/s p50 "
                   f"{off.percentile(0.5) * 1000:6.1f} p99 {off.percentile(0.99) * 1000:6.1f} ms")
-        asyncio.run(count_queries(database_url, redis_url, prefix, cursors))
+        asyncio.run(asyncio.wait_for(count_queries(database_url, redis_url, prefix, cursors), 300))
     finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=prefix + "*"))
-        if keys:
-            client.delete(*keys)
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30)
+        try:
+            keys = list(client.scan_iter(match=prefix + "*"))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
 
 
 if __name__ == "__main__":

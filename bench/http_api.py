@@ -21,12 +21,14 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pymysql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import guard  # noqa: E402
 from bench.loadgen import LoadResult, run_load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+# Importing torch and diffusers takes a while; a server not answering /healthz after this never will.
+SERVER_START_SECS = 90
 
 
 def free_port() -> int:
@@ -38,23 +40,24 @@ def free_port() -> int:
 def start_server(env: dict[str, str], port: int, log_path: Path | None = None) -> subprocess.Popen:
     """`run.py serve` in a subprocess, its log in a file (an unread stderr pipe would fill and stall it)."""
     log_path = log_path or Path(tempfile.mkstemp(prefix="va-bench-", suffix=".log")[1])
-    process = subprocess.Popen(
+    process = guard.track(subprocess.Popen(
         [sys.executable, "run.py", "--log-level", "warning", "serve", "--port", str(port)],
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log_path.open("w"),
-    )
-    deadline = time.time() + 30
-    while time.time() < deadline:
+    ))
+    deadline = time.time() + SERVER_START_SECS
+    while time.time() < deadline and process.poll() is None:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return process
         except httpx.HTTPError:
             time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("server did not start: " + log_path.read_text()[-2000:])
+    guard.stop(process)
+    raise RuntimeError(f"the server did not start within {SERVER_START_SECS} s (exit code {process.returncode}); "
+                       f"its log ends: {log_path.read_text()[-2000:]}")
 
 
 def make_token(base: str) -> str:
-    with httpx.Client(base_url=base) as client:
+    with httpx.Client(base_url=base, timeout=30) as client:
         client.get("/api/me")
         xsrf = {"X-XSRFToken": client.cookies["_xsrf"]}
         name = "bench" + uuid.uuid4().hex[:8]
@@ -75,15 +78,13 @@ async def measure(port: int, token: str, connections: int, seconds: float, round
 def run_mode(name: str, env: dict[str, str], args: argparse.Namespace) -> None:
     port = free_port()
     if env.get("VA_DATABASE_URL"):
-        subprocess.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
-                       env={**os.environ, **env}, check=True)
+        guard.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT, env={**os.environ, **env})
     server = start_server(env, port)
     try:
         token = make_token(f"http://127.0.0.1:{port}")
         results = asyncio.run(measure(port, token, args.connections, args.seconds, args.rounds))
     finally:
-        server.terminate()
-        server.wait(10)
+        guard.stop(server)
     results.sort(key=lambda r: r.rps)
     middle = results[len(results) // 2]
     print(f"{name:9s} median of {args.rounds}: {middle.summary()}")
@@ -96,24 +97,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--deadline-secs", type=float, default=1800, help="give up (exit 2) after this long")
     args = parser.parse_args()
+    guard.main(lambda: run(args), deadline_secs=args.deadline_secs)
+
+
+def run(args: argparse.Namespace) -> None:
     print(f"GET /api/me, bearer token, {args.connections} connections, {args.seconds:.0f} s per round")
     with tempfile.TemporaryDirectory() as data:
         run_mode("embedded", {"VA_DATA_DIR": data}, args)
-    database = f"va_bench_{uuid.uuid4().hex[:8]}"
-    admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
-    admin.cursor().execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
-    try:
-        with tempfile.TemporaryDirectory() as data:
-            run_mode("services", {
-                "VA_DATA_DIR": data,
-                "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
-                "VA_REDIS_URL": "redis://127.0.0.1:6379/0",
-                "VA_REDIS_PREFIX": f"va:bench:{database}:",
-            }, args)
-    finally:
-        admin.cursor().execute(f"DROP DATABASE `{database}`")
-        admin.close()
+    with guard.scratch_database() as database, tempfile.TemporaryDirectory() as data:
+        run_mode("services", {
+            "VA_DATA_DIR": data,
+            "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
+            "VA_REDIS_URL": "redis://127.0.0.1:6379/0",
+            "VA_REDIS_PREFIX": f"va:bench:{database}:",
+        }, args)
 
 
 if __name__ == "__main__":

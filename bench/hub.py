@@ -7,7 +7,8 @@
    with the cache on (`hub_cache_ttl_secs=60`) and off (`0`). The clients rotate over a mix of
    queries (list by each sort, text searches, kind/base filters), so the cache is not one key.
 
-Starts the real server (`run.py serve`) in a subprocess. Not a test: figures only.
+Starts the real server (`run.py serve`) in a subprocess. Not a test: figures only. Fails with a message
+and a non-zero exit (2 past --deadline-secs) rather than waiting forever.
 
     .venv/bin/python bench/hub.py [--size-mib 1024] [--models 10000] [--seconds 10] [--connections 64] [--skip-transfer]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import os
@@ -32,11 +34,13 @@ from pathlib import Path
 
 import httpx
 import psutil
-import pymysql
+from sqlalchemy import create_engine, insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import guard  # noqa: E402
 from bench.http_api import free_port, start_server  # noqa: E402
 from bench.loadgen import run_load  # noqa: E402
+from server.store.hub_tables import HubModel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -104,12 +108,12 @@ def drop_from_page_cache(path: Path) -> None:
 
 def timed(cmd: list[str]) -> float:
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    guard.run(cmd, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
 def account(base: str) -> tuple[str, int]:
-    with httpx.Client(base_url=base) as client:
+    with httpx.Client(base_url=base, timeout=30) as client:
         client.get("/api/me")
         xsrf = {"X-XSRFToken": client.cookies["_xsrf"]}
         name = "bench" + uuid.uuid4().hex[:8]
@@ -135,7 +139,8 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int) -> None
     (work / "copy.safetensors").unlink()
 
     headers = {"Authorization": f"Bearer {token}"}
-    model = httpx.post(f"{base}/api/hub/models", json={"name": "Big " + uuid.uuid4().hex[:6]}, headers=headers)
+    model = httpx.post(f"{base}/api/hub/models", json={"name": "Big " + uuid.uuid4().hex[:6]}, headers=headers,
+                       timeout=30)
     model.raise_for_status()
     version = model.json()["model"]["versions"][0]["id"]
 
@@ -143,10 +148,9 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int) -> None
     drop_from_page_cache(source)
     with PeakRss(pid) as up_rss:
         started = time.perf_counter()
-        out = subprocess.run(["curl", "-sS", "--fail-with-body", "-T", str(source),
-                              "-H", f"Authorization: Bearer {token}",
-                              f"{base}/api/hub/versions/{version}/files/big.safetensors"],
-                             check=True, capture_output=True)
+        out = guard.run(["curl", "-sS", "--fail-with-body", "--max-time", str(guard.SUBPROCESS_TIMEOUT_SECS),
+                         "-T", str(source), "-H", f"Authorization: Bearer {token}",
+                         f"{base}/api/hub/versions/{version}/files/big.safetensors"], capture_output=True)
         up_secs = time.perf_counter() - started
     file = json.loads(out.stdout)["file"]
     assert file["sha256"] == sha, "the server stored other bytes"
@@ -154,7 +158,8 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int) -> None
     target = work / "downloaded.safetensors"
     with PeakRss(pid) as down_rss:
         started = time.perf_counter()
-        subprocess.run(["curl", "-sS", "--fail", "-o", str(target), f"{base}{file['download_url']}"], check=True)
+        guard.run(["curl", "-sS", "--fail", "--max-time", str(guard.SUBPROCESS_TIMEOUT_SECS), "-o", str(target),
+                   f"{base}{file['download_url']}"])
         down_secs = time.perf_counter() - started
     assert target.stat().st_size == total
     target.unlink()
@@ -173,23 +178,28 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int) -> None
 
 
 def seed_models(database: str, owner_id: int, count: int) -> None:
+    """Rows through the table's own definition, so a column added since (hidden, ...) gets its default."""
     rng = random.Random(7)
-    conn = pymysql.connect(host="127.0.0.1", user="root", password="", database=database, autocommit=False)
     rows = []
-    now = time.time()
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     for i in range(count):
         words = rng.sample(WORDS, 3)
-        name = " ".join(w.title() for w in words) + f" {i}"
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now - count + i)) + f".{i % 1000000:06d}"
-        rows.append((owner_id, f"m{i}-{'-'.join(words)}", name, rng.choice(KINDS), rng.choice(BASES),
-                     f"A {words[0]} model for {words[1]} pictures. " * 4, " ".join(rng.sample(WORDS, 3)), "", 0,
-                     rng.randint(0, 50_000), rng.randint(0, 5_000), created, created))
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO hub_models (owner_id, slug, name, kind, base, description, tags, licence, nsfw, downloads,"
-            " likes, created_at, updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", rows)
-    conn.commit()
-    conn.close()
+        created = now - dt.timedelta(seconds=count - i)
+        rows.append({"owner_id": owner_id, "slug": f"m{i}-{'-'.join(words)}",
+                     "name": " ".join(w.title() for w in words) + f" {i}", "kind": rng.choice(KINDS),
+                     "base": rng.choice(BASES), "description": f"A {words[0]} model for {words[1]} pictures. " * 4,
+                     "tags": " ".join(rng.sample(WORDS, 3)), "downloads": rng.randint(0, 50_000),
+                     "likes": rng.randint(0, 5_000), "created_at": created, "updated_at": created})
+    engine = create_engine(f"mysql+pymysql://root@127.0.0.1:3306/{database}?charset=utf8mb4",
+                           connect_args={"connect_timeout": guard.CONNECT_TIMEOUT_SECS,
+                                         "read_timeout": guard.QUERY_TIMEOUT_SECS})
+    try:
+        # One transaction; on any failure it is rolled back and the connection closed, so no session keeps
+        # a metadata lock that would make the DROP DATABASE at the end wait.
+        with engine.begin() as conn:
+            conn.execute(insert(HubModel.__table__), rows)
+    finally:
+        engine.dispose()
 
 
 def query_mix() -> list[str]:
@@ -205,9 +215,11 @@ def find_models(port: int, connections: int, seconds: float, label: str) -> None
     # A warm-up, which with the cache on also fills it.
     asyncio.run(run_load("127.0.0.1", port, paths, {}, connections=connections, seconds=2.0))
     lists = asyncio.run(run_load("127.0.0.1", port, [p for p in paths if "q=" not in p], {},
-                                   connections=connections, seconds=seconds))
+                                 connections=connections, seconds=seconds))
     searches = asyncio.run(run_load("127.0.0.1", port, [p for p in paths if "q=" in p], {},
-                                      connections=connections, seconds=seconds))
+                                    connections=connections, seconds=seconds))
+    if not lists.requests or not searches.requests:
+        raise RuntimeError(f"{label}: no request succeeded ({lists.errors + searches.errors} errors)")
     print(f"  {label:9s} list   {lists.summary()}")
     print(f"  {label:9s} search {searches.summary()}")
 
@@ -219,11 +231,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--skip-transfer", action="store_true", help="only the list/search part")
+    parser.add_argument("--deadline-secs", type=float, default=3600, help="give up (exit 2) after this long")
     args = parser.parse_args()
-    database = f"va_bench_{uuid.uuid4().hex[:8]}"
-    admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
-    admin.cursor().execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    work = Path(tempfile.mkdtemp(prefix="va-bench-hub-", dir=ROOT))  # the same disk as the data dir
+    guard.main(lambda: run(args), deadline_secs=args.deadline_secs)
+
+
+def run(args: argparse.Namespace) -> None:
+    with guard.scratch_database() as database:
+        work = Path(tempfile.mkdtemp(prefix="va-bench-hub-", dir=ROOT))  # the same disk as the data dir
+        try:
+            measure(args, database, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, database: str, work: Path) -> None:
     env = {
         "VA_DATA_DIR": str(work / "data"),
         "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
@@ -232,33 +254,25 @@ def main() -> None:
         "VA_INFERENCE_ENABLED": "false",
         "VA_HUB_MAX_FILE_BYTES": str(64 * 1024 * MiB),
     }
+    guard.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT, env={**os.environ, **env})
+    port = free_port()
+    server = start_server({**env, "VA_HUB_CACHE_TTL_SECS": "60"}, port)
     try:
-        subprocess.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
-                       env={**os.environ, **env}, check=True)
-        port = free_port()
-        server = start_server({**env, "VA_HUB_CACHE_TTL_SECS": "60"}, port)
-        try:
-            token, user_id = account(f"http://127.0.0.1:{port}")
-            if not args.skip_transfer:
-                transfer(port, token, work, args.size_mib, server.pid)
-            print(f"\nseeding {args.models:,} models…", flush=True)
-            seed_models(database, user_id, args.models)
-            print(f"Model list / search, {args.connections} clients, {args.seconds:.0f} s each, MariaDB + Redis:")
-            find_models(port, args.connections, args.seconds, "cache on")
-        finally:
-            server.terminate()
-            server.wait(10)
-        port = free_port()
-        server = start_server({**env, "VA_HUB_CACHE_TTL_SECS": "0"}, port)
-        try:
-            find_models(port, args.connections, args.seconds, "cache off")
-        finally:
-            server.terminate()
-            server.wait(10)
+        token, user_id = account(f"http://127.0.0.1:{port}")
+        if not args.skip_transfer:
+            transfer(port, token, work, args.size_mib, server.pid)
+        print(f"\nseeding {args.models:,} models…", flush=True)
+        seed_models(database, user_id, args.models)
+        print(f"Model list / search, {args.connections} clients, {args.seconds:.0f} s each, MariaDB + Redis:")
+        find_models(port, args.connections, args.seconds, "cache on")
     finally:
-        admin.cursor().execute(f"DROP DATABASE `{database}`")
-        admin.close()
-        shutil.rmtree(work, ignore_errors=True)
+        guard.stop(server)
+    port = free_port()
+    server = start_server({**env, "VA_HUB_CACHE_TTL_SECS": "0"}, port)
+    try:
+        find_models(port, args.connections, args.seconds, "cache off")
+    finally:
+        guard.stop(server)
 
 
 if __name__ == "__main__":

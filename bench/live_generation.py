@@ -30,6 +30,7 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import guard  # noqa: E402
 from bench.http_api import free_port, make_token, start_server  # noqa: E402
 from inference.demo_model import DEMO_MODEL_NAME, build_demo_model  # noqa: E402
 from inference.engine import Engine, EngineConfig  # noqa: E402
@@ -37,6 +38,8 @@ from inference.models import ModelRegistry  # noqa: E402
 from inference.requests import GenerationRequest  # noqa: E402
 
 PREVIEW_FPS = 8.0  # the service's default
+# One job (or the burst's last one) not finished in this long is a hang, not a slow machine.
+JOB_TIMEOUT_SECS = 600
 
 
 async def through_server(base: str, token: str, params: dict) -> tuple[float, list[float]]:
@@ -47,7 +50,7 @@ async def through_server(base: str, token: str, params: dict) -> tuple[float, li
         started = time.perf_counter()
         await ws.send(msgpack.packb({"op": "gen.submit", "ref": "s", **params}))
         while True:
-            frame = msgpack.unpackb(await ws.recv(), raw=False)
+            frame = msgpack.unpackb(await asyncio.wait_for(ws.recv(), JOB_TIMEOUT_SECS), raw=False)
             now = time.time()
             for event in frame if isinstance(frame, list) else [frame]:
                 kind = event.get("type")
@@ -110,7 +113,11 @@ async def burst(base: str, users: int, jobs_each: int, params: dict, server_pid:
         refused = [r for r in responses if r.status_code == 429]
         codes = {r.json()["error"]["code"] for r in refused}
         finished: dict[str, dict] = {}
+        deadline = time.perf_counter() + JOB_TIMEOUT_SECS
         while len(finished) < len(admitted):
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{len(admitted) - len(finished)} admitted jobs not finished after "
+                                   f"{JOB_TIMEOUT_SECS} s")
             for job_id, token in admitted:
                 if job_id not in finished:
                     job = (await client.get(f"/api/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"})).json()["job"]
@@ -139,7 +146,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--model", default=DEMO_MODEL_NAME)
     parser.add_argument("--model-dir", type=Path, help="a models folder holding --model (default: build the demo)")
+    parser.add_argument("--deadline-secs", type=float, default=3600, help="give up (exit 2) after this long")
     args = parser.parse_args()
+    guard.main(lambda: run(args), deadline_secs=args.deadline_secs)
+
+
+def run(args: argparse.Namespace) -> None:
     data = Path(tempfile.mkdtemp())
     models = data / "models"
     if args.model_dir:
@@ -160,8 +172,7 @@ def main() -> None:
         # Jobs long enough that the burst arrives while they wait, so the cap is what decides.
         asyncio.run(burst(base, 10, 5, {**params, "width": 128, "height": 128, "steps": 30}, server.pid))
     finally:
-        server.terminate()
-        server.wait(30)
+        guard.stop(server, 30)
 
 
 if __name__ == "__main__":

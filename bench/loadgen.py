@@ -8,6 +8,10 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+# A server that does not accept a connection, or answer one request, within this is stuck, not slow.
+CONNECT_TIMEOUT_SECS = 10
+RESPONSE_TIMEOUT_SECS = 30
+
 
 @dataclass
 class LoadResult:
@@ -46,7 +50,7 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 async def _worker(host: str, port: int, requests: list[bytes], offset: int, deadline: float,
                   result: LoadResult) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_SECS)
     index = offset
     try:
         while time.perf_counter() < deadline:
@@ -54,7 +58,7 @@ async def _worker(host: str, port: int, requests: list[bytes], offset: int, dead
             index += 1
             started = time.perf_counter()
             writer.write(request)
-            status = await _read_response(reader)
+            status = await asyncio.wait_for(_read_response(reader), RESPONSE_TIMEOUT_SECS)
             if status == 200:
                 result.requests += 1
                 result.latencies.append(time.perf_counter() - started)

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import httpx
 import msgpack
-import pymysql
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import guard  # noqa: E402
 from bench.http_api import free_port, make_token, start_server  # noqa: E402
 
 ROOM = "bench"
@@ -159,8 +159,9 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
                     await asyncio.sleep(0)
 
     started = time.perf_counter()
-    await asyncio.gather(*(publish(i, p) for i, p in enumerate(publishers)))
     try:
+        # Publishing waits for acks: a server that stops answering must not stall the run.
+        await asyncio.wait_for(asyncio.gather(*(publish(i, p) for i, p in enumerate(publishers))), 300)
         await asyncio.wait_for(done.wait(), 120)
     except TimeoutError:
         raise RuntimeError(f"only {counter[0]} of {expected} deliveries arrived") from None
@@ -198,7 +199,7 @@ def our_frame_size(base: str, token: str, path: str) -> int:
                 if any(e.get("type") == wanted for e in unpack_events(frame)):
                     return len(frame)
 
-    return asyncio.run(measure())
+    return asyncio.run(asyncio.wait_for(measure(), 60))
 
 
 PATHS = {
@@ -209,7 +210,7 @@ PATHS = {
 
 def make_user_token(base: str) -> tuple[int, str]:
     token = make_token(base)
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
         return client.get("/api/me").json()["user"]["id"], token
 
 
@@ -221,11 +222,17 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--messages", type=int, default=300, help="events per run (divided by 5 at 1,000 clients)")
     parser.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=["typing", "chat"])
+    parser.add_argument("--deadline-secs", type=float, default=3600, help="give up (exit 2) after this long")
     args = parser.parse_args()
+    guard.main(lambda: run(args), deadline_secs=args.deadline_secs)
 
-    database = f"va_bench_{uuid.uuid4().hex[:8]}"
-    admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
-    admin.cursor().execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+
+def run(args: argparse.Namespace) -> None:
+    with guard.scratch_database() as database:
+        measure(args, database)
+
+
+def measure(args: argparse.Namespace, database: str) -> None:
     data_dirs = [tempfile.mkdtemp(), tempfile.mkdtemp()]
     modes = {
         "in-process hub": {"VA_DATA_DIR": data_dirs[0]},
@@ -236,8 +243,8 @@ def main() -> None:
     try:
         for env in modes.values():
             if "VA_DATABASE_URL" in env:
-                subprocess.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
-                               env={**os.environ, **env}, check=True)
+                guard.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
+                          env={**os.environ, **env})
         endpoints = {}
         for name, env in modes.items():
             port = free_port()
@@ -245,7 +252,8 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             endpoints[name] = (base, [make_user_token(base) for _ in range(PUBLISHERS)])
         ref_port = free_port()
-        servers.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "ws_reference_server.py"), str(ref_port)]))
+        servers.append(guard.track(subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "ws_reference_server.py"), str(ref_port)])))
         time.sleep(1.0)
         for path in args.paths:
             base, tokens = endpoints["in-process hub"]
@@ -254,20 +262,18 @@ def main() -> None:
                   f"{PUBLISHERS} publishers")
             for clients in args.clients:
                 messages = args.messages if clients <= 100 else max(20, args.messages // 5)
-                reference = asyncio.run(run_reference(ref_port, clients, messages, frame_size))
+                reference = asyncio.run(asyncio.wait_for(run_reference(ref_port, clients, messages, frame_size), 600))
                 print(f"{clients} clients x {messages} events")
                 print(f"  websockets broadcast(): {reference['delivered_per_sec']:9.0f} delivered/s  "
                       f"p50 {reference['p50_ms']:7.1f} ms  p99 {reference['p99_ms']:7.1f} ms")
                 for name, (base, tokens) in endpoints.items():
-                    result = asyncio.run(run_ours(base, tokens, clients, messages, path))
+                    result = asyncio.run(asyncio.wait_for(run_ours(base, tokens, clients, messages, path), 600))
                     ratio = result["delivered_per_sec"] / reference["delivered_per_sec"]
                     print(f"  ours, {name:14s}: {result['delivered_per_sec']:9.0f} delivered/s  "
                           f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  = {ratio:.2f}x reference")
     finally:
         for server in servers:
-            server.terminate()
-        admin.cursor().execute(f"DROP DATABASE `{database}`")
-        admin.close()
+            guard.stop(server)
 
 
 if __name__ == "__main__":

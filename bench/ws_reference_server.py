@@ -9,6 +9,7 @@ Every connected client receives every message that any client sends, through
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from websockets.asyncio.server import broadcast, serve
@@ -26,8 +27,11 @@ async def handler(websocket) -> None:
 
 
 async def main(port: int) -> None:
+    parent = os.getppid()
     async with serve(handler, "127.0.0.1", port, compression=None, max_queue=None):
-        await asyncio.get_running_loop().create_future()
+        # Serve while the benchmark that started it lives (were it killed, this would otherwise run on).
+        while os.getppid() == parent:
+            await asyncio.sleep(1.0)
 
 
 if __name__ == "__main__":

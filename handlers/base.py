@@ -11,7 +11,8 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 
 from server.auth import AuthService, Principal
-from server.errors import AppError, InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
+from server.errors import (NOT_REQUEST_FAILURES, AppError, InvalidInput, NotFound, PayloadTooLarge,
+                           Unauthenticated)
 from server.runtime import Runtime
 from server.tokens import TokenService
 from server.users import UserService
@@ -74,6 +75,16 @@ class BaseHandler(web.RequestHandler):
 
     principal: Principal | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Tornado checks SUPPORTED_METHODS first, before XSRF, prepare() or reading the body; narrowed to the
+        # verbs a handler implements, a method it lacks is a plain 405 (with Allow), never a 403 from the
+        # XSRF check or whatever prepare() does. Handlers that implement none (NotFoundHandler) keep them all.
+        super().__init_subclass__(**kwargs)
+        implemented = tuple(method for method in web.RequestHandler.SUPPORTED_METHODS
+                            if getattr(cls, method.lower()) is not getattr(web.RequestHandler, method.lower()))
+        if implemented:
+            cls.SUPPORTED_METHODS = implemented
+
     @property
     def runtime(self) -> Runtime:
         return self.settings["runtime"]
@@ -128,6 +139,25 @@ class BaseHandler(web.RequestHandler):
     def route_name(self) -> str:
         """A label for metrics that does not explode in cardinality (the handler, not the path)."""
         return type(self).__name__
+
+    def announce_allowed(self, status_code: int) -> None:
+        """RFC 9110: a 405 lists the methods the resource has (those this handler implements)."""
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.SUPPORTED_METHODS))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.announce_allowed(status_code)
+        super().write_error(status_code, **kwargs)
+
+    async def _execute(self, transforms: list, *args: bytes, **kwargs: bytes) -> None:
+        # Tornado answers only Exceptions; a BaseException (a native library's panic) escaped unanswered
+        # and the client waited forever. Answered here as any unknown error: logged, then a 500.
+        try:
+            await super()._execute(transforms, *args, **kwargs)
+        except NOT_REQUEST_FAILURES:
+            raise
+        except BaseException as exc:
+            self._handle_request_exception(exc)
 
 
 @web.stream_request_body
@@ -185,8 +215,8 @@ class APIHandler(BaseHandler):
             return {}
         try:
             value = json.loads(self._body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidInput(f"The body is not valid JSON: {exc}.", code="invalid_json") from None
+        except ValueError as exc:  # bad UTF-8 or JSON, or an integer of more than 4,300 digits (Python's limit)
+            raise InvalidInput(f"The body is not valid JSON: {str(exc)[:200]}.", code="invalid_json") from None
         if not isinstance(value, dict):
             raise InvalidInput("The body must be a JSON object.", code="invalid_json")
         return value
@@ -219,6 +249,7 @@ class APIHandler(BaseHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error leaves as ``{"error": {"code", "message"}}``; no stack trace reaches a client."""
+        self.announce_allowed(status_code)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, AppError):
             # Tornado sends unknown exceptions as 500; a domain error knows its own status.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from handlers.base import APIHandler
 from server.collab.service import CollabService
+from server.ids import parse_id
 
 SESSION_ID = r"([0-9a-f]{32})"
 
@@ -76,7 +77,7 @@ class MemberHandler(CollabHandler):
     async def delete(self, session_id: str, user_id: str) -> None:
         """Remove a member (owner only); their sockets leave the session at once."""
         user = self.require_user().user
-        await self.collab.remove_member(user, session_id, int(user_id))
+        await self.collab.remove_member(user, session_id, parse_id(user_id, "user_id"))
         self.set_status(204)
         self.finish()
 

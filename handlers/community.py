@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from handlers.base import APIHandler
-from server.errors import InvalidInput
+from server.ids import parse_id
 
 
 def _cursor(value: str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    if not value.isdigit() or len(value) > 18:
-        raise InvalidInput("`before` must be a cursor this list gave out.", code="bad_cursor")
-    return int(value)
+    return parse_id(value, "before") if value else None
 
 
 class FollowHandler(APIHandler):

@@ -9,6 +9,7 @@ from tornado.iostream import StreamClosedError
 
 from handlers.base import APIHandler
 from server.errors import InvalidInput, UnsupportedMediaType
+from server.ids import as_id, parse_id
 from server.modelhub.catalog import FileRef
 from server.modelhub.downloads import content_disposition, parse_range, read_range
 from server.modelhub.schemas import ListQuery, ModelPatch, NewModel, NewVersion
@@ -129,7 +130,7 @@ class PutFileHandler(HubHandler):
         length = self.request.headers.get("Content-Length")
         self.request.connection.set_max_body_size(self.modelhub.uploads.max_file_bytes)
         self._upload = await self.modelhub.uploads.begin_put(
-            user, int(version_id), filename, int(length) if length and length.isdigit() else None)
+            user, int(version_id), filename, as_id(length))
 
     async def data_received(self, chunk: bytes) -> None:
         if self._upload is not None:
@@ -182,11 +183,10 @@ class TusCreateHandler(TusHandler):
         """tus creation: `Upload-Length` and `Upload-Metadata` (filename, version_id); 201 with Location."""
         self.check_tus_version()
         user = self.require_user().user
-        length = self.request.headers.get("Upload-Length", "")
-        if not length.isdigit():
-            raise InvalidInput("`Upload-Length` must be the file's size in bytes (deferred length is not supported).")
+        # Deferred length (no Upload-Length) is not supported.
+        length = parse_id(self.request.headers.get("Upload-Length"), "Upload-Length")
         metadata = parse_tus_metadata(self.request.headers.get("Upload-Metadata", ""))
-        upload = await self.modelhub.uploads.create(user, int(length), metadata)
+        upload = await self.modelhub.uploads.create(user, length, metadata)
         self.set_header("Location", f"/api/hub/uploads/{upload.id}")
         self.set_expires(upload)
         self.set_status(201)
@@ -206,14 +206,12 @@ class TusUploadHandler(TusHandler):
         user = self.require_user().user
         if self.request.headers.get("Content-Type", "").split(";")[0].strip() != TUS_CONTENT_TYPE:
             raise UnsupportedMediaType(f"A PATCH carries `Content-Type: {TUS_CONTENT_TYPE}`.")
-        offset = self.request.headers.get("Upload-Offset", "")
-        if not offset.isdigit():
-            raise InvalidInput("`Upload-Offset` must be a byte count.")
+        offset = parse_id(self.request.headers.get("Upload-Offset"), "Upload-Offset")
         self.request.connection.set_max_body_size(self.modelhub.uploads.max_file_bytes)
         checksum = parse_tus_checksum(self.request.headers.get("Upload-Checksum"))
         length = self.request.headers.get("Content-Length", "")
         self._append = await self.modelhub.uploads.begin_append(
-            user, self.path_args[0], int(offset), checksum, int(length) if length.isdigit() else None)
+            user, self.path_args[0], offset, checksum, as_id(length))
 
     async def data_received(self, chunk: bytes) -> None:
         if self._append is not None:

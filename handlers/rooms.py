@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from handlers.base import APIHandler
-from server.errors import InvalidInput
+from server.ids import parse_id
 
 
 class RoomMessagesHandler(APIHandler):
     async def get(self, room: str) -> None:
         """Messages newest first; `before` is the cursor from the previous page."""
         before = self.get_query_argument("before", None)
-        limit = self.get_query_argument("limit", "50")
-        if (before is not None and not before.isdigit()) or not limit.isdigit():
-            raise InvalidInput("`before` and `limit` must be positive integers.")
         messages, next_cursor = await self.runtime.chat.history(
-            self.principal.user if self.principal else None, room, before=int(before) if before else None, limit=int(limit)
+            self.principal.user if self.principal else None, room,
+            before=parse_id(before, "before") if before else None,
+            limit=parse_id(self.get_query_argument("limit", "50"), "limit"),
         )
         self.write_json({"messages": messages, "next_cursor": next_cursor})
 

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from asyncio import Future
 
 from tornado import websocket
+from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError
 from tornado.websocket import WebSocketClosedError
@@ -21,6 +22,9 @@ from server.realtime import CLOSE_UNSUPPORTED, Connection
 log = logging.getLogger(__name__)
 
 BINARY_OPCODE = 0x2
+# A socket we close gets this long to read its close frame, whose code says why (4008: too slow), before
+# it is dropped. Tornado's own wait is 5 s, holding a peer that never reads (and its buffers) that long.
+CLOSE_GRACE_SECS = 2.0
 
 
 class SocketHandler(websocket.WebSocketHandler, BaseHandler):
@@ -67,7 +71,7 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
         self.connection = Connection(
             self.principal, runtime.hub, runtime.topics, runtime.chat, runtime.jobs,
             send=self._send_binary,
-            close=self.close,
+            close=self._close_then_drop,
             flusher=runtime.flusher,
             max_frames_per_sec=runtime.settings.ws_max_frames_per_sec,
             max_send_buffer_bytes=runtime.settings.ws_max_send_buffer_bytes,
@@ -103,6 +107,16 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
             return protocol._write_frame(True, BINARY_OPCODE, data)
         except StreamClosedError:
             raise WebSocketClosedError() from None
+
+    def _close_then_drop(self, code: int, reason: str) -> None:
+        self.close(code, reason)
+        IOLoop.current().call_later(CLOSE_GRACE_SECS, self._drop)
+
+    def _drop(self) -> None:
+        """The peer did not answer our close frame in time: tear the connection down (on_close follows)."""
+        protocol = self.ws_connection
+        if protocol is not None and protocol.stream is not None and not protocol.stream.closed():
+            protocol.stream.close()
 
     async def on_message(self, message: str | bytes) -> None:
         if isinstance(message, str):

@@ -18,7 +18,7 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from inference.sampler_names import DEFAULT_SAMPLER, SAMPLERS  # noqa: F401 (re-exported)
+from inference.sampler_names import SAMPLERS
 
 # name -> (scheduler class, config overrides); the names are exactly sampler_names.SAMPLERS (a test checks).
 _SAMPLER_TABLE: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {

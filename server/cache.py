@@ -10,11 +10,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
-from collections import OrderedDict
-from typing import Any, Awaitable, Callable, Protocol
+from collections import Counter, OrderedDict
+from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
 import redis.asyncio as redis
+
+from server.redis_client import UNAVAILABLE_ERRORS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Bounds the in-process twin so a laptop process cannot grow without limit: in entries and in bytes
 # (keys and values), since a few large pages weigh more than thousands of counters.
@@ -26,6 +32,9 @@ MAX_KEY_CHARS = 200
 KEY_HEAD_CHARS = 100
 # Book-keeping per in-process entry (tuple, dict slot, expiry), counted with the key and value.
 ENTRY_OVERHEAD_BYTES = 100
+# After Redis fails to answer, the cache serves from process memory this long before it asks Redis again,
+# so an outage costs one slow call per interval, not one per request.
+REDIS_RETRY_AFTER_SECS = 2.0
 
 
 def bounded_key(key: str) -> str:
@@ -125,38 +134,96 @@ class MemoryCache:
 
 
 class RedisCache:
-    """The same interface over Redis, every key under the deployment's prefix."""
+    """The same interface over Redis, every key under the deployment's prefix and namespace.
 
-    def __init__(self, client: redis.Redis, prefix: str, namespace: str = "cache:"):
+    While Redis does not answer, this process is served by a ``MemoryCache`` of its own (fail over, not
+    fail): cached reads go to the database, rate limits count per process, principals are looked up in
+    the database. Deletes and generation bumps (increments without expiry) that could not reach Redis
+    are replayed once it answers, so nothing cached before the outage (a revoked credential's principal,
+    a gallery page) outlives a write made during it.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, namespace: str = "cache:", *,
+                 retry_after_secs: float = REDIS_RETRY_AFTER_SECS):
         self._redis = client
         self._prefix = prefix + namespace
+        self._local = MemoryCache()
+        self._retry_after = retry_after_secs
+        self._down_until = 0.0
+        self._undeleted: set[str] = set()
+        self._unbumped: Counter[str] = Counter()
 
     def _full(self, key: str) -> str:
         return self._prefix + bounded_key(key)
 
+    async def _either(self, remote: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
+        if time.monotonic() < self._down_until:
+            return await local()
+        try:
+            if self._undeleted or self._unbumped:
+                await self._replay()
+            return await remote()
+        except UNAVAILABLE_ERRORS as exc:
+            log.warning("Redis does not answer (%s): the cache serves this process from memory for %.0f s",
+                        exc, self._retry_after)
+            self._down_until = time.monotonic() + self._retry_after
+            return await local()
+
+    async def _replay(self) -> None:
+        undeleted, unbumped = list(self._undeleted), dict(self._unbumped)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if undeleted:
+                pipe.delete(*(self._full(key) for key in undeleted))
+            for key, amount in unbumped.items():
+                pipe.incrby(self._full(key), amount)
+            await pipe.execute()
+        self._undeleted.difference_update(undeleted)
+        self._unbumped.subtract(unbumped)
+        self._unbumped = +self._unbumped  # drop the zeros
+        log.info("Redis answers again: replayed %d deletes and %d generation bumps", len(undeleted), len(unbumped))
+
     async def get(self, key: str) -> bytes | None:
-        return await self._redis.get(self._full(key))
+        return await self._either(lambda: self._redis.get(self._full(key)), lambda: self._local.get(key))
 
     async def set(self, key: str, value: bytes, ttl_secs: float) -> None:
-        await self._redis.set(self._full(key), value, px=max(1, int(ttl_secs * 1000)))
+        await self._either(lambda: self._redis.set(self._full(key), value, px=max(1, int(ttl_secs * 1000))),
+                           lambda: self._local.set(key, value, ttl_secs))
 
     async def delete(self, *keys: str) -> None:
-        if keys:
-            await self._redis.delete(*(self._full(key) for key in keys))
+        if not keys:
+            return
+
+        async def local() -> None:
+            await self._local.delete(*keys)
+            self._undeleted.update(keys)
+
+        await self._either(lambda: self._redis.delete(*(self._full(key) for key in keys)), local)
 
     async def incr(self, key: str, amount: int = 1, ttl_secs: float | None = None) -> int:
         full_key = self._full(key)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incrby(full_key, amount)
-            if ttl_secs is not None:
-                # NX: the window starts with the first increment and is not extended by later ones.
-                pipe.pexpire(full_key, max(1, int(ttl_secs * 1000)), nx=True)
-            results = await pipe.execute()
-        return int(results[0])
+
+        async def remote() -> int:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incrby(full_key, amount)
+                if ttl_secs is not None:
+                    # NX: the window starts with the first increment and is not extended by later ones.
+                    pipe.pexpire(full_key, max(1, int(ttl_secs * 1000)), nx=True)
+                results = await pipe.execute()
+            return int(results[0])
+
+        async def local() -> int:
+            if ttl_secs is None:  # a generation number: every process must see the bump once Redis is back
+                self._unbumped[key] += amount
+            return await self._local.incr(key, amount, ttl_secs)
+
+        return await self._either(remote, local)
 
     async def ttl(self, key: str) -> float | None:
-        millis = await self._redis.pttl(self._full(key))
-        return None if millis < 0 else millis / 1000
+        async def remote() -> float | None:
+            millis = await self._redis.pttl(self._full(key))
+            return None if millis < 0 else millis / 1000
+
+        return await self._either(remote, lambda: self._local.ttl(key))
 
 
 async def get_json(cache: Cache, key: str) -> Any | None:

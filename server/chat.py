@@ -21,6 +21,7 @@ from config import Settings
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.hub import Hub, Reset
 from server.hub.frames import encode, with_topic
+from server.ids import parse_id
 from server.presence import Presence
 from server.ratelimit import RateLimiter
 from server.store.models import Message, Room, User, iso, utcnow
@@ -241,7 +242,7 @@ class ChatService:
 
     async def set_hidden(self, message_id: str, hidden: bool) -> None:
         """A moderator's hide or restore: everyone's open pages drop (or get back) the message."""
-        ident = int(message_id) if str(message_id).isdigit() and len(str(message_id)) < 19 else -1
+        ident = parse_id(message_id, "target")
         async with self._db() as db:
             row = (await db.execute(select(Message, User, Room.name).join(User, User.id == Message.author_id)
                                     .join(Room, Room.id == Message.room_id).where(Message.id == ident))).first()
@@ -260,7 +261,7 @@ class ChatService:
 
     async def describe(self, message_ids: list[str]) -> dict[str, dict[str, Any]]:
         """What a moderator's queue shows of each message."""
-        ids = [int(i) for i in message_ids if str(i).isdigit() and len(str(i)) < 19]
+        ids = [parse_id(i, "target") for i in message_ids]
         async with self._db() as db:
             rows = (await db.execute(select(Message, User, Room.name).join(User, User.id == Message.author_id)
                                      .join(Room, Room.id == Message.room_id).where(Message.id.in_(ids)))).all()

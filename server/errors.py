@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+# What a request or a socket must let through: the process stopping, a task cancelled, a generator closed.
+# Every other BaseException is that one request's failure, answered like any error: a native library's
+# panic among them (PyO3's PanicException derives from BaseException, which Tornado does not catch).
+NOT_REQUEST_FAILURES = (KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit)
+
 
 class AppError(Exception):
     """An error a client caused or may act on; ``code`` is stable, ``message`` is for people."""

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.errors import Forbidden, InvalidInput, NotFound
+from server.ids import as_id
 from server.store.community_tables import Report
 from server.store.models import User, iso, utcnow
 from server.users import public_user
@@ -48,14 +49,16 @@ class ModerationService:
     async def report(self, reporter: User, kind: Any, target_id: Any, reason: Any,
                      details: Any = "") -> tuple[dict[str, Any], bool]:
         """File a report; the second report of the same thing by the same person is the first. (report, created)"""
-        if kind not in self._targets:
+        if not isinstance(kind, str) or kind not in self._targets:
             raise InvalidInput(f"`kind` must be one of {', '.join(sorted(self._targets))}.")
         if reason not in REASONS:
             raise InvalidInput(f"`reason` must be one of {', '.join(REASONS)}.")
         if not isinstance(details, str) or len(details) > DETAILS_MAX_CHARS:
             raise InvalidInput(f"`details` must be a string of at most {DETAILS_MAX_CHARS} characters.",
                                code="too_long")
-        target_id = str(target_id) if isinstance(target_id, (int, str)) else ""
+        if not isinstance(target_id, str):  # a JSON number: every kind's ids are integers
+            number = as_id(target_id)
+            target_id = "" if number is None else str(number)
         if not target_id or len(target_id) > TARGET_ID_MAX_CHARS:
             raise InvalidInput("`target` must be the id of the post, message or model.")
         if target_id not in await self._targets[kind].describe([target_id]):

@@ -11,17 +11,21 @@ notifications follow it: edited, they show the new text; deleted or hidden, none
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.errors import InvalidInput
+from server.errors import Unavailable
 from server.hub import Hub
+from server.ids import parse_ids
 from server.store.community_tables import NoticeOnce, Notification
 from server.store.models import User, iso, utcnow
 from server.users import public_user
+
+log = logging.getLogger(__name__)
 
 KINDS = ("like", "follow", "mention", "message")
 PAGE_DEFAULT = 30
@@ -108,9 +112,12 @@ class NotificationService:
         payload = notification_json(notification, actor)
         # `kind`, `room`, `message`, `from` and `text` also at the top level, as the first mention events had them;
         # `replaces`: the id of the notification this one takes the place of (a post's grouped likes).
-        await self._hub.publish(f"user:{notification.user_id}", {
-            "type": "notify", **payload, "notification": payload, "unread": unread, "replaces": replaces,
-        })
+        try:
+            await self._hub.publish(f"user:{notification.user_id}", {
+                "type": "notify", **payload, "notification": payload, "unread": unread, "replaces": replaces,
+            })
+        except Unavailable:  # stored: the list and the unread count show it; only the live push is lost
+            log.warning("notification %s stored but not pushed: live updates are unavailable", notification.id)
 
     async def message_changed(self, message_id: int, text: str | None) -> None:
         """A message was edited (``text``), deleted or hidden (None): its notifications say so, stored and live."""
@@ -145,9 +152,8 @@ class NotificationService:
 
     async def mark_read(self, user: User, ids: Any = None) -> int:
         """Mark some (a list of ids) or all (None) as read; the unread count after."""
-        if ids is not None and (not isinstance(ids, list) or len(ids) > PAGE_MAX
-                                or not all(isinstance(i, int) for i in ids)):
-            raise InvalidInput(f"`ids` must be a list of at most {PAGE_MAX} notification ids, or absent for all.")
+        if ids is not None:
+            ids = parse_ids(ids, "ids", max_items=PAGE_MAX)
         statement = update(Notification).where(Notification.user_id == user.id, Notification.read_at.is_(None))
         if ids is not None:
             statement = statement.where(Notification.id.in_(ids))

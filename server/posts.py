@@ -22,10 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.auth import Principal
 from server.cache import Cache, CacheAside
-from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from server.hub import Hub
+from server.ids import as_id, parse_id
 from server.jobs import image_ref
 from server.store.community_tables import Follow, Like, Post, PostImage, PostTag
+from server.store.database import run_transaction
 from server.store.models import GeneratedImage, GenerationJob, User, iso, utcnow
 from server.users import public_user
 
@@ -248,7 +250,7 @@ class PostService:
         """One page of posts and the cursor of the next (None at the end)."""
         _check_query(query)
         if query.following and viewer is None:
-            raise InvalidInput("Sign in to see the posts of people you follow.", code="sign_in_required")
+            raise Unauthenticated("Sign in to see the posts of people you follow.", code="sign_in_required")
         # Owners (and moderators) see their hidden posts on profile pages, so those pages are theirs alone.
         personal = query.following or (viewer is not None and query.owner is not None
                                        and (viewer.is_moderator or viewer.username == query.owner.lower()))
@@ -298,8 +300,12 @@ class PostService:
 
     async def like(self, user: User, post_id: int, liked: bool) -> dict[str, Any]:
         """Like or unlike; liking twice counts once."""
-        async with self._db() as db:
-            post = await db.get(Post, post_id)
+
+        async def toggle(db: AsyncSession) -> tuple[bool, int, int, str]:
+            # The post row is locked first, then the like row: every liker takes them in that order. Inserting
+            # the like first took a shared lock on the post (the foreign key check) that two likers then both
+            # wanted to raise to exclusive for the count: MariaDB deadlock 1213 on busy posts.
+            post = await db.scalar(select(Post).where(Post.id == post_id).with_for_update())
             if post is None or not _may_see(user, post):
                 raise NotFound(f"No post {post_id}.")
             changed = False
@@ -313,12 +319,14 @@ class PostService:
             else:
                 changed = (await db.execute(delete(Like).where(Like.post_id == post_id,
                                                                Like.user_id == user.id))).rowcount > 0
-            if changed:
+            if changed:  # one statement: the count moves inside the database, never read-modify-write here
                 await db.execute(update(Post).where(Post.id == post_id)
                                  .values(like_count=Post.like_count + (1 if liked else -1)))
             await db.commit()
             count = await db.scalar(select(Post.like_count).where(Post.id == post_id))
-            owner_id, title = post.owner_id, post.title
+            return changed, count, post.owner_id, post.title
+
+        changed, count, owner_id, title = await run_transaction(self._db, toggle)
         if changed:
             await self._hub.publish(f"room:{post_room(post_id)}", {"type": "post.likes", "post": post_id,
                                                                   "like_count": count}, sequenced=False)
@@ -331,7 +339,7 @@ class PostService:
 
     async def set_hidden(self, post_id: str, hidden: bool) -> None:
         async with self._db() as db:
-            changed = (await db.execute(update(Post).where(Post.id == _post_id(post_id))
+            changed = (await db.execute(update(Post).where(Post.id == parse_id(post_id, "target"))
                                         .values(hidden=hidden))).rowcount
             await db.commit()
         if not changed:
@@ -340,7 +348,7 @@ class PostService:
 
     async def describe(self, post_ids: list[str]) -> dict[str, dict[str, Any]]:
         """What a moderator's queue shows of each post."""
-        ids = [_post_id(i) for i in post_ids]
+        ids = [parse_id(i, "target") for i in post_ids]
         async with self._db() as db:
             rows = (await db.execute(select(Post, User).join(User, User.id == Post.owner_id)
                                      .where(Post.id.in_(ids)))).all()
@@ -348,11 +356,11 @@ class PostService:
 
     async def check_room(self, user: User | None, ident: str) -> None:
         """``room:post:<id>`` exists while its post does, and vanishes with it when hidden."""
-        post_id = _post_id(ident)
+        post_id = as_id(ident)
         async with self._db() as db:
-            post = await db.get(Post, post_id)
+            post = await db.get(Post, post_id) if post_id is not None else None
         if post is None or not _may_see(user, post):
-            raise NotFound(f"No post {post_id}.")
+            raise NotFound(f"No post {ident[:40]}.")
 
     async def owner_of(self, post_id: int) -> int | None:
         """A post's owner; remembered, since it never changes (asked at every message in its room)."""
@@ -384,12 +392,6 @@ class PostService:
 def _may_see(viewer: User | None, post: Post) -> bool:
     """Hidden posts are gone for everyone but their owner and moderators."""
     return not post.hidden or (viewer is not None and (viewer.id == post.owner_id or viewer.is_moderator))
-
-
-def _post_id(value: Any) -> int:
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit() and len(value) < 19):
-        return int(value)
-    raise InvalidInput(f"{str(value)[:40]!r} is not a post id.")
 
 
 def _check_query(query: GalleryQuery) -> None:

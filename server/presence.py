@@ -6,10 +6,16 @@ An entry outlives a process that died without saying goodbye by at most
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Protocol
+from typing import Awaitable, Protocol, TypeVar
 
 import redis.asyncio as redis
+
+from server.redis_client import UNAVAILABLE_ERRORS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PRESENCE_TTL_SECS = 90
 PRESENCE_REFRESH_SECS = 30
@@ -71,11 +77,23 @@ class MemoryPresence:
 
 
 class RedisPresence:
-    """A sorted set per room, scored by expiry time, so every process sees the same members."""
+    """A sorted set per room, scored by expiry time, so every process sees the same members.
+
+    Presence is a nicety: while Redis does not answer, rooms show nobody present and joins and leaves
+    are not announced, but chat goes on. Live sockets refresh their entries once it is back.
+    """
 
     def __init__(self, client: redis.Redis, prefix: str):
         self._redis = client
         self._prefix = prefix + "presence:"
+
+    @staticmethod
+    async def _or(fallback: T, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except UNAVAILABLE_ERRORS as exc:
+            log.warning("presence is unknown while Redis does not answer (%s)", exc)
+            return fallback
 
     async def _live(self, room: str) -> list[str]:
         key = self._prefix + room
@@ -87,15 +105,24 @@ class RedisPresence:
         return [m.decode() for m in members]
 
     async def join(self, room: str, user_id: int, conn_id: str) -> bool:
+        return await self._or(False, self._join(room, user_id, conn_id))
+
+    async def _join(self, room: str, user_id: int, conn_id: str) -> bool:
         first = all(_user_of(m) != user_id for m in await self._live(room))
-        await self.refresh(room, user_id, conn_id)
+        await self._refresh(room, user_id, conn_id)
         return first
 
     async def leave(self, room: str, user_id: int, conn_id: str) -> bool:
+        return await self._or(False, self._leave(room, user_id, conn_id))
+
+    async def _leave(self, room: str, user_id: int, conn_id: str) -> bool:
         await self._redis.zrem(self._prefix + room, _member(user_id, conn_id))
         return all(_user_of(m) != user_id for m in await self._live(room))
 
     async def refresh(self, room: str, user_id: int, conn_id: str) -> None:
+        await self._or(None, self._refresh(room, user_id, conn_id))
+
+    async def _refresh(self, room: str, user_id: int, conn_id: str) -> None:
         key = self._prefix + room
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.zadd(key, {_member(user_id, conn_id): time.time() + PRESENCE_TTL_SECS})
@@ -103,4 +130,7 @@ class RedisPresence:
             await pipe.execute()
 
     async def members(self, room: str) -> list[int]:
+        return await self._or([], self._members(room))
+
+    async def _members(self, room: str) -> list[int]:
         return list(dict.fromkeys(_user_of(m) for m in await self._live(room)))

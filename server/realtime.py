@@ -20,7 +20,7 @@ from typing import Any
 from server.auth import Principal
 from server.chat import ChatService, check_room_name
 from server.collab.service import CollabService
-from server.errors import AppError, InvalidInput, RateLimited, Unauthenticated
+from server.errors import NOT_REQUEST_FAILURES, AppError, InvalidInput, RateLimited, Unauthenticated
 from server.hub import Hub, Reset
 from server.jobs import JobService
 from server.hub import frames
@@ -33,6 +33,10 @@ MAX_REF_CHARS = 64
 # At most one write pass per this interval while events keep coming: busy sockets' events are
 # coalesced into array frames (far fewer writes); after a quiet spell the first event leaves at once.
 COALESCE_INTERVAL_SECS = 0.010
+# Bytes handed to the transport and not yet taken by the kernel. Past this, events wait in the outbox as
+# whole frames, so a socket dropped as too slow gets its close frame (4008) right behind this little,
+# not behind megabytes it would have to read first; and what waits is dropped with it.
+WRITE_WINDOW_BYTES = 64 * 1024
 CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_POLICY, CLOSE_TOO_SLOW = 1000, 1003, 1008, 4008
 
 
@@ -119,6 +123,7 @@ class Connection:
         self._close = close
         self._subs: dict[str, _Subscription] = {}
         self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
         self._flusher = flusher
         self._in_flight_bytes = 0
         self._window_start = time.monotonic()
@@ -159,10 +164,26 @@ class Connection:
             sub.last_seq = seq
         self._enqueue(frame)
 
+    def reset(self, topic: str, epoch: str) -> None:
+        """The topic's history restarted (Redis lost it): its seq counts from 1 again. The client is told,
+        so it reloads what it shows and accepts the new seqs; without this both sides dropped them as seen."""
+        sub = self._subs.get(topic)
+        if self._closed or sub is None:
+            return
+        sub.last_seq = 0
+        sub.pending = [(seq, frame) for seq, frame in sub.pending if seq is None]
+        self._emit({"type": "reset", "topic": topic, "epoch": epoch, "seq": 0})
+
     def _enqueue(self, frame: bytes) -> None:
         self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
         if len(self._outbox) == 1:
             self._flusher.mark(self)
+        elif (self._in_flight_bytes >= WRITE_WINDOW_BYTES
+              and self._in_flight_bytes + self._outbox_bytes > self._max_send_buffer_bytes):
+            # Judged only while the transport is backed up, so one large burst to a reader that keeps up is not "slow".
+            self._outbox, self._outbox_bytes = [], 0
+            self.shutdown(CLOSE_TOO_SLOW, "send buffer full: the client reads too slowly")
 
     def _emit(self, event: dict[str, Any]) -> None:
         self._enqueue(frames.encode(event))
@@ -186,14 +207,10 @@ class Connection:
             await self._collab.leave(self, topic[7:])
 
     def flush(self) -> None:
-        if self._closed or not self._outbox:
-            return
-        batch, self._outbox = self._outbox, []
+        if self._closed or not self._outbox or self._in_flight_bytes >= WRITE_WINDOW_BYTES:
+            return  # with the window full, the outbox waits: `_written` flushes again once the kernel takes more
+        batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
         data = batch[0] if len(batch) == 1 else frames.array_frame(batch)
-        # Judged on what is still unwritten from earlier frames, so one large batch is not "slow".
-        if self._in_flight_bytes > self._max_send_buffer_bytes:
-            self.shutdown(CLOSE_TOO_SLOW, "send buffer full: the client reads too slowly")
-            return
         self._in_flight_bytes += len(data)
         try:
             written = self._send(data)
@@ -210,6 +227,8 @@ class Connection:
         self._in_flight_bytes -= size
         if not done.cancelled():
             done.exception()  # a closed peer is normal here; on_close follows
+        if self._outbox and not self._closed and self._in_flight_bytes < WRITE_WINDOW_BYTES:
+            self._flusher.mark(self)
 
     def shutdown(self, code: int, reason: str) -> None:
         if not self._closed:
@@ -246,7 +265,9 @@ class Connection:
                 error["ref"] = ref
             self._emit(error)
             return
-        except Exception:
+        except NOT_REQUEST_FAILURES:
+            raise
+        except BaseException:  # anything else, a native library's panic included (PyO3's is a BaseException)
             log.exception("op %r failed", message.get("op"))
             self._emit({"type": "error", "code": "internal_error", "message": "Something went wrong on our side.",
                         **({"ref": ref} if ref is not None else {})})
@@ -306,19 +327,24 @@ class Connection:
             return None
         sub = self._subs[topic] = _Subscription()
         await self._hub.subscribe(topic, self)
-        current = await self._hub.current_seq(topic)
         reply: list[dict[str, Any]] = []
         replayed: list[tuple[int, bytes]] = []
-        if since is None:
-            sub.last_seq = current
-        else:
-            result = await self._hub.replay(topic, since)
-            if isinstance(result, Reset):
-                reply.append({"type": "reset", "topic": topic, "epoch": result.epoch, "seq": result.seq})
-                sub.last_seq = result.seq
+        try:
+            current = await self._hub.current_seq(topic)
+            if since is None:
+                sub.last_seq = current
             else:
-                replayed = result
-                sub.last_seq = since
+                result = await self._hub.replay(topic, since)
+                if isinstance(result, Reset):
+                    reply.append({"type": "reset", "topic": topic, "epoch": result.epoch, "seq": result.seq})
+                    sub.last_seq = result.seq
+                else:
+                    replayed = result
+                    sub.last_seq = since
+        except BaseException:  # e.g. Redis does not answer (503 unavailable): no half-made subscription
+            self._subs.pop(topic, None)
+            await self._hub.unsubscribe(topic, self)
+            raise
         ack = {"type": "ack", "topic": topic, "seq": current}
         if "ref" in message:
             ack["ref"] = message["ref"]

@@ -39,6 +39,7 @@ from server.presence import MemoryPresence, Presence, RedisPresence
 from server.principals import PrincipalCache, journal_for
 from server.ratelimit import LIMITER_MEMORY_ENTRIES, RateLimiter
 from server.realtime import Flusher
+from server import redis_client
 from server.store import database
 from server.store.migrations import pending_revisions, upgrade_to_head
 from server.tokens import TokenService
@@ -116,7 +117,7 @@ class Runtime:
                 raise MigrationsPending(
                     f"The database lacks migrations {', '.join(pending)}; run `python run.py migrate` first."
                 )
-        client = redis.from_url(settings.redis_url) if settings.redis_url else None
+        client = redis_client.connect(settings.redis_url) if settings.redis_url else None
         cache: Cache = (RedisCache(client, settings.redis_prefix) if client
                         else MemoryCache(max_bytes=settings.memory_cache_max_bytes))
         executors = Executors.create(settings.io_threads, settings.cpu_threads)

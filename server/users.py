@@ -21,7 +21,8 @@ from server.store.models import User
 
 USERNAME_MAX_CHARS = 32
 USERNAME_RE = re.compile(r"[a-z0-9_]{3,32}")
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+# No whitespace or control characters (docs/openapi.yaml has the same pattern).
+EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s\x00-\x1f\x7f-\x9f]+\.[^@\s\x00-\x1f\x7f-\x9f]{2,}$")
 DISPLAY_NAME_MAX_CHARS = 64
 BIO_MAX_CHARS = 500
 EMAIL_MAX_CHARS = 254

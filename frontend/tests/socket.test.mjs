@@ -202,6 +202,17 @@ test('reset: the listener reloads, and live events continue from the reset seq',
   assert.deepEqual(listener.events(), [[51, false]])
 })
 
+test('a live reset to seq 0 (Redis restarted: a new epoch) lets the new history through from seq 1', () => {
+  const listener = subscribed(57)
+  latest().receive(msg(58))
+  latest().receive({ type: 'reset', topic: 'room:a', epoch: 'e3', seq: 0 })
+  latest().receive(msg(1))
+  latest().receive(msg(2))
+  assert.deepEqual(listener.calls.filter((c) => c[0] === 'reset').map((c) => c[1]), [{ seq: 0, epoch: 'e3' }])
+  assert.deepEqual(listener.events(), [[58, false], [1, false], [2, false]])
+  assert.deepEqual(latest().take(), [])  // nothing counted as lost: no resubscription
+})
+
 test('a topic whose seq went backwards (its store was wiped) counts as a reset', () => {
   const listener = recorder()
   client.subscribe('room:a', listener, { since: 40 })

@@ -164,6 +164,9 @@ class LiveDocument:
         except Exception:  # only validated events are published; a bad one must not stop the others
             log.exception("could not apply an event of %s", topic)
 
+    def reset(self, topic: str, epoch: str) -> None:
+        """Nothing to do: this copy counts no seqs, and applying an update twice changes nothing."""
+
     def _members_changed(self, roles: dict[int, str]) -> None:
         self.roles = roles
         for member in list(self.members):

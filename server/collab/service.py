@@ -37,6 +37,9 @@ from server.store.models import User
 log = logging.getLogger(__name__)
 
 DEFAULT_SETTINGS = {"sampler": "Euler a", "steps": 20, "guidance": 7.0}
+# The largest number a browser's Yjs holds exactly (a JS safe integer). pycrdt panics on integers past
+# 64 bits; the real ranges (steps, sizes, seed) are checked when a render makes a job of the document.
+MAX_SETTING_MAGNITUDE = 2**53 - 1
 
 
 def clean_initial(body: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +50,8 @@ def clean_initial(body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(value, str) or len(value) > MAX_PROMPT_CHARS:
             raise InvalidInput(f"`{name}` must be a string of at most {MAX_PROMPT_CHARS} characters.")
         snapshot[name] = value
-    settings = body.get("settings") or {}
+    settings = body.get("settings")
+    settings = {} if settings is None else settings
     if not isinstance(settings, dict) or set(settings) - set(SETTING_FIELDS):
         raise InvalidInput(f"`settings` may hold only {', '.join(SETTING_FIELDS)}.")
     for name, value in settings.items():
@@ -56,10 +60,17 @@ def clean_initial(body: dict[str, Any]) -> dict[str, Any]:
         if name in ("model", "sampler"):
             if not isinstance(value, str) or len(value) > 128:
                 raise InvalidInput(f"`settings.{name}` must be a string.")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidInput(f"`settings.{name}` must be a number.")
+        elif not _storable_number(value):
+            raise InvalidInput(f"`settings.{name}` must be a finite number within ±{MAX_SETTING_MAGNITUDE}, "
+                               f"not {str(value)[:40]}.")
         snapshot["settings"][name] = value
     return snapshot
+
+
+def _storable_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) <= MAX_SETTING_MAGNITUDE  # false for NaN and the infinities too
 
 
 def job_params(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -92,9 +103,10 @@ class CollabService:
 
     async def create(self, owner: User, body: dict[str, Any]) -> dict[str, Any]:
         """A new session owned by ``owner``, its document seeded from the body."""
-        initial = clean_initial(body)
+        # The first update is made before any row is written, so a value pycrdt refuses leaves nothing behind.
+        first_update = write_snapshot(Doc(), clean_initial(body))
         session = await self.directory.create(owner, body.get("title"))
-        await self.store.append(session.id, write_snapshot(Doc(), initial))
+        await self.store.append(session.id, first_update)
         return {**session_json(session), "role": OWNER}
 
     async def list_mine(self, user: User) -> list[dict[str, Any]]:

@@ -18,6 +18,10 @@ class Subscriber(Protocol):
     def deliver(self, topic: str, seq: int | None, frame: bytes) -> None:
         """Called on the event loop with an encoded event frame; must not block."""
 
+    def reset(self, topic: str, epoch: str) -> None:
+        """The topic's history restarted (a new epoch: Redis lost it): seq counts from 1 again, and
+        whatever the subscriber derived from earlier events may have missed some. Must not block."""
+
 
 # Replays a durable topic from where the events are stored (e.g. chat from the database):
 # (topic, since, upto) -> packed events with their seq, oldest first, or Reset when too many were missed.
@@ -25,8 +29,6 @@ HistorySource = Callable[[str, int, int | None], Awaitable["list[tuple[int, byte
 
 
 class Hub(Protocol):
-    epoch: str
-
     async def publish(self, topic: str, event: dict[str, Any], *, seq: int | None = None,
                       sequenced: bool = True) -> int | None:
         """Send an event to every subscriber of ``topic`` in every process.
@@ -58,6 +60,8 @@ class HubCore:
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._durable: list[tuple[str, HistorySource, Callable[[str], Awaitable[int]]]] = []
         self._last_seq: dict[str, int] = {}
+        # Per watched hub-sequenced topic, the epoch of the history those seqs count in (see RedisHub).
+        self._epochs: dict[str, str] = {}
         self.delivered = 0  # frames handed to subscribers, for metrics and benchmarks
 
     def register_history(self, prefix: str, source: HistorySource, current_seq: Callable[[str], Awaitable[int]]) -> None:
@@ -84,6 +88,7 @@ class HubCore:
         if not subscribers:
             del self._subscribers[topic]
             self._last_seq.pop(topic, None)
+            self._epochs.pop(topic, None)
             return True
         return False
 
@@ -97,13 +102,29 @@ class HubCore:
         """Sequenced events ``first..last`` of a topic, addressed and ready to send."""
         raise NotImplementedError
 
-    async def _deliver_in_order(self, topic: str, seq: int, frame: bytes) -> None:
+    def _note_epoch(self, topic: str, epoch: str) -> None:
+        """Remember a watched topic's epoch; a different one than known means its history restarted:
+        every subscriber is told (``reset``) and delivery goes on from seq 1 of the new history."""
+        if topic not in self._subscribers:
+            return
+        known = self._epochs.get(topic)
+        self._epochs[topic] = epoch
+        if known is None or known == epoch:
+            return
+        self._last_seq[topic] = 0
+        for subscriber in tuple(self._subscribers.get(topic, ())):
+            subscriber.reset(topic, epoch)
+
+    async def _deliver_in_order(self, topic: str, seq: int, frame: bytes, epoch: str | None = None) -> None:
         """Deliver a sequenced event, first backfilling any seq skipped since the last one.
 
         Durable events are published after their commit, so two senders may publish
         out of order; and Redis pub/sub may drop a message. Either way the missing
         events are already stored, so they are read back and delivered in order.
+        A hub-sequenced event carries its history's ``epoch``: a new one restarts the count.
         """
+        if epoch is not None:
+            self._note_epoch(topic, epoch)
         last = self._last_seq.get(topic)
         if last is not None and seq <= last:
             return  # already delivered by a backfill

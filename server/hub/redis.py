@@ -5,6 +5,15 @@ connection is down is gone. So every sequenced event is also in a Stream (or,
 for durable topics, in the database), each process remembers the last seq it
 delivered per topic, and a jump in seq — or a reconnect — makes it backfill the
 missing events from there before delivering the new one.
+
+Redis keeps nothing on disk here, so a restart loses every counter: seq counts
+from 1 again. Each counter therefore has an epoch beside it, made new whenever
+the counter starts (seq 1) and carried by every event; a process that sees a
+topic's epoch change tells its subscribers (``reset``) and delivers on from 1.
+
+While Redis does not answer, a hub-sequenced publish (and reading a seq or
+history) raises ``Unavailable``; a durable event (already stored) and an
+ephemeral one are not published, and a subscription is made once Redis is back.
 """
 
 from __future__ import annotations
@@ -15,11 +24,11 @@ import uuid
 from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from server.errors import Unavailable
 from server.hub import frames
 from server.hub.base import HubCore, Reset, Subscriber
+from server.redis_client import UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +38,25 @@ TOPIC_TTL_SECS = 7 * 24 * 3600
 RECONNECT_DELAY_SECS = 0.5
 LISTEN_POLL_SECS = 1.0
 
-# INCR the seq, append to the capped stream with the seq as its id, publish "seq\n" + payload.
-# One script, so the seq order is the stream order is the publish order.
+# INCR the seq, append to the capped stream with the seq as its id, publish "seq epoch\n" + payload.
+# One script, so the seq order is the stream order is the publish order. The epoch (KEYS[4]) is set
+# anew whenever the counter starts, from the candidate the caller sends (ARGV[4]), and expires with it.
 PUBLISH_SEQUENCED = """
 local seq = redis.call('INCR', KEYS[1])
+local epoch = redis.call('GET', KEYS[4])
+if seq == 1 or not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[4], epoch)
+end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'd', ARGV[1])
-redis.call('PUBLISH', KEYS[3], seq .. '\\n' .. ARGV[1])
+redis.call('PUBLISH', KEYS[3], seq .. ' ' .. epoch .. '\\n' .. ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[3])
 return seq
 """
+UNAVAILABLE_MESSAGE = "Live updates are unavailable for a moment (Redis does not answer); try again shortly."
+UNAVAILABLE_RETRY_SECS = 5
 
 
 class RedisHub(HubCore):
@@ -51,8 +69,9 @@ class RedisHub(HubCore):
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._has_channels = asyncio.Event()
         self._reconnected = False
+        # Channels whose SUBSCRIBE could not reach Redis; the listener makes them once it answers.
+        self._unsubscribed: set[str] = set()
         self._listener: asyncio.Task | None = None
-        self.epoch = ""
 
     async def start(self) -> "RedisHub":
         # No Redis call here: the service starts (and reports not ready) while Redis is down.
@@ -62,65 +81,105 @@ class RedisHub(HubCore):
     def _channel(self, topic: str) -> str:
         return self._prefix + "ch:" + topic
 
-    def _keys(self, topic: str) -> tuple[str, str]:
-        return self._prefix + "seq:" + topic, self._prefix + "hist:" + topic
+    def _keys(self, topic: str) -> tuple[str, str, str]:
+        return self._prefix + "seq:" + topic, self._prefix + "hist:" + topic, self._prefix + "epoch:" + topic
 
     async def publish(self, topic: str, event: dict[str, Any], *, seq: int | None = None,
                       sequenced: bool = True) -> int | None:
         payload = frames.encode(event)
         if seq is None and sequenced:
-            seq_key, hist_key = self._keys(topic)
-            return int(await self._publish_sequenced(
-                keys=[seq_key, hist_key, self._channel(topic)],
-                args=[payload, self._history_events, TOPIC_TTL_SECS],
-            ))
+            seq_key, hist_key, epoch_key = self._keys(topic)
+            try:
+                return int(await self._publish_sequenced(
+                    keys=[seq_key, hist_key, self._channel(topic), epoch_key],
+                    args=[payload, self._history_events, TOPIC_TTL_SECS, uuid.uuid4().hex[:12]],
+                ))
+            except UNAVAILABLE_ERRORS as exc:
+                raise self._unavailable(exc) from None
         marker = b"-" if seq is None else str(seq).encode()
-        await self._redis.publish(self._channel(topic), marker + b"\n" + payload)
+        try:
+            await self._redis.publish(self._channel(topic), marker + b"\n" + payload)
+        except UNAVAILABLE_ERRORS as exc:
+            # A durable event is stored (subscribers backfill it from the store once Redis is back);
+            # an ephemeral one (typing, presence, previews) is worth nothing later.
+            log.warning("not published on %s while Redis does not answer (%s)", topic, exc)
         return seq
 
     async def subscribe(self, topic: str, subscriber: Subscriber) -> None:
         if self._add_local(topic, subscriber):
-            await self._pubsub.subscribe(self._channel(topic))
-            if self._pubsub.connection is not None:
-                # Weakly held by redis-py; called on every (re)connect of the pub/sub connection.
-                self._pubsub.connection.register_connect_callback(self._on_pubsub_connect)
+            channel = self._channel(topic)
+            try:
+                await self._pubsub.subscribe(channel)
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("subscribing to %s waits for Redis (%s)", topic, exc)
+                self._unsubscribed.add(channel)
+            self._watch_connection()
             self._has_channels.set()
+
+    def _watch_connection(self) -> None:
+        if self._pubsub.connection is not None:
+            # Weakly held by redis-py; called on every (re)connect of the pub/sub connection.
+            self._pubsub.connection.register_connect_callback(self._on_pubsub_connect)
 
     async def unsubscribe(self, topic: str, subscriber: Subscriber) -> None:
         if self._remove_local(topic, subscriber):
             if not self._subscribers:
                 self._has_channels.clear()
-            await self._pubsub.unsubscribe(self._channel(topic))
+            channel = self._channel(topic)
+            self._unsubscribed.discard(channel)
+            try:
+                await self._pubsub.unsubscribe(channel)
+            except UNAVAILABLE_ERRORS:
+                pass  # the pub/sub connection is gone, and this channel is not resubscribed with it
 
     async def _on_pubsub_connect(self, _connection: Any) -> None:
         self._reconnected = True
 
+    @staticmethod
+    def _unavailable(exc: BaseException) -> Unavailable:
+        log.warning("Redis does not answer: %s", exc)
+        return Unavailable(UNAVAILABLE_MESSAGE, headers={"Retry-After": str(UNAVAILABLE_RETRY_SECS)})
+
     async def current_seq(self, topic: str) -> int:
         durable = self.durable_source(topic)
         if durable is not None:
-            return await durable[1](topic)
-        value = await self._redis.get(self._keys(topic)[0])
-        return int(value) if value else 0
+            seq, epoch = await durable[1](topic), None
+        else:
+            seq, epoch = await self._seq_and_epoch(topic)
+        if topic in self._subscribers:
+            # From here on a reconnect backfills what this process missed of the topic, and a later
+            # event of another epoch resets its subscribers (their seq counts in this one).
+            self._last_seq.setdefault(topic, seq)
+            if epoch is not None:
+                self._epochs.setdefault(topic, epoch)
+        return seq
+
+    async def _seq_and_epoch(self, topic: str) -> tuple[int, str | None]:
+        seq_key, _, epoch_key = self._keys(topic)
+        try:
+            seq, epoch = await self._redis.mget(seq_key, epoch_key)
+        except UNAVAILABLE_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        return (int(seq) if seq else 0), (epoch.decode() if epoch else None)
 
     async def replay(self, topic: str, since: int) -> list[tuple[int, bytes]] | Reset:
         durable = self.durable_source(topic)
         if durable is not None:
             return await durable[0](topic, since, None)
-        current = await self.current_seq(topic)
+        current, epoch = await self._seq_and_epoch(topic)
         if since == current:
             return []
         entries = await self._range(topic, since + 1, None) if since < current else []
         if not entries or entries[0][0] > since + 1:
-            return Reset(await self._epoch(), current)
+            return Reset(epoch or "", current)
         return entries
 
-    async def _epoch(self) -> str:
-        """Changes when Redis loses its data (it keeps nothing on disk here), so clients know to reload."""
-        if not self.epoch:
-            key = self._prefix + "epoch"
-            await self._redis.set(key, uuid.uuid4().hex[:12], nx=True)
-            self.epoch = (await self._redis.get(key) or b"").decode()
-        return self.epoch
+    async def _check_epochs(self) -> None:
+        """After a reconnect: a watched topic whose epoch changed restarted while we were away."""
+        for topic in list(self._epochs):
+            _, epoch = await self._seq_and_epoch(topic)
+            if epoch is not None:
+                self._note_epoch(topic, epoch)
 
     async def _range(self, topic: str, first: int, last: int | None) -> list[tuple[int, bytes]]:
         """Sequenced events ``first..last`` of a topic, addressed and ready to send."""
@@ -128,7 +187,10 @@ class RedisHub(HubCore):
         if durable is not None:
             replayed = await durable[0](topic, first - 1, last)
             return [] if isinstance(replayed, Reset) else replayed
-        rows = await self._redis.xrange(self._keys(topic)[1], f"{first}-0", "+" if last is None else f"{last}-0")
+        try:
+            rows = await self._redis.xrange(self._keys(topic)[1], f"{first}-0", "+" if last is None else f"{last}-0")
+        except UNAVAILABLE_ERRORS as exc:
+            raise self._unavailable(exc) from None
         result = []
         for entry_id, fields in rows:
             seq = int(entry_id.split(b"-")[0])
@@ -139,15 +201,22 @@ class RedisHub(HubCore):
         while True:
             await self._has_channels.wait()
             try:
+                if self._unsubscribed:
+                    waiting = sorted(self._unsubscribed)
+                    await self._pubsub.subscribe(*waiting)
+                    self._unsubscribed.difference_update(waiting)
+                    self._watch_connection()
+                    self._reconnected = True  # what was published meanwhile is read back below
                 message = await self._pubsub.get_message(timeout=LISTEN_POLL_SECS)
                 if self._reconnected:
                     self._reconnected = False
+                    await self._check_epochs()
                     await self._backfill_all()
                 if message is not None and message["type"] == "message":
                     await self._on_message(message["channel"].decode(), message["data"])
             except asyncio.CancelledError:
                 raise
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (*UNAVAILABLE_ERRORS, Unavailable, OSError) as exc:
                 log.warning("hub lost its Redis pub/sub connection (%s); reconnecting", exc)
                 self._reconnected = True
                 await asyncio.sleep(RECONNECT_DELAY_SECS)
@@ -160,7 +229,9 @@ class RedisHub(HubCore):
         if marker == b"-":
             self._fan_out(topic, None, frames.with_topic(payload, topic, None))
             return
-        await self._deliver_in_order(topic, int(marker), frames.with_topic(payload, topic, int(marker)))
+        seq_text, _, epoch = marker.partition(b" ")  # durable events carry no epoch
+        seq = int(seq_text)
+        await self._deliver_in_order(topic, seq, frames.with_topic(payload, topic, seq), epoch.decode() or None)
 
     async def close(self) -> None:
         if self._listener is not None:

@@ -26,6 +26,7 @@ from server.blobs import BlobStore
 from server.cache import Cache, CacheAside
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.executors import Executors
+from server.ids import parse_id
 from server.modelhub.counters import Counters
 from server.modelhub.markdown import render_markdown
 from server.modelhub.publish import LINKED_KINDS, ModelLinks, engine_name
@@ -330,7 +331,7 @@ class Catalog:
 
     async def set_hidden(self, model_id: str, hidden: bool) -> None:
         """A moderator's hide or restore."""
-        ident = int(model_id) if str(model_id).isdigit() and len(str(model_id)) < 19 else -1
+        ident = parse_id(model_id, "target")
         async with self._db() as db:
             changed = (await db.execute(update(HubModel).where(HubModel.id == ident).values(hidden=hidden))).rowcount
             await db.commit()
@@ -344,7 +345,7 @@ class Catalog:
 
     async def describe(self, model_ids: list[str]) -> dict[str, dict[str, Any]]:
         """What a moderator's queue shows of each model."""
-        ids = [int(i) for i in model_ids if str(i).isdigit() and len(str(i)) < 19]
+        ids = [parse_id(i, "target") for i in model_ids]
         async with self._db() as db:
             rows = (await db.execute(select(HubModel, User.username).join(User, User.id == HubModel.owner_id)
                                      .where(HubModel.id.in_(ids)))).all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from server.modelhub.markdown import MAX_DESCRIPTION_CHARS
 
@@ -36,6 +36,8 @@ def clean_filename(name: str) -> str:
 
 
 def _tags(value: list[str]) -> list[str]:
+    if len(value) > MAX_TAGS:  # counted as sent, repeats too, so a schema (maxItems) can say it
+        raise ValueError(f"at most {MAX_TAGS} tags")
     tags = []
     for tag in value:
         tag = tag.strip().lower()
@@ -43,8 +45,6 @@ def _tags(value: list[str]) -> list[str]:
             raise ValueError(f"tag {tag[:40]!r} must be 1-32 of a-z, 0-9 and _ . + -")
         if tag not in tags:
             tags.append(tag)
-    if len(tags) > MAX_TAGS:
-        raise ValueError(f"at most {MAX_TAGS} tags")
     return tags
 
 
@@ -57,7 +57,7 @@ class NewModel(BaseModel):
     description: str = Field("", max_length=MAX_DESCRIPTION_CHARS)
     tags: list[str] = Field(default_factory=list)
     licence: str = Field("", max_length=64)
-    nsfw: bool = False
+    nsfw: StrictBool = False  # JSON true or false, not 0 or "yes"
     version: str = "v1"
 
     _check_tags = field_validator("tags")(lambda cls, v: _tags(v))
@@ -93,7 +93,7 @@ class ModelPatch(BaseModel):
     description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
     tags: list[str] | None = None
     licence: str | None = Field(None, max_length=64)
-    nsfw: bool | None = None
+    nsfw: StrictBool | None = None
 
     _check_tags = field_validator("tags")(lambda cls, v: None if v is None else _tags(v))
     _kind = field_validator("kind")(lambda cls, v: NewModel._kind(v) if v else v)

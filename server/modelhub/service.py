@@ -52,7 +52,8 @@ class ModelHub:
         return self
 
     async def _housekeeping(self) -> None:
-        since_sweep = UPLOAD_SWEEP_SECS  # sweep once at start-up
+        await self._sweep()  # at start-up: what a process that died (e.g. mid-PUT) left behind
+        since_sweep = 0.0
         while True:
             # Jitter keeps several web processes from flushing in lockstep.
             delay = self.flush_secs * random.uniform(0.8, 1.2)
@@ -60,15 +61,23 @@ class ModelHub:
             since_sweep += delay
             try:
                 await self.catalog.flush_counters()
-                if since_sweep >= UPLOAD_SWEEP_SECS:
-                    since_sweep = 0
-                    expired = await self.uploads.expire()
-                    # Temporary files of processes that died mid-upload (no row points at them any more).
-                    swept = await self.executors.run_io(self.blobs.sweep_temp, self.uploads.expiry_secs + 3600)
-                    if expired or swept:
-                        log.info("expired %d abandoned uploads, swept %d stray temporary files", expired, swept)
             except Exception:
-                log.exception("model hub housekeeping failed; retrying next round")
+                log.exception("flushing the model hub's counters failed; retrying next round")
+            if since_sweep >= UPLOAD_SWEEP_SECS:
+                since_sweep = 0
+                await self._sweep()
+
+    async def _sweep(self) -> None:
+        try:
+            expired = await self.uploads.expire()
+            puts = await self.uploads.sweep_abandoned_puts()
+            # Temporary files of processes that died mid-upload (no row points at them any more).
+            swept = await self.executors.run_io(self.blobs.sweep_temp, self.uploads.expiry_secs + 3600)
+            if expired or puts or swept:
+                log.info("expired %d abandoned uploads, swept %d abandoned PUTs and %d stray temporary files",
+                         expired, puts, swept)
+        except Exception:
+            log.exception("sweeping abandoned uploads failed; retrying next round")
 
     async def close(self) -> None:
         if self._task is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import fcntl
 import hashlib
 import logging
 import os
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.blobs import BlobStore
 from server.errors import AppError, Conflict, InvalidInput, NotFound, PayloadTooLarge
 from server.executors import Executors
+from server.ids import parse_id
 from server.modelhub.catalog import Catalog
 from server.modelhub.errors import UploadOffsetMismatch
 from server.modelhub.safetensors_check import check_file, refuse_by_name
@@ -40,6 +42,10 @@ log = logging.getLogger(__name__)
 WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 REHASH_CHUNK_BYTES = 8 * 1024 * 1024
 TUS_TEMP_PREFIX = "tus-"
+# A PUT cannot be resumed, so its temporary file is worth nothing once its request is gone. While the
+# request lives, its process holds an flock on the file (released by the kernel when a process dies);
+# an unlocked `put-*` file is therefore a leftover, swept at start-up whichever process wrote it.
+PUT_TEMP_PREFIX = "put-"
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
 
 
@@ -153,9 +159,43 @@ class StreamIn:
         await self._executors.run_io(self._sink.close)
 
 
+def claim_put_temp(temp_dir: Path) -> tuple[Path, int]:
+    """A new empty `put-*` file and a descriptor holding its flock. Blocks: call it in an executor.
+
+    Created under a hidden name and renamed once locked, so a sweep never sees it unlocked.
+    """
+    name = uuid.uuid4().hex
+    hidden = temp_dir / f".{PUT_TEMP_PREFIX}{name}"
+    lock_fd = os.open(hidden, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    path = temp_dir / f"{PUT_TEMP_PREFIX}{name}"
+    os.rename(hidden, path)
+    return path, lock_fd
+
+
+def sweep_abandoned_puts(temp_dir: Path) -> int:
+    """Delete `put-*` files no live request holds (their process died mid-upload); returns how many."""
+    removed = 0
+    for path in temp_dir.glob(f"{PUT_TEMP_PREFIX}*"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # published or aborted meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live upload, in this process or another
+        else:
+            path.unlink(missing_ok=True)
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
 @dataclass
 class PutUpload:
-    """A single-request upload in progress."""
+    """A single-request upload in progress; ``lock_fd`` keeps its file from the start-up sweep until it is done."""
 
     service: "UploadService"
     version: HubVersion
@@ -163,20 +203,25 @@ class PutUpload:
     stream: StreamIn
     temp_path: Path
     hasher: Any
+    lock_fd: int
 
     async def write(self, chunk: bytes) -> None:
         await self.stream.write(chunk)
 
     async def finish(self) -> dict[str, Any]:
         """Validate and publish the file; deletes it and raises on any problem."""
-        await self.stream.close()
-        return await self.service.publish(self.version, self.filename, self.temp_path, self.hasher.hexdigest())
+        try:
+            await self.stream.close()
+            return await self.service.publish(self.version, self.filename, self.temp_path, self.hasher.hexdigest())
+        finally:
+            os.close(self.lock_fd)
 
     async def abort(self) -> None:
         try:
             await self.stream.close()
         finally:
             self.temp_path.unlink(missing_ok=True)
+            os.close(self.lock_fd)
 
 
 @dataclass
@@ -224,10 +269,19 @@ class UploadService:
         if length is not None and length > self.max_file_bytes:
             raise PayloadTooLarge(f"The file is {length:,} bytes; at most {self.max_file_bytes:,} are accepted.")
         version = await self._catalog.writable_version(user, version_id, name)
-        temp = self._blobs.temp_dir / f"put-{uuid.uuid4().hex}"
+        temp, lock_fd = await self._executors.run_io(claim_put_temp, self._blobs.temp_dir)
         hasher = hashlib.sha256()
-        sink = await self._executors.run_io(_Sink, temp, hasher, "wb")
-        return PutUpload(self, version, name, StreamIn(self._executors, sink, self.max_file_bytes), temp, hasher)
+        try:
+            sink = await self._executors.run_io(_Sink, temp, hasher, "wb")
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return PutUpload(self, version, name, StreamIn(self._executors, sink, self.max_file_bytes), temp, hasher,
+                         lock_fd)
+
+    async def sweep_abandoned_puts(self) -> int:
+        """Delete the temporary files of PUTs whose process died mid-upload."""
+        return await self._executors.run_io(sweep_abandoned_puts, self._blobs.temp_dir)
 
     # -- publishing -----------------------------------------------------------------------------
 
@@ -246,14 +300,12 @@ class UploadService:
     async def create(self, user: User, length: int, metadata: dict[str, str]) -> HubUpload:
         """tus creation: an empty upload of `length` bytes for metadata `filename` and `version_id`."""
         name = checked_filename(metadata.get("filename", ""))
-        version_text = metadata.get("version_id", "")
-        if not version_text.isdigit():
-            raise InvalidInput("Upload-Metadata needs `version_id` (the model version to upload into).")
+        version_id = parse_id(metadata.get("version_id"), "version_id")
         if length > self.max_file_bytes:
             raise PayloadTooLarge(f"The file is {length:,} bytes; at most {self.max_file_bytes:,} are accepted.")
         if length < 8:
             raise InvalidInput("A .safetensors file is at least 8 bytes long.", code="empty_file")
-        version = await self._catalog.writable_version(user, int(version_text), name)
+        version = await self._catalog.writable_version(user, version_id, name)
         upload = HubUpload(id=uuid.uuid4().hex, owner_id=user.id, version_id=version.id, filename=name,
                            length=length, received=0,
                            expires_at=utcnow() + dt.timedelta(seconds=self.expiry_secs))

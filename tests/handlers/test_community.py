@@ -157,7 +157,8 @@ async def test_bad_input_refused(users):
     anonymous = ApiClient(alice.base_url)
     try:
         assert (await anonymous.put(f"/api/posts/{post['id']}/like")).status_code == 401
-        assert error_code(await anonymous.get("/api/posts?feed=following")) == "sign_in_required"
+        following = await anonymous.get("/api/posts?feed=following")
+        assert following.status_code == 401 and error_code(following) == "sign_in_required"
     finally:
         await anonymous.aclose()
     edited = await alice.patch(f"/api/posts/{post['id']}", json={"title": "Lighthouse II", "tags": ["night"]})

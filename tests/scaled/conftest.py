@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pymysql
 import pytest
-import redis
 
 from tests.support.backends import (MARIADB_HOST, MARIADB_PORT, MARIADB_USER, TEST_COOKIE_SECRET, mariadb_database,
                                     redis_prefix, require_services)
-from tests.support.processes import Cluster, free_port
+from tests.support import redis_server
+from tests.support.processes import Cluster
+from tests.support.redis_server import RedisServer
 
 # Short leases so takeovers happen in test time: renewed every 0.25 s, taken over after 1 s of silence.
 HEARTBEAT_SECS = "0.5"
@@ -59,41 +57,10 @@ def cluster(shared_data: Path, database_url: str, tmp_path: Path) -> Iterator[Cl
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator["OwnRedis"]:
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own (another port, its own dir), which the test may restart."""
-    server = OwnRedis(tmp_path / "redis", free_port())
-    server.start()
-    try:
+    with redis_server.own_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
-
-
-class OwnRedis:
-    def __init__(self, folder: Path, port: int):
-        self.folder, self.port = folder, port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.popen: subprocess.Popen | None = None
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def start(self) -> None:
-        self.popen = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
-            stdout=(self.folder / "redis.log").open("a"), stderr=subprocess.STDOUT)
-        for _ in range(100):
-            try:
-                redis.Redis(port=self.port, socket_timeout=0.2).ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("own redis-server did not start")
-
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.kill()  # no save: it keeps nothing on disk anyway
-            self.popen.wait(10)
-        self.popen = None
 
 
 def job_rows(database_url: str) -> dict[str, dict]:

@@ -1,7 +1,8 @@
-"""Real `run.py serve` and `run.py worker` processes on real ports, as a deployment runs them.
+"""Real processes for tests that kill or restart one: `run.py serve` and `run.py worker` as a deployment
+runs them (`Cluster`), or the test app in a child Python (`server_process`).
 
-Each process logs to its own file (an unread pipe would fill and stall it) and is
-ended by PID, only by whoever started it.
+Each process is ended by PID, only by whoever started it; `run.py` processes log to a file of their own
+(an unread pipe would fill and stall them).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import AsyncIterator
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_SECS = 60.0
+START_TIMEOUT_SECS = 90.0  # importing the app takes seconds; on a loaded machine, more
 
 
 def free_port() -> int:
@@ -127,3 +130,39 @@ class Cluster:
                 process.popen.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+# Serves on a free port with settings from the VA_* environment and prints its base URL.
+SERVE = """
+import asyncio
+from config import Settings
+from tests.support.server import running_server
+
+async def main():
+    async with running_server(Settings()) as (base_url, _runtime):
+        print(base_url, flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@asynccontextmanager
+async def server_process(env: dict[str, str]) -> AsyncIterator[tuple[str, subprocess.Popen]]:
+    """A child process serving the app (``env``: VA_* settings); yields its base URL and the process."""
+    process = subprocess.Popen([sys.executable, "-c", SERVE], cwd=ROOT, env={**os.environ, **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), START_TIMEOUT_SECS)
+        if not line.startswith("http://"):
+            raise RuntimeError(f"the server process did not start (exit code {process.poll()})")
+        yield line.strip(), process
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.to_thread(process.wait), 10)
+            except asyncio.TimeoutError:
+                os.kill(process.pid, signal.SIGKILL)
+                await asyncio.to_thread(process.wait)
+        process.stdout.close()

@@ -17,14 +17,19 @@ MAX_BODY_BYTES = 64 * 1024**3
 
 
 @asynccontextmanager
-async def running_server(settings: Settings) -> AsyncIterator[tuple[str, Runtime]]:
-    """Start the app on 127.0.0.1:<free port> (with a worker unless inference is disabled); yields URL and runtime."""
+async def running_server(settings: Settings, *, handlers: list | None = None) -> AsyncIterator[tuple[str, Runtime]]:
+    """Start the app on 127.0.0.1:<free port> (with a worker unless inference is disabled); yields URL and runtime.
+
+    ``handlers``: extra routes (a test's own handler on the real app), matched before the app's own."""
     runtime = await Runtime.start(settings, migrate=True)
     server = None
     try:
         if settings.inference_enabled:
             await WorkerRole.start(runtime)
-        server = HTTPServer(make_app(runtime), max_body_size=MAX_BODY_BYTES)
+        app = make_app(runtime)
+        if handlers:
+            app.add_handlers(r".*", handlers)
+        server = HTTPServer(app, max_body_size=MAX_BODY_BYTES)
         sockets = bind_sockets(0, "127.0.0.1")
         server.add_sockets(sockets)
         yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}", runtime
