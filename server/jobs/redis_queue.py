@@ -347,11 +347,17 @@ class RedisJobQueue:
                 await self._scripts["release"](keys=[lock], args=[token])
 
     async def place(self, job_id: str) -> int | None:
-        value = await self._redis.hget(self._p + "places", job_id)
+        try:
+            value = await self._redis.hget(self._p + "places", job_id)
+        except RedisError:  # live extras of a job's answer; the row is the truth and is answered without them
+            return None
         return int(value) if value else None
 
     async def progress(self, job_id: str) -> tuple[int, int] | None:
-        value = await self._redis.hget(self._p + "progress", job_id)
+        try:
+            value = await self._redis.hget(self._p + "progress", job_id)
+        except RedisError:
+            return None
         if not value:
             return None
         step, _, total = _text(value).partition("/")

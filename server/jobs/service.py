@@ -9,9 +9,12 @@ torch or OpenCV: a web process that runs no engine serves jobs all the same.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any, Awaitable, Callable
+
+from redis.exceptions import RedisError
 
 from config import Settings
 from inference.requests import MAX_BATCH, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX, \
@@ -19,13 +22,15 @@ from inference.requests import MAX_BATCH, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SI
 from inference.sampler_names import SAMPLERS
 from server.auth import Principal
 from server.blobs import BlobStore
-from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from server.executors import Executors
 from server.hub import Hub
 from server.jobs.kinds import JobKinds, total_steps
 from server.jobs.queue import JobQueue, QueuedJob
 from server.jobs.records import FINISHED, JobRecords
 from server.store.models import GeneratedImage, GenerationJob, User, iso
+
+log = logging.getLogger(__name__)
 
 LIST_PAGE_MAX = 50
 JOB_ID_MAX_CHARS = 32
@@ -155,7 +160,10 @@ class JobService:
 
     async def announce_places(self) -> None:
         """Publish `gen.queued` with the new place of every waiting job whose place changed."""
-        await self.queue.announce_places(self._publish_place)
+        try:
+            await self.queue.announce_places(self._publish_place)
+        except (RedisError, Unavailable) as exc:  # the job is queued; its place is told with the next change
+            log.warning("queue places not announced: %s", exc)
 
     async def _publish_place(self, job_id: str, place: int) -> None:
         await self._hub.publish(f"job:{job_id}", {"type": "gen.queued", "job": job_id, "place": place})

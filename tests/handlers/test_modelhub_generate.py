@@ -140,7 +140,7 @@ async def test_a_lora_applied_at_a_weight_changes_the_image(hub_gen) -> None:
 
 
 async def test_a_published_controlnet_is_linked_where_the_engine_lists_it(hub_gen) -> None:
-    base_url, settings = hub_gen
+    base_url, settings, _runtime = hub_gen
     controlnet = await asyncio.get_running_loop().run_in_executor(None, tiny_controlnet)
     data = save({k: v.contiguous() for k, v in controlnet.state_dict().items()})
     alice = ApiClient(base_url)

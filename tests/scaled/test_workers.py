@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -167,7 +168,7 @@ async def test_kill_9_mid_job_the_job_runs_again_elsewhere_exactly_once(cluster:
         events = await events_until_final(ws, job_id)
         assert events[-1]["type"] == "gen.done"
         await asyncio.sleep(1.0)  # a duplicate would show up now, unread in ws.events (the first was taken)
-        with pytest.raises(AssertionError):
+        with pytest.raises((AssertionError, TimeoutError)):
             await ws.wait_for(lambda e: e.get("type") == "gen.done" and e.get("job") == job_id, 0.5)
         row = job_rows(database_url)[job_id]
         assert row["status"] == "done" and row["image_count"] == 1 and row["attempts"] == 2
@@ -238,30 +239,39 @@ async def test_restarts_and_sigterm_never_lose_or_steal_a_job(cluster: Cluster, 
     first = await cluster.worker(VA_WORKER_STOP_GRACE_SECS="0")
     alice = await signed_in(web.base_url, "alice")
     ws = await WsClient.connect(web.base_url, api=alice)
+    long_job = {**SMALL, "width": 384, "height": 384, "steps": 150}
     try:
-        job_id = (await alice.post("/api/jobs", {**SMALL, "steps": 150})).json()["job"]["id"]
+        job_id = (await alice.post("/api/jobs", long_job)).json()["job"]["id"]
         await ws.request("sub", topic=f"job:{job_id}", since=0)
         await ws.wait_for(lambda e: e.get("type") == "gen.progress", 60)
-        # A worker starting (and a web process starting) leaves a job that a live worker runs alone.
-        second = await cluster.worker()
+        # A worker starting (and a web process starting) leaves alone a job that a live worker runs.
+        second = await cluster.worker(VA_WORKER_STOP_GRACE_SECS="0")
         await cluster.web()
         await asyncio.sleep(2.5)  # several upkeep rounds of the newcomer
         row = job_rows(database_url)[job_id]
-        assert row["status"] == "running" and row["attempts"] == 1 and str(first.pid) in row["worker_id"]
+        assert row["attempts"] == 1 and row["worker_id"] == worker_id(first) and row["status"] in ("running", "done")
         # SIGTERM with no grace: the job goes back to the queue and runs on the other worker.
-        first.terminate()
-        assert await first.wait_exit(30) == 0
-        requeued = await ws.wait_for(lambda e: e.get("type") == "gen.requeued", 10)
+        job_id = (await alice.post("/api/jobs", long_job)).json()["job"]["id"]
+        await ws.request("sub", topic=f"job:{job_id}", since=0)
+        await ws.wait_for(lambda e: e.get("job") == job_id and e.get("type") == "gen.progress", 60)
+        victim = worker_running([first, second], job_rows(database_url)[job_id])
+        other = second if victim is first else first
+        victim.terminate()
+        assert await victim.wait_exit(30) == 0
+        requeued = await ws.wait_for(lambda e: e.get("job") == job_id and e.get("type") == "gen.requeued", 10)
         assert requeued["reason"] == "worker_stopped"
         events = await events_until_final(ws, job_id, timeout=120)
         assert events[-1]["type"] == "gen.done"
         row = job_rows(database_url)[job_id]
-        assert row["image_count"] == 1 and str(second.pid) in row["worker_id"]
-        # SIGTERM with the default grace: the running job finishes first.
+        assert row["image_count"] == 1 and row["worker_id"] == worker_id(other) and row["attempts"] == 1
+        # SIGTERM with a grace: the running job finishes first.
+        graceful = await cluster.worker()
+        other.terminate()
+        assert await other.wait_exit(30) == 0
         job_id = (await alice.post("/api/jobs", {**SMALL, "steps": 20})).json()["job"]["id"]
         await wait_status(alice, job_id, ("running",))
-        second.terminate()
-        assert await second.wait_exit(60) == 0
+        graceful.terminate()
+        assert await graceful.wait_exit(60) == 0
         assert (await alice.get(f"/api/jobs/{job_id}")).json()["job"]["status"] == "done"
     finally:
         await alice.aclose()
@@ -294,11 +304,9 @@ async def test_redis_restarted_empty_every_queued_job_still_runs_once(shared_dat
 
 
 async def test_bad_input_fails_alone(cluster: Cluster, shared_data: Path):
+    # Listed (its index and some weights are there) but not loadable: the UNet is missing.
     broken = shared_data / "models" / "demo-broken"
-    broken.mkdir()
-    for part in (shared_data / "models" / MODEL).resolve().iterdir():
-        if part.name != "unet":
-            (broken / part.name).symlink_to(part, target_is_directory=part.is_dir())
+    shutil.copytree((shared_data / "models" / MODEL).resolve(), broken, ignore=shutil.ignore_patterns("unet"))
     web = await cluster.web()
     worker = await cluster.worker()
     alice = await signed_in(web.base_url, "alice")
