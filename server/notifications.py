@@ -22,6 +22,7 @@ from server.errors import Unavailable
 from server.hub import Hub
 from server.ids import parse_ids
 from server.store.community_tables import NoticeOnce, Notification
+from server.store.database import run_transaction
 from server.store.models import User, iso, utcnow
 from server.users import public_user
 
@@ -85,18 +86,22 @@ class NotificationService:
         """A like (of ``post_id``) or a follow, told once per person; likes of a post grow one notification."""
         if user_id == actor.id:
             return
-        async with self._db() as db:
+
+        async def tell(db: AsyncSession) -> tuple[Notification, int | None, int] | None:
+            # The recipient's row first: every notice to one person takes its locks in this order, so
+            # concurrent likers queue up instead of deadlocking on the notifications' gap locks.
+            await db.execute(select(User.id).where(User.id == user_id).with_for_update())
             db.add(NoticeOnce(user_id=user_id, kind=kind, subject_id=post_id or 0, actor_id=actor.id))
             try:
                 await db.flush()
             except IntegrityError:
-                return  # told before (an unlike and a like again): nothing new
+                await db.rollback()
+                return None  # told before (an unlike and a like again): nothing new
             count, replaces = 1, None
             if kind == "like":
-                # Locked (MySQL), so two likers at once each count the other.
                 earlier = await db.scalar(select(Notification).where(
                     Notification.user_id == user_id, Notification.kind == kind, Notification.post_id == post_id,
-                ).order_by(Notification.id.desc()).limit(1).with_for_update())
+                ).order_by(Notification.id.desc()).limit(1))
                 if earlier is not None:
                     count, replaces = earlier.actor_count + 1, earlier.id
                     await db.execute(delete(Notification).where(Notification.id == earlier.id))
@@ -104,8 +109,12 @@ class NotificationService:
                                         text=text[:TEXT_MAX_CHARS], actor_count=count)
             db.add(notification)
             await db.commit()
-            unread = await self._unread(db, user_id)
-        await self._publish(notification, actor, unread, replaces=replaces)
+            return notification, replaces, await self._unread(db, user_id)
+
+        told = await run_transaction(self._db, tell)
+        if told is not None:
+            notification, replaces, unread = told
+            await self._publish(notification, actor, unread, replaces=replaces)
 
     async def _publish(self, notification: Notification, actor: User, unread: int, *,
                        replaces: int | None = None) -> None:
