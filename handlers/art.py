@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel, StrictBytes, StrictStr
+
 from handlers.base import APIHandler
 from server.errors import UnsupportedMediaType
+from server.realtime import OpCall, op
 
 
 class ArtHandler(APIHandler):
@@ -23,6 +28,20 @@ class ArtHandler(APIHandler):
         self.write_json({"job": job}, status=202)
 
 
+class ArtArgs(BaseModel):
+    image: StrictBytes  # raw bytes (msgpack bin); photos over the 64 KiB frame go through POST /api/art
+    preset: StrictStr | None = None
+
+
+@op("art.submit", ArtArgs)
+async def art_submit(call: OpCall[ArtArgs]) -> dict[str, Any]:
+    """Queue an art job for a small photo; the socket watches it from its first event."""
+    job = await call.services.jobs.submit(call.user, {"kind": "art", "preset": call.args.preset}, call.args.image)
+    await call.socket.subscribe(f"job:{job['id']}", 0)
+    return {"type": "ack", "job": job}
+
+
 default_handlers = [
     (r"/api/art", ArtHandler),
 ]
+socket_ops = [art_submit]

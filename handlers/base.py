@@ -228,7 +228,7 @@ class APIHandler(BaseHandler):
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(part) for part in first["loc"]) or "body"
-            raise InvalidInput(f"`{field}`: {first['msg']}.") from None
+            raise InvalidInput(f"`{field}`: {first['msg']}.", data={"field": field}) from None
 
     def write_json(self, value: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -248,26 +248,26 @@ class APIHandler(BaseHandler):
         self.finish(data)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Every error leaves as ``{"error": {"code", "message"}}``; no stack trace reaches a client."""
+        """Every error leaves as ``{"error": {"code", "message", "data"?}}``; no stack trace reaches a client."""
         self.announce_allowed(status_code)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, AppError):
             # Tornado sends unknown exceptions as 500; a domain error knows its own status.
             self.set_status(exc.status)
-            code, message = exc.code, exc.message
+            error = exc.to_json()
             for name, value in exc.headers.items():
                 self.set_header(name, value)
         elif isinstance(exc, web.HTTPError) and status_code < 500:
-            code = HTTP_ERROR_CODES.get(status_code, "http_error")
             message = exc.log_message if exc.log_message else http.HTTPStatus(status_code).phrase
+            error = {"code": HTTP_ERROR_CODES.get(status_code, "http_error"), "message": message}
             if status_code == 403 and "xsrf" in message.lower():
-                code = "xsrf"
-                message = "The XSRF token is missing or wrong: send the `_xsrf` cookie's value in `X-XSRFToken`."
+                error = {"code": "xsrf",
+                         "message": "The XSRF token is missing or wrong: send the `_xsrf` cookie's value in `X-XSRFToken`."}
         else:
-            code, message = "internal_error", "Something went wrong on our side; it has been logged."
+            error = {"code": "internal_error", "message": "Something went wrong on our side; it has been logged."}
         self.clear_header("Content-Type")
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False))
+        self.finish(json.dumps({"error": error}, ensure_ascii=False))
 
     def log_exception(self, typ, value, tb) -> None:  # type: ignore[no-untyped-def]
         # A client's mistake is not a server error: no traceback in the log.

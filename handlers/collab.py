@@ -1,13 +1,18 @@
 """Collaborative prompt sessions over HTTP: create, invite, members, renders.
 
-The document itself travels on the WebSocket (topic ``collab:<id>``, op ``collab.update``).
+The document itself travels on the WebSocket (topic ``collab:<id>``, op ``collab.update``, at the end).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel
+
 from handlers.base import APIHandler
 from server.collab.service import CollabService
 from server.ids import parse_id
+from server.realtime import OpCall, op
 
 SESSION_ID = r"([0-9a-f]{32})"
 
@@ -96,6 +101,23 @@ class RestoreHandler(CollabHandler):
         self.write_json(await self.collab.restore(user, session_id, render_id))
 
 
+class UpdateArgs(BaseModel):
+    session: Any = None  # the service checks the id and the member's role
+    data: Any = None  # y-protocols bytes, parsed strictly by server/collab/protocol.py
+
+
+@op("collab.update", UpdateArgs, signed_in=False)
+async def collab_update(call: OpCall[UpdateArgs]) -> dict[str, Any] | None:
+    """A y-protocols message (sync, update, awareness) for a session the socket watches.
+
+    Keystrokes are many: only a frame that asks (with a ref) gets an ack, sent once the edit is stored."""
+    confirm = call.ref is not None
+    session = call.args.session
+    for data in await call.services.collab.receive(call.socket, session, call.args.data, confirm=confirm):
+        call.socket.emit({"type": "collab.sync", "topic": f"collab:{session}", "session": session, "data": data})
+    return {"type": "ack"} if confirm else None
+
+
 default_handlers = [
     (r"/api/collab/sessions", SessionsHandler),
     (rf"/api/collab/sessions/{SESSION_ID}", SessionHandler),
@@ -106,3 +128,4 @@ default_handlers = [
     (rf"/api/collab/sessions/{SESSION_ID}/renders/([0-9a-f]{{32}})/restore", RestoreHandler),
     (r"/api/collab/invites/([A-Za-z0-9_\-]{8,64})/accept", AcceptInviteHandler),
 ]
+socket_ops = [collab_update]

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictBytes, StrictStr
 
 from handlers.base import APIHandler
 from server.errors import InvalidInput
 from server.jobs import JobService
 from server.moderation import require_moderator
+from server.realtime import OpCall, op
 
 MiB = 1024 * 1024
 
@@ -76,9 +80,35 @@ class WorkersHandler(APIHandler):
         self.write_json({"workers": await self.runtime.jobs.workers()})
 
 
+class SubmitArgs(BaseModel):
+    """The fields of `POST /api/jobs` (checked per kind by the job service), the init image as raw bytes."""
+
+    model_config = ConfigDict(extra="allow")
+    init_image: StrictBytes | None = None
+
+
+class CancelArgs(BaseModel):
+    job: StrictStr
+
+
+@op("gen.submit", SubmitArgs)
+async def gen_submit(call: OpCall[SubmitArgs]) -> dict[str, Any]:
+    """Queue a job; the socket watches it from its first event."""
+    fields = call.args.model_dump(exclude={"init_image"})
+    job = await call.services.jobs.submit(call.user, fields, call.args.init_image)
+    await call.socket.subscribe(f"job:{job['id']}", 0)
+    return {"type": "ack", "job": job}
+
+
+@op("gen.cancel", CancelArgs)
+async def gen_cancel(call: OpCall[CancelArgs]) -> dict[str, Any]:
+    return {"type": "ack", "job": await call.services.jobs.cancel(call.user, call.args.job)}
+
+
 default_handlers = [
     (r"/api/jobs", JobsHandler),
     (r"/api/jobs/([0-9a-f]{1,32})", JobHandler),
     (r"/api/models/local", LocalModelsHandler),
     (r"/api/workers", WorkersHandler),
 ]
+socket_ops = [gen_submit, gen_cancel]

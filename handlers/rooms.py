@@ -1,9 +1,16 @@
-"""Chat history over HTTP (the live part is on the WebSocket)."""
+"""Chat: history over HTTP, and the socket ops that send, edit, delete and say one is typing."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel
+
 from handlers.base import APIHandler
+from server.chat import check_room_name
+from server.errors import InvalidInput
 from server.ids import parse_id
+from server.realtime import MAX_REF_CHARS, OpCall, op
 
 
 class RoomMessagesHandler(APIHandler):
@@ -25,7 +32,58 @@ class RoomPresenceHandler(APIHandler):
         self.write_json({"users": await self.runtime.chat.presence(viewer, room)})
 
 
+class RoomArgs(BaseModel):
+    room: Any = None  # the name is checked by the chat service's one rule (check_room_name)
+
+
+class SendArgs(RoomArgs):
+    text: Any = None  # length and content are the chat service's to judge (with its own error codes)
+
+
+class EditArgs(RoomArgs):
+    message: Any = None
+    text: Any = None
+
+
+class DeleteArgs(RoomArgs):
+    message: Any = None
+
+
+def subscribed_room(call: OpCall[Any]) -> str:
+    """The room named by the frame, which the socket must watch (its messages come back on the topic)."""
+    room = check_room_name(call.args.room)
+    if not call.socket.subscribed(f"room:{room}"):
+        raise InvalidInput(f"Subscribe to room:{room} first.", code="not_subscribed", data={"field": "room"})
+    return room
+
+
+@op("chat.send", SendArgs)
+async def chat_send(call: OpCall[SendArgs]) -> dict[str, Any]:
+    """Store a message (a retried `ref` with the same text is answered with the stored one)."""
+    client_ref = str(call.ref)[:MAX_REF_CHARS] if call.ref is not None else None
+    stored = await call.services.chat.send(call.user, subscribed_room(call), call.args.text, client_ref)
+    return {"type": "ack", "message": stored}
+
+
+@op("chat.edit", EditArgs)
+async def chat_edit(call: OpCall[EditArgs]) -> dict[str, Any]:
+    stored = await call.services.chat.edit(call.user, subscribed_room(call), call.args.message, call.args.text)
+    return {"type": "ack", "message": stored}
+
+
+@op("chat.delete", DeleteArgs)
+async def chat_delete(call: OpCall[DeleteArgs]) -> dict[str, Any]:
+    await call.services.chat.delete(call.user, subscribed_room(call), call.args.message)
+    return {"type": "ack"}
+
+
+@op("typing", RoomArgs)
+async def typing(call: OpCall[RoomArgs]) -> None:
+    await call.services.chat.typing(subscribed_room(call), call.user)
+
+
 default_handlers = [
     (r"/api/rooms/([^/]{1,64})/messages", RoomMessagesHandler),
     (r"/api/rooms/([^/]{1,64})/presence", RoomPresenceHandler),
 ]
+socket_ops = [chat_send, chat_edit, chat_delete, typing]

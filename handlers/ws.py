@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import urlsplit
 
 from asyncio import Future
@@ -13,11 +14,14 @@ from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError
 from tornado.websocket import WebSocketClosedError
 
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
 from handlers.base import BaseHandler
 from server.auth import Principal
 from server.credential_watch import CredentialWatch
 from server.errors import Unauthenticated
 from server.realtime import CLOSE_UNSUPPORTED, Connection
+from server.realtime.ops import NoArgs, OpCall, op
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +73,12 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
     async def open(self) -> None:
         runtime = self.runtime
         self.connection = Connection(
-            self.principal, runtime.hub, runtime.topics, runtime.chat, runtime.jobs,
+            self.principal, runtime.hub, runtime.topics, self.settings["socket_ops"], runtime,
             send=self._send_binary,
             close=self._close_then_drop,
             flusher=runtime.flusher,
             max_frames_per_sec=runtime.settings.ws_max_frames_per_sec,
             max_send_buffer_bytes=runtime.settings.ws_max_send_buffer_bytes,
-            collab=runtime.collab,
             max_subscriptions=runtime.settings.ws_max_subscriptions,
             replay_guard=self._replay_guard,
         )
@@ -84,8 +87,13 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
         self.watch = CredentialWatch(runtime.hub, self.connection, self._current_principal)
         await self.watch.start()
 
-    async def _replay_guard(self) -> None:
-        """Replays per user, or per client address when anonymous (a new socket does not reset the count)."""
+    async def _replay_guard(self, kind: str) -> None:
+        """Room replays per user, or per client address when anonymous (a new socket does not reset the count).
+
+        A room's replay reads up to 1,001 rows from the database; other topics replay from the hub's capped
+        history, and a page re-subscribes every job it shows after a reconnect."""
+        if kind != "room":
+            return
         settings = self.runtime.settings
         who = f"user:{self.principal.user.id}" if self.principal else f"ip:{self.client_ip}"
         await self.runtime.limiter.require(f"ws-replay:{who}", settings.ws_replay_limit,
@@ -139,6 +147,45 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
             self.runtime.spawn(watch.close())
 
 
+class SubArgs(BaseModel):
+    topic: Any = None  # checked by the topic policy, which names the topics there are
+    since: Any = None
+
+
+class UnsubArgs(BaseModel):
+    topic: Any = None
+
+
+@op("ping", signed_in=False)
+async def ping(call: OpCall[NoArgs]) -> dict[str, Any]:
+    """Liveness from the client's side."""
+    return {"type": "pong"}
+
+
+class EchoArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: StrictStr = Field(max_length=200)
+
+
+@op("ping.echo", EchoArgs, signed_in=False)
+async def ping_echo(call: OpCall[EchoArgs]) -> dict[str, Any]:
+    """A pong that carries the client's text back (round trips measured end to end, frame checks)."""
+    return {"type": "pong", "echo": call.args.text}
+
+
+@op("sub", SubArgs, signed_in=False)
+async def sub(call: OpCall[SubArgs]) -> None:
+    """Watch a topic, replaying what came after `since`; the ack (with the ref) is sent by the socket."""
+    await call.socket.subscribe(call.args.topic, call.args.since, by_client=True, ref=call.ref)
+
+
+@op("unsub", UnsubArgs, signed_in=False)
+async def unsub(call: OpCall[UnsubArgs]) -> dict[str, Any]:
+    await call.socket.unsubscribe(call.args.topic)
+    return {"type": "ack", "topic": call.args.topic}
+
+
 default_handlers = [
     (r"/ws", SocketHandler),
 ]
+socket_ops = [ping, ping_echo, sub, unsub]

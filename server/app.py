@@ -1,4 +1,4 @@
-"""The application factory: joins each feature's route list and the app settings."""
+"""The application factory: joins each feature's route list and socket ops, and the app settings."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from handlers import art, auth, collab, community, health, images, jobs, modelhu
 from handlers.base import NotFoundHandler, SecurityHeaders
 from handlers.frontend import FrontendHandler
 from server.clientaddr import ClientAddresses
+from server.realtime import OpRegistry
 from server.runtime import Runtime
 
 access_log = logging.getLogger("va.access")
@@ -39,8 +40,11 @@ def make_app(runtime: Runtime) -> web.Application:
     settings = runtime.settings
     client_addresses = ClientAddresses(settings.trusted_proxies)
     routes: list = []
+    socket_ops = OpRegistry()
     for module in FEATURE_HANDLERS:
         routes.extend(module.default_handlers)
+        for entry in getattr(module, "socket_ops", ()):
+            socket_ops.register(entry)
     routes += [
         (r"/api/.*", NotFoundHandler),
         (r"/(.*)", FrontendHandler, {"path": str(settings.frontend_dist)}),
@@ -59,6 +63,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app = web.Application(
         routes,
         runtime=runtime,
+        socket_ops=socket_ops,
         client_addresses=client_addresses,
         cookie_secret=settings.resolved_cookie_secret(),
         xsrf_cookies=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 # What a request or a socket must let through: the process stopping, a task cancelled, a generator closed.
 # Every other BaseException is that one request's failure, answered like any error: a native library's
@@ -16,12 +17,23 @@ class AppError(Exception):
     code = "error"
     status = 400
 
-    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None,
+                 data: dict[str, Any] | None = None):
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.headers = headers or {}
+        # Structured detail a client acts on, carried the same way over HTTP and the socket:
+        # `field` (which input), `retry_after` (seconds), limits (`limit`, `max_bytes`, ...).
+        self.data = data or {}
+
+    def to_json(self) -> dict[str, Any]:
+        """``{code, message}``, with ``data`` when there is any: the error object of HTTP bodies and socket frames."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data:
+            body["data"] = self.data
+        return body
 
 
 class InvalidInput(AppError):
@@ -73,8 +85,10 @@ class RateLimited(AppError):
     code = "rate_limited"
     status = 429
 
-    def __init__(self, message: str, *, retry_after_secs: int):
-        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_secs))})
+    def __init__(self, message: str, *, retry_after_secs: int, code: str | None = None):
+        retry_after = max(1, retry_after_secs)
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after)},
+                         data={"retry_after": retry_after})
         self.retry_after_secs = retry_after_secs
 
 

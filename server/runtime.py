@@ -39,6 +39,7 @@ from server.presence import MemoryPresence, Presence, RedisPresence
 from server.principals import PrincipalCache, journal_for
 from server.ratelimit import LIMITER_MEMORY_ENTRIES, RateLimiter
 from server.realtime import Flusher
+from server.room_sockets import RoomSockets
 from server import redis_client
 from server.store import database
 from server.store.migrations import pending_revisions, upgrade_to_head
@@ -135,7 +136,8 @@ class Runtime:
             hub, presence = MemoryHub(), MemoryPresence()
         chat = ChatService(db, hub, presence, limiter, settings)
         topics = TopicPolicy()
-        topics.register("room", chat.may_read)
+        rooms = RoomSockets(chat)
+        topics.register("room", chat.may_read, joined=rooms.joined, left=rooms.left)
         topics.register("user", own_user_topic)
         queue: JobQueue = (RedisJobQueue(client, settings.redis_prefix, heartbeat_secs=settings.worker_heartbeat_secs)
                            if client is not None else MemoryJobQueue())
@@ -145,7 +147,7 @@ class Runtime:
         jobs = JobService(JobRecords(db), queue, kinds, hub, blobs, executors, settings)
         topics.register("job", jobs.may_watch)
         collab = CollabService(db, hub, limiter, executors, jobs, settings)
-        topics.register("collab", collab.may_watch)
+        topics.register("collab", collab.may_watch, joined=collab.join, left=collab.leave)
         jobs.add_watch_grant(collab.may_watch_job)
         auth = AuthService(db, passwords, limiter, executors, settings, principals)
         auth.on_sessions_revoked = lambda ids: _close_sockets_of(hub, ids)

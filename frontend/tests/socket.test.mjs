@@ -138,7 +138,7 @@ test('requests resolve on their ack and reject with the error frame that names t
 
   const limited = client.request({ op: 'chat.send', room: 'a', text: 'again' })
   const [second] = latest().take()
-  latest().receive({ type: 'error', ref: second.ref, code: 'rate_limited', message: 'Slow down.', retry_after: 7 })
+  latest().receive({ type: 'error', ref: second.ref, code: 'rate_limited', message: 'Slow down.', data: { retry_after: 7 } })
   await assert.rejects(limited, (err) => err instanceof RealtimeError && err.code === 'rate_limited'
     && err.message === 'Slow down.' && err.retryAfter === 7)
 })

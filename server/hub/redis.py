@@ -138,7 +138,8 @@ class RedisHub(HubCore):
     @staticmethod
     def _unavailable(exc: BaseException) -> Unavailable:
         log.warning("Redis does not answer: %s", exc)
-        return Unavailable(UNAVAILABLE_MESSAGE, headers={"Retry-After": str(UNAVAILABLE_RETRY_SECS)})
+        return Unavailable(UNAVAILABLE_MESSAGE, headers={"Retry-After": str(UNAVAILABLE_RETRY_SECS)},
+                           data={"retry_after": UNAVAILABLE_RETRY_SECS})
 
     async def current_seq(self, topic: str) -> int:
         durable = self.durable_source(topic)

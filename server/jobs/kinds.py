@@ -84,7 +84,7 @@ class JobKinds:
         except TypeError as exc:  # a field of the wrong shape for the dataclass (e.g. a map of loras)
             raise InvalidInput(f"The request does not fit: {exc}.") from None
         except InvalidRequest as exc:
-            raise InvalidInput(str(exc), code=exc.code) from None
+            raise InvalidInput(str(exc), code=exc.code, data={"field": exc.field} if exc.field else None) from None
         request = request.with_seed()
         stored = {name: getattr(request, name) for name in GENERATION_FIELDS}
         return JobSpec(kind=request.kind, model=request.model, settings=stored, image=init_image)

@@ -7,6 +7,7 @@ import logging
 from pycrdt import Doc, Map
 
 from handlers.base import APIHandler
+from server.realtime import OpCall, op
 from tests.conftest import make_settings
 from tests.support.client import ApiClient, error_code
 from tests.support.server import running_server
@@ -66,10 +67,11 @@ async def test_a_panic_in_a_socket_op_is_an_error_frame_and_the_socket_goes_on(e
             await ws.request("ping")
             (handler,) = runtime.sockets
 
-            async def explode(_message: dict) -> None:
+            @op("explode", signed_in=False)
+            async def explode(_call: OpCall) -> None:  # an op that reaches the native library
                 panic_in_pycrdt()
 
-            handler.connection._ops["explode"] = explode  # an op that reaches the native library
+            handler.settings["socket_ops"].register(explode)
             reply = await ws.request("explode")
             assert reply["type"] == "error" and reply["code"] == "internal_error", reply
             assert (await ws.request("ping"))["type"] == "pong"

@@ -60,7 +60,7 @@ async def test_edits_are_throttled_and_typing_is_collapsed(backend, tmp_path):
             replies = [await ws_writer.request("chat.edit", room="lobby", message=message["id"], text=f"draft {i}")
                        for i in range(4)]
             assert [r["type"] for r in replies] == ["ack", "ack", "ack", "error"]
-            assert replies[-1]["code"] == "rate_limited" and replies[-1]["retry_after"] >= 1
+            assert replies[-1]["code"] == "rate_limited" and replies[-1]["data"]["retry_after"] >= 1
             assert "try again in" in replies[-1]["message"]
             for _ in range(10):
                 await ws_writer.send("typing", room="lobby")

@@ -53,5 +53,5 @@ class ApiClient:
 def error_code(response: httpx.Response) -> str:
     """The `code` of an error response; fails loudly if the body is not the error shape."""
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]) <= {"code", "message", "data"}, body
     return body["error"]["code"]

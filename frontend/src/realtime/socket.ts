@@ -41,12 +41,15 @@ export class RealtimeError extends Error {
   readonly code: string
   /** Seconds, for `rate_limited`. */
   readonly retryAfter: number | null
+  /** The input the server named (`data.field`), when the error is about one. */
+  readonly field: string | null
 
-  constructor(code: string, message: string, retryAfter: number | null = null) {
+  constructor(code: string, message: string, retryAfter: number | null = null, field: string | null = null) {
     super(message)
     this.name = 'RealtimeError'
     this.code = code
     this.retryAfter = retryAfter
+    this.field = field
   }
 }
 
@@ -464,10 +467,12 @@ export class RealtimeClient {
   private dispatch(event: ServerEvent): void {
     const pending = event.ref != null ? this.inFlight.get(String(event.ref)) : undefined
     if (event.type === 'error') {
+      const data = (event.data ?? {}) as Record<string, unknown>
       const error = new RealtimeError(
         String(event.code ?? 'error'),
         String(event.message ?? ''),
-        typeof event.retry_after === 'number' ? event.retry_after : null,
+        typeof data.retry_after === 'number' ? data.retry_after : null,
+        typeof data.field === 'string' ? data.field : null,
       )
       if (pending) pending.settle(error)
       else for (const listener of this.errorListeners) listener(error)

@@ -1,16 +1,18 @@
-"""One WebSocket connection's state, independent of the transport.
+"""One WebSocket connection's state, independent of the transport and of every feature.
 
-The handler hands every frame to ``Connection.handle`` and calls ``close`` when
-the socket goes. Events arrive from the hub through ``deliver`` (already encoded,
-shared by every subscriber); events waiting for the same socket are coalesced
-into one msgpack array frame on the next loop iteration.
+The handler hands every frame to ``Connection.handle`` and calls ``close`` when the socket
+goes. A connection keeps its subscriptions (with replay from `since`), its outbox, flood
+control, and dispatches each frame to the op registered under its name
+(`server/realtime/ops.py`); what a topic or an op means belongs to the feature that
+registered it. Events arrive from the hub through ``deliver`` (already encoded, shared by
+every subscriber); events waiting for the same socket are coalesced into one msgpack array
+frame by the `Flusher`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,63 +20,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.auth import Principal
-from server.chat import ChatService, check_room_name
-from server.collab.service import CollabService
-from server.errors import NOT_REQUEST_FAILURES, AppError, InvalidInput, RateLimited, Unauthenticated
+from server.errors import NOT_REQUEST_FAILURES, AppError, InvalidInput, Unauthenticated
 from server.hub import Hub, Reset
-from server.jobs import JobService
 from server.hub import frames
-from server.presence import PRESENCE_REFRESH_SECS
+from server.realtime.flusher import Flusher
+from server.realtime.ops import OpCall, OpRegistry
 from server.topics import TopicPolicy
 
 log = logging.getLogger(__name__)
 
 MAX_REF_CHARS = 64
-# At most one write pass per this interval while events keep coming: busy sockets' events are
-# coalesced into array frames (far fewer writes); after a quiet spell the first event leaves at once.
-COALESCE_INTERVAL_SECS = 0.010
 # Bytes handed to the transport and not yet taken by the kernel. Past this, events wait in the outbox as
 # whole frames, so a socket dropped as too slow gets its close frame (4008) right behind this little,
 # not behind megabytes it would have to read first; and what waits is dropped with it.
 WRITE_WINDOW_BYTES = 64 * 1024
 CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_POLICY, CLOSE_TOO_SLOW = 1000, 1003, 1008, 4008
-
-
-class Flusher:
-    """Writes every socket's waiting events in passes, at most one pass per interval while busy.
-
-    Writes are the cost of fan-out (Tornado spends tens of microseconds per frame), so
-    while events keep arriving they are held until the next pass and leave as one array
-    frame per socket; when idle, a pass runs at once and adds no delay.
-    """
-
-    def __init__(self, interval_secs: float = COALESCE_INTERVAL_SECS):
-        self._interval = interval_secs
-        self._dirty: dict["Connection", None] = {}
-        self._scheduled = False
-        self._last_pass = 0.0
-
-    def mark(self, connection: "Connection") -> None:
-        self._dirty[connection] = None
-        if not self._scheduled:
-            self._scheduled = True
-            loop = asyncio.get_running_loop()
-            wait = self._last_pass + self._interval - loop.time()
-            if wait > 0:
-                loop.call_later(wait, self._run)
-            else:
-                loop.call_soon(self._run)
-
-    def flush_now(self) -> None:
-        """Write what every socket has waiting, now (before sockets close on shutdown)."""
-        self._run()
-
-    def _run(self) -> None:
-        self._scheduled = False
-        self._last_pass = asyncio.get_running_loop().time()
-        dirty, self._dirty = self._dirty, {}
-        for connection in dirty:
-            connection.flush()
 
 
 @dataclass
@@ -85,27 +45,26 @@ class _Subscription:
 
 
 class Connection:
-    """A subscriber of the hub and the handler of one socket's client ops."""
+    """A subscriber of the hub and the dispatcher of one socket's client ops."""
 
     def __init__(
         self,
         principal: Principal | None,
         hub: Hub,
         topics: TopicPolicy,
-        chat: ChatService,
-        jobs: JobService,
+        ops: OpRegistry,
+        services: Any,
         send: Callable[[bytes], Awaitable[None] | None],
         close: Callable[[int, str], None],
         *,
         flusher: Flusher,
         max_frames_per_sec: int,
         max_send_buffer_bytes: int,
-        collab: CollabService | None = None,
         max_subscriptions: int = 200,
-        replay_guard: Callable[[], Awaitable[None]] | None = None,
+        replay_guard: Callable[[str], Awaitable[None]] | None = None,
     ):
-        # Topics one socket may watch at once, and a check (raising RateLimited) before each room replay a
-        # client asks for: a `sub` with `since` reads up to 1,001 rows.
+        # Topics one socket may watch at once, and a check (raising RateLimited) before each replay a client
+        # asks for, given the topic's kind (a room's replay reads up to 1,001 rows).
         self._max_subscriptions = max_subscriptions
         self._replay_guard = replay_guard
         # More frames than this in one second is a flood: the socket is closed with 1008.
@@ -116,9 +75,8 @@ class Connection:
         self.principal = principal
         self._hub = hub
         self._topics = topics
-        self._chat = chat
-        self._jobs = jobs
-        self._collab = collab
+        self._ops = ops
+        self._services = services
         self._send = send
         self._close = close
         self._subs: dict[str, _Subscription] = {}
@@ -129,15 +87,11 @@ class Connection:
         self._window_start = time.monotonic()
         self._window_frames = 0
         self._closed = False
-        self._heartbeat: asyncio.Task | None = None
         self._control_topic = f"session:{principal.session_id}" if principal and principal.session_id else None
-        self._ops: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]] = {
-            "ping": self._op_ping, "sub": self._op_sub, "unsub": self._op_unsub,
-            "chat.send": self._op_chat_send, "chat.edit": self._op_chat_edit,
-            "chat.delete": self._op_chat_delete, "typing": self._op_typing,
-            "gen.submit": self._op_gen_submit, "gen.cancel": self._op_gen_cancel,
-            "art.submit": self._op_art_submit, "collab.update": self._op_collab_update,
-        }
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     async def start(self) -> None:
         if self._control_topic:
@@ -201,10 +155,7 @@ class Connection:
 
     async def _left(self, topic: str) -> None:
         await self._hub.unsubscribe(topic, self)
-        if topic.startswith("room:") and self.principal is not None:
-            await self._chat.leave(topic[5:], self.principal.user, self.id)
-        elif topic.startswith("collab:") and self._collab is not None:
-            await self._collab.leave(self, topic[7:])
+        await self._topics.left(self, topic)
 
     def flush(self) -> None:
         if self._closed or not self._outbox or self._in_flight_bytes >= WRITE_WINDOW_BYTES:
@@ -253,17 +204,15 @@ class Connection:
         try:
             if not isinstance(message, dict) or not isinstance(message.get("op"), str):
                 raise InvalidInput("A frame must be a map with a string `op`.", code="bad_frame")
-            handler = self._ops.get(message["op"])
-            if handler is None:
+            op = self._ops.get(message["op"])
+            if op is None:
                 raise InvalidInput(f"Unknown op {message['op'][:40]!r}.", code="unknown_op")
-            reply = await handler(message)
+            if op.signed_in and self.principal is None:
+                raise Unauthenticated("Sign in to do that.")
+            args = op.arguments({k: v for k, v in message.items() if k not in ("op", "ref")})
+            reply = await op.run(OpCall(socket=self, args=args, services=self._services, ref=ref))
         except AppError as exc:
-            error = {"type": "error", "code": exc.code, "message": exc.message}
-            if isinstance(exc, RateLimited):
-                error["retry_after"] = exc.retry_after_secs
-            if ref is not None:
-                error["ref"] = ref
-            self._emit(error)
+            self._emit({"type": "error", **exc.to_json(), **({"ref": ref} if ref is not None else {})})
             return
         except NOT_REQUEST_FAILURES:
             raise
@@ -287,44 +236,32 @@ class Connection:
             return True
         return False
 
-    def _user(self):
-        if self.principal is None:
-            raise Unauthenticated("Sign in to do that.")
-        return self.principal.user
+    def subscribed(self, topic: str) -> bool:
+        return topic in self._subs
 
-    def _room_of(self, message: dict[str, Any]) -> str:
-        room = check_room_name(message.get("room"))
-        if f"room:{room}" not in self._subs:
-            raise InvalidInput(f"Subscribe to room:{room} first.", code="not_subscribed")
-        return room
+    async def subscribe(self, topic: Any, since: Any = None, *, by_client: bool = False,
+                        ref: str | int | None = None) -> None:
+        """Watch a topic the policy lets this socket watch, replaying what came after ``since``; emits the ack.
 
-    async def _op_ping(self, message: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "pong"}
-
-    async def _op_sub(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        topic, since = message.get("topic"), message.get("since")
-        if since is not None and (not isinstance(since, int) or since < 0):
-            raise InvalidInput("`since` must be a non-negative integer seq.")
-        kind, ident = await self._topics.check(self.principal, topic)
-        # Frames from the client carry `op`; the socket's own subscriptions (a job it submitted) are not limited.
-        if "op" in message:
+        ``by_client``: asked for in a `sub` frame, so the socket's limits apply (the socket's own
+        subscriptions, such as the job a `gen.submit` made, are not limited).
+        """
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
+            raise InvalidInput("`since` must be a non-negative integer seq.", data={"field": "since"})
+        kind, _ident = await self._topics.check(self.principal, topic)
+        if by_client:
             if topic not in self._subs and len(self._subs) >= self._max_subscriptions:
                 raise InvalidInput(f"A socket may watch at most {self._max_subscriptions} topics; unsub from some "
-                                   f"first.", code="too_many_subscriptions")
-            # A room's replay reads up to 1,001 rows from the database; other topics replay from the hub's
-            # capped history, and a page re-subscribes every job it shows after a reconnect.
-            if since is not None and kind == "room" and self._replay_guard is not None:
-                await self._replay_guard()
+                                   f"first.", code="too_many_subscriptions", data={"limit": self._max_subscriptions})
+            if since is not None and self._replay_guard is not None:
+                await self._replay_guard(kind)
+        ack: dict[str, Any] = {"type": "ack", "topic": topic, **({"ref": ref} if ref is not None else {})}
         if topic in self._subs:
-            ack = {"type": "ack", "topic": topic, "seq": self._subs[topic].last_seq}
-            if since is None:
-                return ack
             # Already watching (e.g. gen.submit subscribed it): still answer the replay asked for.
-            if "ref" in message:
-                ack["ref"] = message["ref"]
-            self._emit(ack)
-            await self._replay_into(topic, since)
-            return None
+            self._emit({**ack, "seq": self._subs[topic].last_seq})
+            if since is not None:
+                await self._replay_into(topic, since)
+            return
         sub = self._subs[topic] = _Subscription()
         await self._hub.subscribe(topic, self)
         reply: list[dict[str, Any]] = []
@@ -345,10 +282,7 @@ class Connection:
             self._subs.pop(topic, None)
             await self._hub.unsubscribe(topic, self)
             raise
-        ack = {"type": "ack", "topic": topic, "seq": current}
-        if "ref" in message:
-            ack["ref"] = message["ref"]
-        self._emit(ack)
+        self._emit({**ack, "seq": current})
         for event in reply:
             self._emit(event)
         for seq, frame in replayed:
@@ -359,11 +293,7 @@ class Connection:
         pending, sub.pending = sub.pending, []
         for seq, frame in pending:
             self.deliver(topic, seq, frame)
-        if kind == "room":
-            await self._enter_room(ident)
-        elif kind == "collab" and self._collab is not None:
-            await self._collab.join(self, ident)
-        return None
+        await self._topics.joined(self, topic)
 
     async def _replay_into(self, topic: str, since: int) -> None:
         result = await self._hub.replay(topic, since)
@@ -375,98 +305,13 @@ class Connection:
             self._enqueue(frame)
             sub.last_seq = max(sub.last_seq, seq)
 
-    async def _enter_room(self, room: str) -> None:
-        self._emit({"type": "presence", "topic": f"room:{room}", "users": await self._chat.present_users(room)})
-        if self.principal is not None:
-            await self._chat.join(room, self.principal.user, self.id)
-            self._ensure_heartbeat()
-
-    def _ensure_heartbeat(self) -> None:
-        if self._heartbeat is None:
-            self._heartbeat = asyncio.create_task(self._refresh_presence())
-
-    async def _refresh_presence(self) -> None:
-        while not self._closed:
-            # Jittered so thousands of sockets opened together do not refresh together.
-            await asyncio.sleep(PRESENCE_REFRESH_SECS * random.uniform(0.8, 1.0))
-            for topic in list(self._subs):
-                if topic.startswith("room:") and self.principal is not None:
-                    await self._chat.refresh_presence(topic[5:], self.principal.user, self.id)
-
-    async def _op_unsub(self, message: dict[str, Any]) -> dict[str, Any]:
-        topic = message.get("topic")
+    async def unsubscribe(self, topic: str) -> None:
         if isinstance(topic, str) and self._subs.pop(topic, None) is not None:
             await self._left(topic)
-        return {"type": "ack", "topic": topic}
-
-    async def _op_chat_send(self, message: dict[str, Any]) -> dict[str, Any]:
-        user = self._user()
-        room = self._room_of(message)
-        ref = message.get("ref")
-        client_ref = str(ref)[:MAX_REF_CHARS] if ref is not None else None
-        stored = await self._chat.send(user, room, message.get("text"), client_ref)
-        return {"type": "ack", "message": stored}
-
-    async def _op_chat_edit(self, message: dict[str, Any]) -> dict[str, Any]:
-        user = self._user()
-        stored = await self._chat.edit(user, self._room_of(message), message.get("message"), message.get("text"))
-        return {"type": "ack", "message": stored}
-
-    async def _op_chat_delete(self, message: dict[str, Any]) -> dict[str, Any]:
-        user = self._user()
-        await self._chat.delete(user, self._room_of(message), message.get("message"))
-        return {"type": "ack"}
-
-    async def _op_typing(self, message: dict[str, Any]) -> None:
-        user = self._user()
-        await self._chat.typing(self._room_of(message), user)
-        return None
-
-    async def _op_gen_submit(self, message: dict[str, Any]) -> dict[str, Any]:
-        user = self._user()
-        fields = {k: v for k, v in message.items() if k not in ("op", "ref")}
-        init_image = fields.get("init_image")
-        if init_image is not None and not isinstance(init_image, bytes):
-            raise InvalidInput("`init_image` must be raw bytes (msgpack bin).")
-        job = await self._jobs.submit(user, fields, init_image)
-        # The submitter watches its job from the first event: replay from seq 0.
-        await self._op_sub({"topic": f"job:{job['id']}", "since": 0})
-        return {"type": "ack", "job": job}
-
-    async def _op_art_submit(self, message: dict[str, Any]) -> dict[str, Any]:
-        user = self._user()
-        image, preset = message.get("image"), message.get("preset")
-        if not isinstance(image, bytes):
-            raise InvalidInput("`image` must be raw bytes (msgpack bin).")
-        if preset is not None and not isinstance(preset, str):
-            raise InvalidInput("`preset` must be a string.")
-        job = await self._jobs.submit(user, {"kind": "art", "preset": preset}, image)
-        # As for gen.submit: the socket watches the job from its first event.
-        await self._op_sub({"topic": f"job:{job['id']}", "since": 0})
-        return {"type": "ack", "job": job}
-
-    async def _op_collab_update(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        if self._collab is None:
-            raise InvalidInput("Collaborative sessions are not available on this socket.", code="unknown_op")
-        session = message.get("session")
-        # Keystrokes are many: only a frame that asks (with a ref) gets an ack, sent once the edit is stored.
-        confirm = "ref" in message
-        for data in await self._collab.receive(self, session, message.get("data"), confirm=confirm):
-            self._emit({"type": "collab.sync", "topic": f"collab:{session}", "session": session, "data": data})
-        return {"type": "ack"} if confirm else None
-
-    async def _op_gen_cancel(self, message: dict[str, Any]) -> dict[str, Any]:
-        user = self._user()
-        job_id = message.get("job")
-        if not isinstance(job_id, str):
-            raise InvalidInput("`job` must be a job id.")
-        return {"type": "ack", "job": await self._jobs.cancel(user, job_id)}
 
     async def close(self) -> None:
-        """Leave every topic and room; called once the socket is gone."""
+        """Leave every topic; called once the socket is gone."""
         self._closed = True
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
         topics, self._subs = list(self._subs), {}
         for topic in topics:
             await self._left(topic)
