@@ -34,6 +34,7 @@ import pymysql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import guard  # noqa: E402
 from inference.demo_model import DEMO_MODEL_NAME, build_demo_model  # noqa: E402
 from tests.support.client import ApiClient  # noqa: E402
 from tests.support.processes import Cluster, Process  # noqa: E402
@@ -167,7 +168,7 @@ async def main_async(args: argparse.Namespace) -> None:
             (data / "models").symlink_to(models, target_is_directory=True)
             return data
 
-        common = {"VA_COOKIE_SECRET": COOKIE_SECRET, "VA_PREVIEW_FPS": "0",
+        common = {"VA_COOKIE_SECRET": COOKIE_SECRET, "VA_PREVIEW_FPS": "0", "VA_REGISTER_LIMIT": "100000",
                   "VA_WORKER_HEARTBEAT_SECS": str(args.heartbeat), "VA_WORKER_CLAIM_SECS": str(args.heartbeat * 1.5),
                   "VA_QUEUE_MAX_GLOBAL": "200", "VA_QUEUE_MAX_PER_USER": "100"}
 
@@ -178,43 +179,44 @@ async def main_async(args: argparse.Namespace) -> None:
         finally:
             embedded.stop_all()
 
-        database = f"va_bench_{uuid.uuid4().hex[:8]}"
-        admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
-        admin.cursor().execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
-        cluster = Cluster(data_dir("services"), {
-            **common, "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
-            "VA_REDIS_URL": "redis://127.0.0.1:6379/0", "VA_REDIS_PREFIX": f"va:bench:{database}:"}, logs)
-        try:
-            cluster.migrate()
-            web = await cluster.web()
-            workers = [await cluster.worker()]
-            streams = await dispatch_latency(web.base_url, args.jobs)
-            print(f"Dispatch latency, job stored -> worker starts it ({args.jobs} jobs, one at a time, tiny model):")
-            print("  " + summary("in-process queue (embedded)", in_process))
-            print("  " + summary("Redis Streams (web + worker processes)", streams))
+        with guard.scratch_database() as database:
+            await services_figures(args, data_dir("services"), common, logs, database, in_process)
 
-            one = [await burst(web.base_url, args.users, args.per_user, args.steps) for _ in range(args.rounds)]
-            workers.append(await cluster.worker())
-            two = [await burst(web.base_url, args.users, args.per_user, args.steps) for _ in range(args.rounds)]
-            print(f"Throughput, {args.users} users × {args.per_user} jobs of {args.steps} steps at 64², "
-                  f"median of {args.rounds}:")
-            print(f"  1 worker: {statistics.median(one):.2f} jobs/s  (rounds {', '.join(f'{v:.2f}' for v in one)})")
-            print(f"  2 workers: {statistics.median(two):.2f} jobs/s  (rounds {', '.join(f'{v:.2f}' for v in two)})")
-            print(f"  ratio 2/1: {statistics.median(two) / statistics.median(one):.2f}x")
 
-            times = await failover(cluster, web.base_url, workers, database, args.failovers)
-            print(f"Failover, kill -9 -> running again on the other worker (heartbeat {args.heartbeat:g} s, "
-                  f"claim after {args.heartbeat * 1.5:g} s): median {statistics.median(times):.2f} s, "
-                  f"max {max(times):.2f} s = {max(times) / args.heartbeat:.2f} × heartbeat "
-                  f"(rounds {', '.join(f'{t:.2f}' for t in times)})")
-            maps = Path(f"/proc/{web.pid}/maps").read_text()
-            print(f"Web process after serving all of the above: RSS {rss_mib(web.pid):.0f} MiB, "
-                  f"torch loaded: {'yes' if 'torch' in maps else 'no'}")
-            print(f"  (a worker process for comparison: RSS {rss_mib(workers[0].pid):.0f} MiB)")
-        finally:
-            cluster.stop_all()
-            admin.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
-            admin.close()
+async def services_figures(args: argparse.Namespace, data: Path, common: dict[str, str], logs: Path,
+                           database: str, in_process: list[float]) -> None:
+    cluster = Cluster(data, {
+        **common, "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
+        "VA_REDIS_URL": "redis://127.0.0.1:6379/0", "VA_REDIS_PREFIX": f"va:bench:{database}:"}, logs)
+    try:
+        cluster.migrate()
+        web = await cluster.web()
+        workers = [await cluster.worker()]
+        streams = await dispatch_latency(web.base_url, args.jobs)
+        print(f"Dispatch latency, job stored -> worker starts it ({args.jobs} jobs, one at a time, tiny model):")
+        print("  " + summary("in-process queue (embedded)", in_process))
+        print("  " + summary("Redis Streams (web + worker processes)", streams))
+
+        one = [await burst(web.base_url, args.users, args.per_user, args.steps) for _ in range(args.rounds)]
+        workers.append(await cluster.worker())
+        two = [await burst(web.base_url, args.users, args.per_user, args.steps) for _ in range(args.rounds)]
+        print(f"Throughput, {args.users} users × {args.per_user} jobs of {args.steps} steps at 64², "
+              f"median of {args.rounds}:")
+        print(f"  1 worker: {statistics.median(one):.2f} jobs/s  (rounds {', '.join(f'{v:.2f}' for v in one)})")
+        print(f"  2 workers: {statistics.median(two):.2f} jobs/s  (rounds {', '.join(f'{v:.2f}' for v in two)})")
+        print(f"  ratio 2/1: {statistics.median(two) / statistics.median(one):.2f}x")
+
+        times = await failover(cluster, web.base_url, workers, database, args.failovers)
+        print(f"Failover, kill -9 -> running again on the other worker (heartbeat {args.heartbeat:g} s, "
+              f"claim after {args.heartbeat * 1.5:g} s): median {statistics.median(times):.2f} s, "
+              f"max {max(times):.2f} s = {max(times) / args.heartbeat:.2f} × heartbeat "
+              f"(rounds {', '.join(f'{t:.2f}' for t in times)})")
+        maps = Path(f"/proc/{web.pid}/maps").read_text()
+        print(f"Web process after serving all of the above: RSS {rss_mib(web.pid):.0f} MiB, "
+              f"torch loaded: {'yes' if 'torch' in maps else 'no'}")
+        print(f"  (a worker process for comparison: RSS {rss_mib(workers[0].pid):.0f} MiB)")
+    finally:
+        cluster.stop_all()
 
 
 def main() -> None:
@@ -226,11 +228,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--failovers", type=int, default=3)
     parser.add_argument("--heartbeat", type=float, default=1.0, help="worker heartbeat interval, seconds")
+    parser.add_argument("--deadline-secs", type=float, default=1800, help="give up (exit 2) past this")
     args = parser.parse_args()
-    try:
-        asyncio.run(asyncio.wait_for(main_async(args), timeout=1800))
-    except TimeoutError:
-        raise SystemExit("bench/workers.py did not finish within 30 minutes") from None
+    guard.main(lambda: asyncio.run(main_async(args)), deadline_secs=args.deadline_secs)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,8 @@ class GenerationRequest:
         checkpoint's) a ControlNet made for another family is refused here, before any load.
         """
         if self.kind not in ("txt2img", "img2img"):
-            raise InvalidRequest(f"`kind` must be 'txt2img' or 'img2img' but is {self.kind!r}.", code="invalid_kind")
+            raise InvalidRequest(f"`kind` must be 'txt2img' or 'img2img' but is {self.kind!r}.",
+                                 code="invalid_kind", field="kind")
         if not isinstance(self.model, str) or self.model not in known_models:
             raise UnknownModel(f"`model` {self.model!r} is not a model this engine can load.")
         _check_text("prompt", self.prompt)
@@ -133,7 +134,8 @@ class GenerationRequest:
         for name in ("width", "height"):
             _check_side(name, getattr(self, name))
         if not isinstance(self.guidance, (int, float)) or isinstance(self.guidance, bool):
-            raise InvalidRequest(f"`guidance` must be a number but is {self.guidance!r}.", code="invalid_guidance")
+            raise InvalidRequest(f"`guidance` must be a number but is {self.guidance!r}.",
+                                 code="invalid_guidance", field="guidance")
         if not math.isfinite(self.guidance) or not MIN_GUIDANCE <= self.guidance <= MAX_GUIDANCE:
             raise InvalidRequest(
                 f"`guidance` has to be a finite number in {MIN_GUIDANCE:g}..{MAX_GUIDANCE:g} but is {self.guidance!r}.",
@@ -141,16 +143,20 @@ class GenerationRequest:
                 field="guidance",
             )
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
-            raise InvalidRequest(f"`seed` has to be in 0..{MAX_SEED} but is {self.seed!r}.", code="invalid_seed")
+            raise InvalidRequest(f"`seed` has to be in 0..{MAX_SEED} but is {self.seed!r}.",
+                                 code="invalid_seed", field="seed")
         if self.sampler not in SAMPLERS:
             raise InvalidRequest(
-                f"`sampler` {self.sampler!r} is unknown; choose one of {sorted(SAMPLERS)}.", code="invalid_sampler"
+                f"`sampler` {self.sampler!r} is unknown; choose one of {sorted(SAMPLERS)}.",
+                                                                               code="invalid_sampler", field="sampler"
             )
         if not _is_int(self.batch) or not 1 <= self.batch <= MAX_BATCH:
-            raise InvalidRequest(f"`batch` has to be in 1..{MAX_BATCH} but is {self.batch!r}.", code="invalid_batch")
+            raise InvalidRequest(f"`batch` has to be in 1..{MAX_BATCH} but is {self.batch!r}.",
+                                 code="invalid_batch", field="batch")
         if not _is_int(self.clip_skip) or not 1 <= self.clip_skip <= MAX_CLIP_SKIP:
             raise InvalidRequest(
-                f"`clip_skip` has to be in 1..{MAX_CLIP_SKIP} but is {self.clip_skip!r}.", code="invalid_clip_skip"
+                f"`clip_skip` has to be in 1..{MAX_CLIP_SKIP} but is {self.clip_skip!r}.",
+                    code="invalid_clip_skip", field="clip_skip"
             )
         if self.kind == "img2img":
             if self.init_image is None:
@@ -162,7 +168,8 @@ class GenerationRequest:
                 or not 0.0 < self.strength <= 1.0
             ):
                 raise InvalidRequest(
-                    f"`strength` has to be in (0, 1] but is {self.strength!r}.", code="invalid_strength", field="strength"
+                    f"`strength` has to be in (0, 1] but is {self.strength!r}.",
+                                               code="invalid_strength", field="strength"
                 )
         elif self.init_image is not None:
             raise InvalidRequest("`init_image` is only for img2img.", code="invalid_image", field="init_image")
@@ -174,21 +181,23 @@ class GenerationRequest:
 
 def _check_loras(loras: object, known: Collection[str]) -> None:
     if not isinstance(loras, tuple) or len(loras) > MAX_LORAS:
-        raise InvalidRequest(f"`loras` must be a list of at most {MAX_LORAS} {{name, weight}}.", code="invalid_lora")
+        raise InvalidRequest(f"`loras` must be a list of at most {MAX_LORAS} {{name, weight}}.",
+                             code="invalid_lora", field="loras")
     names = set()
     for item in loras:
         if not isinstance(item, tuple) or len(item) != 2:
-            raise InvalidRequest("Each of `loras` must be {name, weight}.", code="invalid_lora")
+            raise InvalidRequest("Each of `loras` must be {name, weight}.", code="invalid_lora", field="loras")
         name, weight = item
         if not isinstance(name, str) or name not in known:
-            raise InvalidRequest(f"LoRA {str(name)[:80]!r} is not one this engine has.", code="unknown_lora")
+            raise InvalidRequest(f"LoRA {str(name)[:80]!r} is not one this engine has.",
+                                 code="unknown_lora", field="loras")
         if name in names:
-            raise InvalidRequest(f"LoRA {name!r} is listed twice.", code="invalid_lora")
+            raise InvalidRequest(f"LoRA {name!r} is listed twice.", code="invalid_lora", field="loras")
         names.add(name)
         if (not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight)
                 or not MIN_LORA_WEIGHT <= weight <= MAX_LORA_WEIGHT):
             raise InvalidRequest(f"LoRA {name!r} weight has to be in {MIN_LORA_WEIGHT:g}..{MAX_LORA_WEIGHT:g} "
-                                 f"but is {weight!r}.", code="invalid_lora")
+                                 f"but is {weight!r}.", code="invalid_lora", field="loras")
 
 
 def _check_controls(units: object, known: Mapping[str, str], model: str, model_family: str | None) -> None:
@@ -224,7 +233,8 @@ def _check_controls(units: object, known: Mapping[str, str], model: str, model_f
             value = getattr(unit, name)
             if not _is_int(value) or not MIN_CANNY_THRESHOLD <= value <= MAX_CANNY_THRESHOLD:
                 raise InvalidRequest(f"`{where}.{name}` has to be an integer in {MIN_CANNY_THRESHOLD}.."
-                                     f"{MAX_CANNY_THRESHOLD} but is {value!r}.", code="invalid_control", field="controls")
+                                     f"{MAX_CANNY_THRESHOLD} but is {value!r}.",
+                                         code="invalid_control", field="controls")
         if unit.low_threshold > unit.high_threshold:
             raise InvalidRequest(f"`{where}.low_threshold` ({unit.low_threshold}) must not exceed "
                                  f"`high_threshold` ({unit.high_threshold}).", code="invalid_control", field="controls")
@@ -244,7 +254,8 @@ def _is_int(value: object) -> bool:
 
 def _check_text(name: str, value: object) -> None:
     if not isinstance(value, str):
-        raise InvalidRequest(f"`{name}` must be a string but is {type(value).__name__}.", code="invalid_prompt")
+        raise InvalidRequest(f"`{name}` must be a string but is {type(value).__name__}.",
+                             code="invalid_prompt", field=name)
     if len(value) > MAX_PROMPT_CHARS:
         raise InvalidRequest(
             f"`{name}` is {len(value)} characters; the limit is {MAX_PROMPT_CHARS}.",

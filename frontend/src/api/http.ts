@@ -16,13 +16,17 @@ export class ApiError extends Error {
   readonly code: string
   /** Seconds, from a Retry-After header (rate limits), when the server sent one. */
   readonly retryAfter: number | null
+  /** The input the error is about (`error.data.field`), when the server named one. */
+  readonly field: string | null
 
-  constructor(status: number, code: string, message: string, retryAfter: number | null = null) {
+  constructor(status: number, code: string, message: string, retryAfter: number | null = null,
+    field: string | null = null) {
     super(message)
     this.name = 'ApiError'
     this.status = status
     this.code = code
     this.retryAfter = retryAfter
+    this.field = field
   }
 }
 
@@ -89,15 +93,17 @@ async function toApiError(response: Response): Promise<ApiError> {
   const retryAfter = retryHeader && /^\d+$/.test(retryHeader) ? Number(retryHeader) : null
   let code = 'http_error'
   let message = GENERIC_MESSAGES[response.status] ?? `The request failed (HTTP ${response.status}).`
+  let field: string | null = null
   try {
-    const data: unknown = await response.json()
-    const error = (data as { error?: { code?: unknown; message?: unknown } } | null)?.error
+    const body: unknown = await response.json()
+    const error = (body as { error?: { code?: unknown; message?: unknown; data?: { field?: unknown } } } | null)?.error
     if (error && typeof error.code === 'string') code = error.code
     if (error && typeof error.message === 'string' && error.message) message = error.message
+    if (error && typeof error.data?.field === 'string') field = error.data.field
   } catch {
     // Not JSON (a proxy's HTML page, an empty body): keep the generic message.
   }
-  return new ApiError(response.status, code, message, retryAfter)
+  return new ApiError(response.status, code, message, retryAfter, field)
 }
 
 async function send(method: HttpMethod, path: string, options: RequestOptions, xsrf: string | null): Promise<Response> {

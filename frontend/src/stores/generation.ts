@@ -69,6 +69,8 @@ export interface ActionError {
   code: string
   message: string
   retryAfter: number | null
+  /** The input the server named (`data.field`). */
+  field: string | null
 }
 
 const STATUS_RANK: Record<JobStatus, number> = { queued: 0, running: 1, done: 2, failed: 2, cancelled: 2 }
@@ -81,28 +83,19 @@ export function isFinished(status: JobStatus): boolean {
   return STATUS_RANK[status] === 2
 }
 
-/** The draft field a server error code points at (to mark it in the form). */
-export function fieldOfError(code: string | undefined): keyof GenerationSettings | 'init_image' | null {
-  switch (code) {
-    case 'unknown_model': case 'model_unavailable': return 'model'
-    case 'invalid_prompt': case 'prompt_too_long': case 'prompt_blocked': return 'prompt'
-    case 'invalid_steps': return 'steps'
-    case 'invalid_guidance': return 'guidance'
-    case 'invalid_size': return 'width'
-    case 'invalid_seed': return 'seed'
-    case 'invalid_sampler': case 'unknown_sampler': return 'sampler'
-    case 'invalid_batch': return 'batch'
-    case 'invalid_strength': return 'strength'
-    case 'invalid_image': case 'image_too_large': return 'init_image'
-    default: return null
-  }
+/** The draft field a refusal names (the server's `data.field`), to mark it in the form. */
+export function fieldOfError(error: ActionError | null | undefined): keyof GenerationSettings | 'init_image' | null {
+  const field = error?.field
+  if (field === 'height') return 'width' // one size control for both sides
+  if (field === 'negative_prompt' || field === 'init_image') return field
+  return field && field in DEFAULT_SETTINGS ? (field as keyof GenerationSettings) : null
 }
 
 function toActionError(err: unknown): ActionError {
   if (err instanceof ApiError || err instanceof RealtimeError) {
-    return { code: err.code, message: err.message, retryAfter: err.retryAfter }
+    return { code: err.code, message: err.message, retryAfter: err.retryAfter, field: err.field }
   }
-  return { code: 'error', message: err instanceof Error ? err.message : String(err), retryAfter: null }
+  return { code: 'error', message: err instanceof Error ? err.message : String(err), retryAfter: null, field: null }
 }
 
 function loadDraft(): Partial<GenerationSettings> | null {
