@@ -7,7 +7,6 @@ from typing import Any
 from pydantic import BaseModel, StrictBytes, StrictStr
 
 from handlers.base import APIHandler
-from server.errors import UnsupportedMediaType
 from server.realtime import OpCall, op
 
 
@@ -19,10 +18,7 @@ class ArtHandler(APIHandler):
     async def post(self) -> None:
         """Turn a photo (raw image/* body, `?preset=fast|quality`) into four styles; 202 with the job."""
         user = self.require_user().user
-        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if not content_type.startswith("image/"):
-            raise UnsupportedMediaType(
-                f"Send the photo itself as the body with an image/* Content-Type, not {content_type or 'nothing'}.")
+        self.require_media_type({"image/*"}, "the photo itself as the body")
         params = {"kind": "art", "preset": self.get_query_argument("preset", None)}
         job = await self.runtime.jobs.submit(user, params, self.body)
         self.write_json({"job": job}, status=202)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import http
 import json
 import logging
-from typing import Any, TypeVar
+from typing import Any, Collection, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from tornado import web
 
 from server.auth import AuthService, Principal
 from server.errors import (NOT_REQUEST_FAILURES, AppError, InvalidInput, NotFound, PayloadTooLarge,
-                           Unauthenticated)
+                           Unauthenticated, UnsupportedMediaType)
 from server.runtime import Runtime
+from server.store.models import User
 from server.tokens import TokenService
 from server.users import UserService
 
@@ -24,6 +25,10 @@ BEARER_PREFIX = "bearer "
 # Oversized bodies up to this size are read and discarded so the client reads the 413; larger ones are cut off.
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 ModelT = TypeVar("ModelT", bound=BaseModel)
+# The image formats people upload (avatars, hub previews, photos), by Content-Type.
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
+# A year: what `immutable` content is kept for (the URL changes when the bytes do).
+IMMUTABLE_MAX_AGE_SECS = 365 * 24 * 3600
 
 # Tornado raises HTTPError for protocol problems; these give them stable codes.
 HTTP_ERROR_CODES = {
@@ -135,11 +140,6 @@ class BaseHandler(web.RequestHandler):
             raise Unauthenticated("Sign in first.")
         return self.principal
 
-    @property
-    def route_name(self) -> str:
-        """A label for metrics that does not explode in cardinality (the handler, not the path)."""
-        return type(self).__name__
-
     def announce_allowed(self, status_code: int) -> None:
         """RFC 9110: a 405 lists the methods the resource has (those this handler implements)."""
         if status_code == 405:
@@ -210,6 +210,25 @@ class APIHandler(BaseHandler):
     def body(self) -> bytes:
         return bytes(self._body)
 
+    @property
+    def media_type(self) -> str:
+        """The request's Content-Type without parameters, lower-cased ('' when there is none)."""
+        return self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+    def require_media_type(self, accepted: Collection[str], what: str = "the body") -> str:
+        """The media type, if one of ``accepted`` (an entry ending in `/*` takes that whole family)."""
+        media_type = self.media_type
+        if not any(media_type == kind or (kind.endswith("/*") and media_type.startswith(kind[:-1]))
+                   for kind in accepted):
+            raise UnsupportedMediaType(f"Send {what} with Content-Type {' or '.join(sorted(accepted))}, "
+                                       f"not {media_type or 'none'!r}.")
+        return media_type
+
+    @property
+    def viewer(self) -> User | None:
+        """The signed-in user, or None for an anonymous request."""
+        return self.principal.user if self.principal else None
+
     def json_body(self) -> dict[str, Any]:
         if not self._body:
             return {}
@@ -236,11 +255,17 @@ class APIHandler(BaseHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
-    def write_blob(self, data: bytes, digest: str, content_type: str, cache_control: str) -> None:
-        """Answer with content-addressed bytes: the digest is the ETag, so a revalidation costs a 304."""
+    def write_blob(self, data: bytes, digest: str, content_type: str, *, immutable: bool, shared: bool) -> None:
+        """Answer with content-addressed bytes: the digest is the ETag, so a revalidation costs a 304.
+
+        ``immutable``: the URL names these very bytes (a digest in it), so browsers keep them a year.
+        ``shared``: proxies and CDNs may keep them too — only for what can never become hidden (avatars
+        change URL, they are not withdrawn); job images and hub previews can be, so they stay private.
+        """
         self.set_header("Content-Type", content_type)
         self.set_header("ETag", f'"{digest}"')
-        self.set_header("Cache-Control", cache_control)
+        self.set_header("Cache-Control", (f"{'public' if shared else 'private'}, max-age={IMMUTABLE_MAX_AGE_SECS},"
+                                          " immutable") if immutable else "no-cache")
         if self.check_etag_header():
             self.set_status(304)
             self.finish()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictInt, StrictStr
 
 from handlers.base import APIHandler
 from server.collab.service import CollabService
@@ -15,6 +15,21 @@ from server.ids import parse_id
 from server.realtime import OpCall, op
 
 SESSION_ID = r"([0-9a-f]{32})"
+
+
+class CreateBody(BaseModel):
+    """A new session's title and first document (the values are checked as the document's own)."""
+
+    title: StrictStr | None = None
+    prompt: StrictStr | None = None
+    negative_prompt: StrictStr | None = None
+    settings: dict[str, Any] | None = None
+
+
+class InviteBody(BaseModel):
+    role: StrictStr
+    expires_in_secs: StrictInt | None = None
+    max_uses: StrictInt | None = None
 
 
 class CollabHandler(APIHandler):
@@ -27,7 +42,8 @@ class SessionsHandler(CollabHandler):
     async def post(self) -> None:
         """Create a session (I own it), its document seeded from `prompt`, `negative_prompt`, `settings`."""
         user = self.require_user().user
-        self.write_json({"session": await self.collab.create(user, self.json_body())}, status=201)
+        self.write_json({"session": await self.collab.create(user, self.parse(CreateBody).model_dump(
+            exclude_unset=True))}, status=201)
 
     async def get(self) -> None:
         """The sessions I belong to, newest first."""
@@ -51,9 +67,9 @@ class InvitesHandler(CollabHandler):
     async def post(self, session_id: str) -> None:
         """A new invitation link for `role` (editor or viewer), `expires_in_secs?`, `max_uses?` (owner only)."""
         user = self.require_user().user
-        body = self.json_body()
-        invite = await self.collab.invite(user, session_id, body.get("role"),
-                                          expires_in_secs=body.get("expires_in_secs"), max_uses=body.get("max_uses"))
+        body = self.parse(InviteBody)
+        invite = await self.collab.invite(user, session_id, body.role, expires_in_secs=body.expires_in_secs,
+                                          max_uses=body.max_uses)
         self.write_json({"invite": invite}, status=201)
 
     async def get(self, session_id: str) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel, StrictStr
+
 from handlers.base import APIHandler
 from server.ids import parse_id
 
@@ -32,11 +36,22 @@ class NotificationsHandler(APIHandler):
         self.write_json({"notifications": page, "unread": unread, "next_cursor": next_cursor})
 
 
+class ReadBody(BaseModel):
+    ids: list[Any] | None = None  # ids are parsed by the one rule for ids (server/ids.py)
+
+
+class ReportBody(BaseModel):
+    kind: StrictStr
+    target: Any = None  # an id (a number, or its digits as text), parsed by the one rule for ids
+    reason: StrictStr
+    details: StrictStr = ""
+
+
 class NotificationsReadHandler(APIHandler):
     async def post(self) -> None:
         """Mark `ids` (or, without them, all) as read."""
         user = self.require_user().user
-        unread = await self.runtime.community.notifications.mark_read(user, self.json_body().get("ids"))
+        unread = await self.runtime.community.notifications.mark_read(user, self.parse(ReadBody).ids)
         self.write_json({"unread": unread})
 
 
@@ -44,9 +59,9 @@ class ReportsHandler(APIHandler):
     async def post(self) -> None:
         """Report a post, a chat message or a model; a second report of the same thing is the first."""
         user = self.require_user().user
-        body = self.json_body()
+        body = self.parse(ReportBody)
         report, created = await self.runtime.community.moderation.report(
-            user, body.get("kind"), body.get("target"), body.get("reason"), body.get("details", ""))
+            user, body.kind, body.target, body.reason, body.details)
         self.write_json({"report": report}, status=201 if created else 200)
 
 

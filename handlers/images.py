@@ -5,7 +5,6 @@ from __future__ import annotations
 from handlers.base import APIHandler
 
 # Image ids never point at other bytes, so browsers and proxies may keep them for good.
-IMMUTABLE_CACHE = "private, max-age=31536000, immutable"
 
 
 class ImageHandler(APIHandler):
@@ -21,7 +20,7 @@ class ImageFileHandler(APIHandler):
         digest, data = await self.runtime.jobs.image_bytes(self.principal, image_id, thumb=thumb)
         if not thumb:
             self.set_header("Content-Disposition", f'inline; filename="visionary-{image_id[:12]}.png"')
-        self.write_blob(data, digest, "image/webp" if thumb else "image/png", IMMUTABLE_CACHE)
+        self.write_blob(data, digest, "image/webp" if thumb else "image/png", immutable=True, shared=False)
 
 
 default_handlers = [

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, StrictBytes, StrictStr
 
 from handlers.base import APIHandler
 from server.errors import InvalidInput
+from server.ids import parse_id
 from server.jobs import JobService
 from server.moderation import require_moderator
 from server.realtime import OpCall, op
@@ -28,6 +29,13 @@ def decode_init_image(value: object) -> bytes | None:
         raise InvalidInput("`init_image` is not valid base64.", code="invalid_image") from None
 
 
+class JobBody(BaseModel):
+    """A job of any kind: its fields are checked per kind (server/jobs/kinds.py), which names the bad one."""
+
+    model_config = ConfigDict(extra="allow")
+    init_image: StrictStr | None = None  # base64, or a data: URL
+
+
 class JobsHandler(APIHandler):
     @property
     def jobs(self) -> JobService:
@@ -41,18 +49,15 @@ class JobsHandler(APIHandler):
     async def post(self) -> None:
         """Queue a generation job; 202 with the job, whose events follow on job:<id>."""
         user = self.require_user().user
-        body = self.json_body()
-        job = await self.jobs.submit(user, body, decode_init_image(body.get("init_image")))
+        body = self.parse(JobBody)
+        job = await self.jobs.submit(user, body.model_dump(exclude={"init_image"}), decode_init_image(body.init_image))
         self.write_json({"job": job}, status=202)
 
     async def get(self) -> None:
         """My jobs, newest first (`?mine=1`, `before`, `limit`)."""
         user = self.require_user().user
-        limit = self.get_query_argument("limit", "20")
-        if not (limit.isascii() and limit.isdigit()) or len(limit) > 4:
-            raise InvalidInput("`limit` must be a positive integer.")
-        jobs, cursor = await self.jobs.list_mine(user, before=self.get_query_argument("before", None),
-                                                 limit=int(limit))
+        limit = parse_id(self.get_query_argument("limit", "20"), "limit")
+        jobs, cursor = await self.jobs.list_mine(user, before=self.get_query_argument("before", None), limit=limit)
         self.write_json({"jobs": jobs, "next_cursor": cursor})
 
 

@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import ValidationError
 from tornado.iostream import StreamClosedError
 
-from handlers.base import APIHandler
-from server.errors import InvalidInput, UnsupportedMediaType
+from handlers.base import IMAGE_TYPES, APIHandler
+from server.errors import InvalidInput
 from server.ids import as_id, parse_id
 from server.modelhub.catalog import FileRef
 from server.modelhub.downloads import content_disposition, parse_range, read_range
@@ -21,8 +21,6 @@ TUS_EXTENSIONS = "creation,termination,checksum,expiration"
 TUS_CONTENT_TYPE = "application/offset+octet-stream"
 # Downloads are revalidated with the ETag (a 304 costs nothing); the bytes of a file id never change.
 DOWNLOAD_CACHE_CONTROL = "private, no-cache"
-IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
-IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
 
 
 class HubHandler(APIHandler):
@@ -58,7 +56,7 @@ class ModelsHandler(HubHandler):
 class ModelHandler(HubHandler):
     async def get(self, model_id: str) -> None:
         """A model with its versions and files."""
-        viewer = self.principal.user if self.principal else None
+        viewer = self.viewer
         self.write_json_bytes(b'{"model":' + await self.modelhub.catalog.detail_json(int(model_id), viewer) + b"}")
 
     async def patch(self, model_id: str) -> None:
@@ -80,18 +78,15 @@ class ThumbnailHandler(HubHandler):
 
     async def get(self, model_id: str) -> None:
         """The preview image (WebP); immutable when asked for by its `?v=` digest."""
-        viewer = self.principal.user if self.principal else None
+        viewer = self.viewer
         digest, data = await self.modelhub.catalog.thumbnail(int(model_id), viewer)
-        cache = IMMUTABLE_CACHE if self.get_query_argument("v", None) == digest[:12] else "no-cache"
-        self.write_blob(data, digest, "image/webp", cache)
+        self.write_blob(data, digest, "image/webp", immutable=self.get_query_argument("v", None) == digest[:12],
+                        shared=False)
 
     async def put(self, model_id: str) -> None:
         """Set the preview image from the raw body (PNG, JPEG, WebP or GIF; owner only)."""
         user = self.require_user().user
-        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type not in IMAGE_TYPES:
-            raise UnsupportedMediaType(f"Send the image as the body with Content-Type one of "
-                                       f"{', '.join(sorted(IMAGE_TYPES))}, not {content_type or 'none'!r}.")
+        self.require_media_type(IMAGE_TYPES, "the image as the body")
         self.write_json({"model": await self.modelhub.catalog.set_thumbnail(user, int(model_id), self.body)})
 
 
@@ -204,8 +199,7 @@ class TusUploadHandler(TusHandler):
         self.principal = await self.resolve_principal()
         self.check_tus_version()
         user = self.require_user().user
-        if self.request.headers.get("Content-Type", "").split(";")[0].strip() != TUS_CONTENT_TYPE:
-            raise UnsupportedMediaType(f"A PATCH carries `Content-Type: {TUS_CONTENT_TYPE}`.")
+        self.require_media_type({TUS_CONTENT_TYPE}, "a PATCH's chunk")
         offset = parse_id(self.request.headers.get("Upload-Offset"), "Upload-Offset")
         self.request.connection.set_max_body_size(self.modelhub.uploads.max_file_bytes)
         checksum = parse_tus_checksum(self.request.headers.get("Upload-Checksum"))
@@ -304,12 +298,12 @@ class FileSender(HubHandler):
 class DownloadHandler(FileSender):
     async def get(self, file_id: str) -> None:
         """The file's bytes (whole or one `Range`)."""
-        viewer = self.principal.user if self.principal else None
+        viewer = self.viewer
         await self.send_file(await self.modelhub.catalog.file_ref(int(file_id), viewer), head=False)
 
     async def head(self, file_id: str) -> None:
         """The file's headers: size, ETag (sha256), name."""
-        viewer = self.principal.user if self.principal else None
+        viewer = self.viewer
         await self.send_file(await self.modelhub.catalog.file_ref(int(file_id), viewer), head=True)
 
 

@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, Field, StrictBool, StrictStr
+
 from handlers.base import APIHandler
-from server.errors import InvalidInput
+from server.ids import parse_id
 from server.posts import GalleryQuery, PostService
+
+
+class PublishBody(BaseModel):
+    """Images of one's own finished job to publish (all of them without `images`)."""
+
+    job: StrictStr = Field(max_length=32)
+    images: list[StrictStr] | None = None
+    title: StrictStr
+    description: StrictStr = ""
+    tags: list[StrictStr] | None = None
+    nsfw: StrictBool = False
+
+
+class EditBody(BaseModel):
+    title: StrictStr | None = None
+    description: StrictStr | None = None
+    tags: list[StrictStr] | None = None
+    nsfw: StrictBool | None = None
 
 
 class PostsBase(APIHandler):
@@ -12,17 +32,10 @@ class PostsBase(APIHandler):
     def posts(self) -> PostService:
         return self.runtime.community.posts
 
-    @property
-    def viewer(self):  # type: ignore[no-untyped-def]
-        return self.principal.user if self.principal else None
-
 
 class PostsHandler(PostsBase):
     async def get(self) -> None:
         """The gallery: ?sort=new|top &period=day|week|all &tag= &model= &user= &feed=following &cursor= &limit="""
-        limit = self.get_query_argument("limit", "24")
-        if not limit.isdigit():
-            raise InvalidInput("`limit` must be a positive integer.")
         query = GalleryQuery(
             sort=self.get_query_argument("sort", "new"),
             period=self.get_query_argument("period", "all"),
@@ -31,7 +44,7 @@ class PostsHandler(PostsBase):
             owner=self.get_query_argument("user", None) or None,
             following=self.get_query_argument("feed", "") == "following",
             cursor=self.get_query_argument("cursor", None) or None,
-            limit=int(limit),
+            limit=parse_id(self.get_query_argument("limit", "24"), "limit"),
         )
         posts, next_cursor = await self.posts.gallery(self.viewer, query)
         self.write_json({"posts": posts, "next_cursor": next_cursor})
@@ -39,10 +52,9 @@ class PostsHandler(PostsBase):
     async def post(self) -> None:
         """Publish images of one's own finished job."""
         user = self.require_user().user
-        body = self.json_body()
-        post = await self.posts.publish(user, body.get("job"), body.get("images"), title=body.get("title"),
-                                        description=body.get("description", ""), tags=body.get("tags"),
-                                        nsfw=body.get("nsfw", False))
+        body = self.parse(PublishBody)
+        post = await self.posts.publish(user, body.job, body.images, title=body.title, description=body.description,
+                                        tags=body.tags, nsfw=body.nsfw)
         self.write_json({"post": post}, status=201)
 
 
@@ -53,10 +65,9 @@ class PostHandler(PostsBase):
     async def patch(self, post_id: str) -> None:
         """Edit title, description, tags or the NSFW flag (owner)."""
         user = self.require_user().user
-        body = self.json_body()
-        post = await self.posts.edit(user, int(post_id), title=body.get("title"),
-                                     description=body.get("description"), tags=body.get("tags"),
-                                     nsfw=body.get("nsfw"))
+        body = self.parse(EditBody)
+        post = await self.posts.edit(user, int(post_id), title=body.title, description=body.description,
+                                     tags=body.tags, nsfw=body.nsfw)
         self.write_json({"post": post})
 
     async def delete(self, post_id: str) -> None:

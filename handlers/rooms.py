@@ -18,7 +18,7 @@ class RoomMessagesHandler(APIHandler):
         """Messages newest first; `before` is the cursor from the previous page."""
         before = self.get_query_argument("before", None)
         messages, next_cursor = await self.runtime.chat.history(
-            self.principal.user if self.principal else None, room,
+            self.viewer, room,
             before=parse_id(before, "before") if before else None,
             limit=parse_id(self.get_query_argument("limit", "50"), "limit"),
         )
@@ -28,7 +28,7 @@ class RoomMessagesHandler(APIHandler):
 class RoomPresenceHandler(APIHandler):
     async def get(self, room: str) -> None:
         """Who is in the room now (rooms the viewer may read)."""
-        viewer = self.principal.user if self.principal else None
+        viewer = self.viewer
         self.write_json({"users": await self.runtime.chat.presence(viewer, room)})
 
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from handlers.base import APIHandler
+from handlers.base import IMAGE_TYPES, APIHandler
 from handlers.render import user_json
-from server.errors import UnsupportedMediaType
 
-AVATAR_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
 # Avatar URLs carry the content digest, so the bytes behind one URL never change.
-IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 
 
 class ProfileUpdate(BaseModel):
@@ -45,11 +42,7 @@ class MyAvatarHandler(APIHandler):
     async def put(self) -> None:
         """Upload an avatar as the raw request body."""
         principal = self.require_user()
-        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type not in AVATAR_TYPES:
-            raise UnsupportedMediaType(
-                f"Send the image as the body with Content-Type {', '.join(sorted(AVATAR_TYPES))}, not {content_type or 'none'!r}."
-            )
+        self.require_media_type(IMAGE_TYPES, "the image as the body")
         user = await self.users.set_avatar(principal.user.id, self.body)
         self.write_json({"user": user_json(user, private=True)})
 
@@ -64,7 +57,7 @@ class UserHandler(APIHandler):
     async def get(self, username: str) -> None:
         """A public profile, with follower, following and post counts."""
         user = await self.users.get_by_username(username)
-        viewer = self.principal.user if self.principal else None
+        viewer = self.viewer
         stats = await self.runtime.community.follows.profile_stats(user, viewer)
         self.write_json({"user": user_json(user), "stats": stats})
 
@@ -73,7 +66,7 @@ class AvatarHandler(APIHandler):
     async def get(self, username: str) -> None:
         """The avatar image (WebP)."""
         digest, data = await self.users.avatar_bytes(username)
-        self.write_blob(data, digest, "image/webp", IMMUTABLE_CACHE if self.get_argument("v", None) else "no-cache")
+        self.write_blob(data, digest, "image/webp", immutable=self.get_argument("v", None) is not None, shared=True)
 
 
 default_handlers = [

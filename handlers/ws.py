@@ -82,7 +82,7 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
             max_subscriptions=runtime.settings.ws_max_subscriptions,
             replay_guard=self._replay_guard,
         )
-        runtime.sockets.add(self)
+        runtime.connections.add(self.connection)
         await self.connection.start()
         self.watch = CredentialWatch(runtime.hub, self.connection, self._current_principal)
         await self.watch.start()
@@ -138,9 +138,9 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
             await self.connection.handle(message)
 
     def on_close(self) -> None:
-        self.runtime.sockets.discard(self)
         if self.connection is not None:
             connection, self.connection = self.connection, None
+            self.runtime.connections.discard(connection)
             self.runtime.spawn(connection.close())
         if self.watch is not None:
             watch, self.watch = self.watch, None

@@ -117,7 +117,18 @@ def detect_devices() -> list[str]:
 
 
 class Job:
-    """A submitted request. `await job` gives the JobResult or raises GenerationFailed/Cancelled."""
+    """A submitted request. `await job` gives the JobResult or raises GenerationFailed/Cancelled.
+
+    Who touches what (three threads meet here):
+    - set at construction, read anywhere: `id`, `request`, `loop`, `submitted_at`;
+    - the loop thread only: `future` (the worker reaches it through `settle`, which hops to the loop);
+    - `_lock` guards `state` and the moment of a cancel (`cancel_requested_at`): `cancel()` runs on
+      the loop, `start()`/`finish()` on the worker;
+    - `_cancelled` (an Event) is how the worker sees a cancel, once per step, without the lock;
+    - the worker thread only: `steps_done` (read elsewhere as a plain int) and `throttle`;
+    - `preview_in_flight` (an Event): set by the worker when it hands a frame to the encoder, cleared by
+      the encoder thread when the frame is out, so the worker never queues a second one behind it.
+    """
 
     def __init__(self, job_id: str, request: GenerationRequest, loop: asyncio.AbstractEventLoop,
                  on_event: EventCallback | None) -> None:
@@ -131,10 +142,11 @@ class Job:
         self._on_event = on_event
         self._lock = threading.Lock()
         self.state: Literal["queued", "running", "finished"] = "queued"
-        self.steps_done = 0  # written by the worker only
+        self.steps_done = 0
         self.cancel_requested_at: int | None = None
+        self._cancelled = threading.Event()
         self.submitted_at = time.perf_counter()
-        self.preview_in_flight = False
+        self.preview_in_flight = threading.Event()
         self.throttle: PreviewThrottle | None = None
 
     def __await__(self):  # type: ignore[no-untyped-def]
@@ -142,14 +154,15 @@ class Job:
 
     @property
     def cancel_requested(self) -> bool:
-        return self.cancel_requested_at is not None
+        return self._cancelled.is_set()
 
     def cancel(self) -> bool:
         """Ask the job to stop. A queued job is cancelled at once; a running one within one step."""
         with self._lock:
-            if self.state == "finished" or self.cancel_requested:
+            if self.state == "finished" or self._cancelled.is_set():
                 return False
             self.cancel_requested_at = self.steps_done
+            self._cancelled.set()
             if self.state == "queued":
                 self.state = "finished"  # the worker will skip it
                 self.post(Cancelled(self.id, step=0, requested_at_step=0))
@@ -226,6 +239,7 @@ class Engine:
         self._counter_lock = threading.Lock()
         self._queue: queue.Queue[Any] = queue.Queue()
         self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="va-model-hash")
+        self._hash_lock = threading.Lock()  # guards _hashes (the counters have their own lock)
         self._hashes: dict[str, ThreadFuture[str]] = {}
         self._ids = itertools.count(1)
         self.workers = [_Worker(self, device) for device in self.devices]
@@ -297,14 +311,23 @@ class Engine:
 
     # ---- worker side helpers ----------------------------------------------------------
 
-    def _count(self, **deltas: float) -> None:
+    def count(self, **deltas: float) -> None:
+        """Add to the counters (any thread)."""
         with self._counter_lock:
             for name, delta in deltas.items():
                 setattr(self.counters, name, getattr(self.counters, name) + delta)
 
+    def load(self, name: str, dtype: torch.dtype) -> LoadedModel:
+        """Read a model from disk (a worker thread, for its cache)."""
+        return self._loader(self.registry.get(name), dtype)
+
+    def next_job(self) -> Any:
+        """The next submitted job, or the stop sentinel (a worker thread; blocks)."""
+        return self._queue.get()
+
     def model_hash(self, spec: ModelSpec) -> ThreadFuture[str]:
         """The AutoV2 hash, computed once per file version on a background thread."""
-        with self._counter_lock:
+        with self._hash_lock:
             future = self._hashes.get(spec.fingerprint)
             if future is None:
                 future = self._hashes[spec.fingerprint] = self._hash_pool.submit(self.registry.short_hash, spec)
@@ -334,13 +357,13 @@ class _Worker:
     def _load(self, name: str) -> Any:
         if name.startswith(CONTROLNET_CACHE_PREFIX):
             return load_controlnet(self.engine.registry.controlnet(name[len(CONTROLNET_CACHE_PREFIX):]), dtype=self.dtype)
-        return self.engine._loader(self.engine.registry.get(name), self.dtype)
+        return self.engine.load(name, self.dtype)
 
     def _serve(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(self.device))
         while True:
-            job = self.engine._queue.get()
+            job = self.engine.next_job()
             if job is _STOP:
                 return
             try:
@@ -365,11 +388,11 @@ class _Worker:
             log.exception("job %s failed on %s", job.id, self.device)
             self._fail(job, "generation_failed", f"{exc.__class__.__name__}: {exc}"[:500])
             return
-        engine._count(steps=output.steps_run, denoise_seconds=output.timings.get("denoise_s", 0.0),
+        engine.count(steps=output.steps_run, denoise_seconds=output.timings.get("denoise_s", 0.0),
                       vae_upcasts=int(output.vae_upcast))
         if output.interrupted:
             job.finish()
-            engine._count(cancelled=1)
+            engine.count(cancelled=1)
             job.post(Cancelled(job.id, step=output.steps_run, requested_at_step=job.cancel_requested_at or 0))
             job.settle(exc=GenerationCancelled(f"job {job.id} was cancelled at step {output.steps_run}"))
             return
@@ -412,14 +435,14 @@ class _Worker:
                 # The job's own modules stay for the retry; everything else unpinned goes.
                 keep = {req.model, *(controlnet_cache_key(name) for name in controlnet_names)}
                 evicted = self.cache.evict_unpinned(keep=keep)
-                self.engine._count(oom_retries=1)
+                self.engine.count(oom_retries=1)
                 log.warning("job %s: out of memory on %s; evicted %d model(s), retrying once",
                             job.id, self.device, evicted)
         raise AssertionError("unreachable")
 
     def _fail(self, job: Job, code: str, message: str) -> None:
         job.finish()
-        self.engine._count(failed=1)
+        self.engine.count(failed=1)
         job.post(Failed(job.id, code=code, message=message))
         job.settle(exc=GenerationFailed(message, code=code))
 
@@ -437,20 +460,20 @@ class _Worker:
         if job.throttle is None:
             job.throttle = PreviewThrottle(config.preview_fps)
         last = step >= total
-        busy = job.preview_in_flight and not last and config.preview_fps > 0
+        busy = job.preview_in_flight.is_set() and not last and config.preview_fps > 0
         if busy or not job.throttle.admit(step, total):
-            engine._count(previews_dropped=1)  # dropped, never queued: the GPU does not wait
+            engine.count(previews_dropped=1)  # dropped, never queued: the GPU does not wait
             return
         started = time.perf_counter()
         rgb = previewer(x0)
-        engine._count(preview_seconds=time.perf_counter() - started, previews_sent=1)
-        job.preview_in_flight = True
+        engine.count(preview_seconds=time.perf_counter() - started, previews_sent=1)
+        job.preview_in_flight.set()
 
         def deliver(step_: int, total_: int, mime: str, data: bytes) -> None:
             job.post(Preview(job.id, step=step_, total=total_, mime=mime, image=data, at=stepped_at))
 
         def done() -> None:
-            job.preview_in_flight = False
+            job.preview_in_flight.clear()
 
         engine.encoder.submit_frame(
             PreviewFrame(step, total, rgb, deliver, max_side=config.preview_max_side, fmt=config.preview_format),
@@ -502,7 +525,7 @@ class _Worker:
             self._fail(job, "encode_failed", f"{exc.__class__.__name__}: {exc}")
             return
         job.finish()
-        self.engine._count(done=1)
+        self.engine.count(done=1)
         job.post(Done(job.id, result=result))
         job.settle(result=result)
 

@@ -145,17 +145,6 @@ class ModelCache:
         self._release_memory()
         return len(victims)
 
-    def drop(self, name: str) -> bool:
-        """Forget an unpinned model (its files changed or it failed); False if pinned or absent."""
-        with self._lock:
-            entry = self._entries.get(name)
-            if entry is None or entry.pins:
-                return False
-            del self._entries[name]
-            self._dropped_since_release = True
-        self._release_memory()
-        return True
-
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {

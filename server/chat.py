@@ -9,7 +9,6 @@ replayed them from the database.
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Any, Awaitable, Callable
 
 from sqlalchemy import select, update
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
 
+from server.text import clean_text
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.hub import Hub, Reset
 from server.hub.frames import encode, with_topic
@@ -62,17 +62,7 @@ ChangeListener = Callable[[int, str | None], Awaitable[None]]
 
 
 def clean_message_text(text: Any) -> str:
-    if not isinstance(text, str):
-        raise InvalidInput("`text` must be a string.")
-    text = unicodedata.normalize("NFC", text).strip()
-    if not text:
-        raise InvalidInput("`text` must not be empty.")
-    if len(text) > MESSAGE_MAX_CHARS:
-        raise InvalidInput(f"`text` must be at most {MESSAGE_MAX_CHARS} characters but is {len(text)}.")
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in text):
-        raise InvalidInput("`text` must not contain control characters.")
-    return text
-
+    return clean_text(text, "text", MESSAGE_MAX_CHARS, required=True)
 
 
 def message_json(message: Message, author: User, room: str) -> dict[str, Any]:

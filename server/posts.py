@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -24,6 +23,7 @@ from server.auth import Principal
 from server.cache import Cache, CacheAside
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from server.hub import Hub
+from server.text import TAG_RE, TAG_RULE, clean_tags, clean_text
 from server.ids import as_id, parse_id
 from server.jobs import image_ref
 from server.store.community_tables import Follow, Like, Post, PostImage, PostTag
@@ -34,7 +34,6 @@ from server.users import public_user
 TITLE_MAX_CHARS = 120
 DESCRIPTION_MAX_CHARS = 5000
 MAX_TAGS = 10
-TAG_RE = re.compile(r"[\w\-]{1,40}")  # fullmatch
 MAX_IMAGES_PER_POST = 16
 GALLERY_PAGE_DEFAULT = 24
 GALLERY_PAGE_MAX = 100
@@ -64,36 +63,6 @@ class GalleryQuery:
     def cache_key(self, generation: int) -> str:
         return (f"gallery:v{generation}:{self.sort}:{self.period}:{self.tag or ''}:{self.model or ''}:"
                 f"{self.owner or ''}:{self.cursor or ''}:{self.limit}")
-
-
-def clean_text(value: Any, field: str, max_chars: int, *, required: bool = False) -> str:
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise InvalidInput(f"`{field}` must be a string.")
-    value = unicodedata.normalize("NFC", value).strip()
-    if required and not value:
-        raise InvalidInput(f"`{field}` must not be empty.")
-    if len(value) > max_chars:
-        raise InvalidInput(f"`{field}` must be at most {max_chars:,} characters but is {len(value):,}.",
-                           code="too_long")
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in value):
-        raise InvalidInput(f"`{field}` must not contain control characters.")
-    return value
-
-
-def clean_tags(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
-        raise InvalidInput("`tags` must be a list of strings.")
-    tags = list(dict.fromkeys(tag.strip().lstrip("#").lower() for tag in value if tag.strip()))
-    if len(tags) > MAX_TAGS:
-        raise InvalidInput(f"A post has at most {MAX_TAGS} tags, not {len(tags)}.")
-    for tag in tags:
-        if not TAG_RE.fullmatch(tag):
-            raise InvalidInput(f"Tags are 1–40 letters, digits, _ or -; {tag[:50]!r} is not.")
-    return tags
 
 
 def _shown_settings(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +107,7 @@ class PostService:
         """Publish some (default: all) images of one's own finished job as a post."""
         title = clean_text(title, "title", TITLE_MAX_CHARS, required=True)
         description = clean_text(description, "description", DESCRIPTION_MAX_CHARS)
-        tag_list = clean_tags(tags)
+        tag_list = clean_tags(tags, MAX_TAGS)
         if not isinstance(nsfw, bool):
             raise InvalidInput("`nsfw` must be true or false.")
         if not isinstance(job_id, str) or not job_id or len(job_id) > 32:
@@ -193,7 +162,7 @@ class PostService:
                     raise InvalidInput("`nsfw` must be true or false.")
                 post.nsfw = nsfw
             if tags is not None:
-                tag_list = clean_tags(tags)
+                tag_list = clean_tags(tags, MAX_TAGS)
                 post.tags = " ".join(tag_list)
                 await db.execute(delete(PostTag).where(PostTag.post_id == post.id))
                 db.add_all(PostTag(post_id=post.id, tag=tag) for tag in tag_list)
@@ -399,8 +368,8 @@ def _check_query(query: GalleryQuery) -> None:
         raise InvalidInput(f"`sort` must be one of {', '.join(SORTS)}, not {query.sort[:20]!r}.")
     if query.period not in PERIODS:
         raise InvalidInput(f"`period` must be one of {', '.join(PERIODS)}, not {query.period[:20]!r}.")
-    if query.tag is not None and not TAG_RE.fullmatch(query.tag):
-        raise InvalidInput("`tag` must be 1–40 letters, digits, _ or -.")
+    if query.tag is not None and not TAG_RE.fullmatch(query.tag.lower()):
+        raise InvalidInput(f"`tag` must be {TAG_RULE}.", data={"field": "tag"})
     if not 1 <= query.limit <= GALLERY_PAGE_MAX:
         raise InvalidInput(f"`limit` must be between 1 and {GALLERY_PAGE_MAX}.")
     if query.cursor is not None and not re.fullmatch(r"\d{1,18}" if query.sort == "new" else r"-?\d{1,10}\.\d{1,18}",

@@ -14,6 +14,13 @@ from typing import Any
 
 from server.chat import ChatService
 from server.presence import PRESENCE_REFRESH_SECS
+from server.topics import TopicPolicy
+
+
+def wire_rooms(topics: TopicPolicy, chat: ChatService) -> None:
+    """`room:<name>` topics: readable by whom the chat service says, with presence while watched."""
+    rooms = RoomSockets(chat)
+    topics.register("room", chat.may_read, joined=rooms.joined, left=rooms.left)
 
 
 class RoomSockets:

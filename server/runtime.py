@@ -32,14 +32,13 @@ from server.jobs.queue import JobQueue
 from server.jobs.records import JobRecords
 from server.jobs.redis_queue import RedisJobQueue
 from server.metrics import HttpMetrics
-from server.moderation import Target
 from server.modelhub.service import ModelHub
 from server.passwords import Passwords
 from server.presence import MemoryPresence, Presence, RedisPresence
 from server.principals import PrincipalCache, journal_for
 from server.ratelimit import LIMITER_MEMORY_ENTRIES, RateLimiter
-from server.realtime import Flusher
-from server.room_sockets import RoomSockets
+from server.realtime import CLOSE_GOING_AWAY, Connection, Flusher
+from server.room_sockets import wire_rooms
 from server import redis_client
 from server.store import database
 from server.store.migrations import pending_revisions, upgrade_to_head
@@ -78,8 +77,8 @@ class Runtime:
     community: Community
     collab: CollabService
     modelhub: ModelHub
-    # Open WebSocket handlers, so shutdown can close them, and tasks to finish before closing.
-    sockets: set = field(default_factory=set)
+    # Open socket connections, so shutdown can close them, and tasks to finish before closing.
+    connections: set[Connection] = field(default_factory=set)
     background: set = field(default_factory=set)
     # Roles attached to this runtime (a worker), stopped first on close.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -136,19 +135,17 @@ class Runtime:
             hub, presence = MemoryHub(), MemoryPresence()
         chat = ChatService(db, hub, presence, limiter, settings)
         topics = TopicPolicy()
-        rooms = RoomSockets(chat)
-        topics.register("room", chat.may_read, joined=rooms.joined, left=rooms.left)
         topics.register("user", own_user_topic)
+        wire_rooms(topics, chat)
         queue: JobQueue = (RedisJobQueue(client, settings.redis_prefix, heartbeat_secs=settings.worker_heartbeat_secs)
                            if client is not None else MemoryJobQueue())
         await queue.start()
         screen = PromptScreen.load(settings.screening_terms_dir)
         kinds = JobKinds(ModelRegistry(settings.models_dir), screen, executors, settings)
         jobs = JobService(JobRecords(db), queue, kinds, hub, blobs, executors, settings)
-        topics.register("job", jobs.may_watch)
+        jobs.wire(topics)
         collab = CollabService(db, hub, limiter, executors, jobs, settings)
-        topics.register("collab", collab.may_watch, joined=collab.join, left=collab.leave)
-        jobs.add_watch_grant(collab.may_watch_job)
+        collab.wire(topics, jobs)
         auth = AuthService(db, passwords, limiter, executors, settings, principals)
         auth.on_sessions_revoked = lambda ids: _close_sockets_of(hub, ids)
         principals.listeners.append(lambda user_id: announce_change(hub, user_id))
@@ -165,8 +162,7 @@ class Runtime:
             collab=collab,
             modelhub=ModelHub.build(settings, db, cache, client, blobs, executors).start(),
         )
-        catalog = runtime.modelhub.catalog
-        runtime.community.moderation.register("model", Target(set_hidden=catalog.set_hidden, describe=catalog.describe))
+        runtime.modelhub.wire(runtime.community.moderation)
         return runtime
 
     def add_closer(self, close: Callable[[], Awaitable[None]]) -> None:
@@ -197,9 +193,10 @@ class Runtime:
         for close in reversed(self.closers):
             await close()
         self.flusher.flush_now()  # what the roles said last (a job handed back) reaches the sockets first
-        for socket in list(self.sockets):
-            socket.close(1001, "server shutting down")
-            socket.on_close()
+        for connection in list(self.connections):
+            connection.shutdown(CLOSE_GOING_AWAY, "server shutting down")
+            self.spawn(connection.close())  # leaves its topics (the transport's own close may come later)
+        self.connections.clear()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
         await self.auth.close()

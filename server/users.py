@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +17,7 @@ from server.passwords import Passwords
 from server.principals import PrincipalCache
 from server.ratelimit import RateLimiter
 from server.store.models import User
+from server.text import clean_text
 
 USERNAME_MAX_CHARS = 32
 USERNAME_RE = re.compile(r"[a-z0-9_]{3,32}")
@@ -56,16 +56,6 @@ def check_password(password: str, settings: Settings) -> None:
             f"`password` must be at most {settings.password_max_chars} characters but is {len(password)}.",
             code="password_too_long",
         )
-
-
-def _clean_text(value: str, field: str, max_chars: int, *, multiline: bool = False) -> str:
-    value = unicodedata.normalize("NFC", value).strip()
-    allowed_controls = {"\n", "\t"} if multiline else set()
-    if any(unicodedata.category(ch) == "Cc" and ch not in allowed_controls for ch in value):
-        raise InvalidInput(f"`{field}` must not contain control characters.")
-    if len(value) > max_chars:
-        raise InvalidInput(f"`{field}` must be at most {max_chars} characters but is {len(value)}.")
-    return value
 
 
 def _clean_email(email: str | None) -> str | None:
@@ -144,12 +134,12 @@ class UserService:
         """Change the fields given; validation happens before anything is written."""
         changes: dict[str, object] = {}
         if display_name is not None:
-            display_name = _clean_text(display_name, "display_name", DISPLAY_NAME_MAX_CHARS)
+            display_name = clean_text(display_name, "display_name", DISPLAY_NAME_MAX_CHARS, multiline=False)
             if not display_name:
                 raise InvalidInput("`display_name` must not be empty.")
             changes["display_name"] = display_name
         if bio is not None:
-            changes["bio"] = _clean_text(bio, "bio", BIO_MAX_CHARS, multiline=True)
+            changes["bio"] = clean_text(bio, "bio", BIO_MAX_CHARS)
         if email is not None or clear_email:
             changes["email"] = _clean_email(email)
         async with self._sessions() as db:

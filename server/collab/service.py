@@ -31,6 +31,7 @@ from server.errors import Forbidden, InvalidInput, PayloadTooLarge
 from server.executors import Executors
 from server.hub import Hub
 from server.jobs import JobService
+from server.topics import TopicPolicy
 from server.ratelimit import RateLimiter
 from server.store.models import User
 
@@ -203,6 +204,12 @@ class CollabService:
     async def may_watch_job(self, principal: Principal | None, job_id: str) -> bool:
         """A session's members may watch the jobs its renders made."""
         return principal is not None and await self.renders.member_may_watch(principal.user.id, job_id)
+
+    def wire(self, topics: TopicPolicy, jobs: JobService) -> None:
+        """`collab:<id>` topics for the members (their sockets tracked as they come and go); members may
+        watch the jobs their renders made."""
+        topics.register("collab", self.may_watch, joined=self.join, left=self.leave)
+        jobs.add_watch_grant(self.may_watch_job)
 
     # Sockets
 

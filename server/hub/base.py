@@ -147,5 +147,3 @@ class HubCore:
                     self._last_seq[topic] = seq
                     self._fan_out(topic, seq, frame)
 
-    def local_topics(self) -> list[str]:
-        return list(self._subscribers)

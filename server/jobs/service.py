@@ -29,6 +29,7 @@ from server.jobs.kinds import JobKinds, total_steps
 from server.jobs.queue import JobQueue, QueuedJob
 from server.jobs.records import FINISHED, JobRecords
 from server.store.models import GeneratedImage, GenerationJob, User, iso
+from server.topics import TopicPolicy
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ class JobService:
         self._watch_grants: list[WatchGrant] = []
         self._image_grants: list[ImageGrant] = []
         self._job_guards: list[JobGuard] = []
+
+    def wire(self, topics: TopicPolicy) -> None:
+        """`job:<id>` topics: watched by whom `may_watch` admits."""
+        topics.register("job", self.may_watch)
 
     def add_watch_grant(self, grant: WatchGrant) -> None:
         """Let ``grant(principal, job_id)`` admit watchers beyond the owner (and everyone, when public)."""

@@ -377,9 +377,6 @@ class Catalog:
         file, model_id = row[0], row[1]
         return FileRef(file.id, model_id, file.filename, file.size_bytes, file.sha256, self._blobs.path(file.sha256))
 
-    def blob_path(self, sha256: str) -> Path:
-        return self._blobs.path(sha256)
-
     # -- internals ------------------------------------------------------------------------------
 
     async def _owned(self, db: AsyncSession, user: User, model_id: int) -> HubModel:

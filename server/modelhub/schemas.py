@@ -8,11 +8,11 @@ import unicodedata
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from server.modelhub.markdown import MAX_DESCRIPTION_CHARS
+from server.text import clean_tags
 
 KINDS = ("checkpoint", "lora", "controlnet", "vae", "embedding")
 BASES = ("sd1", "sd2", "sdxl")
 SORTS = ("newest", "downloads", "likes")
-TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,31}$")
 MAX_TAGS = 12
 VERSION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_FILENAME_CHARS = 200
@@ -36,16 +36,7 @@ def clean_filename(name: str) -> str:
 
 
 def _tags(value: list[str]) -> list[str]:
-    if len(value) > MAX_TAGS:  # counted as sent, repeats too, so a schema (maxItems) can say it
-        raise ValueError(f"at most {MAX_TAGS} tags")
-    tags = []
-    for tag in value:
-        tag = tag.strip().lower()
-        if not TAG_RE.match(tag):
-            raise ValueError(f"tag {tag[:40]!r} must be 1-32 of a-z, 0-9 and _ . + -")
-        if tag not in tags:
-            tags.append(tag)
-    return tags
+    return clean_tags(value, MAX_TAGS)  # counted as sent, repeats too, so a schema (maxItems) can say it
 
 
 class NewModel(BaseModel):

@@ -20,6 +20,7 @@ from server.modelhub.counters import MemoryCounters, RedisCounters
 from server.modelhub.hf_compat import HfCompat
 from server.modelhub.publish import ModelLinks
 from server.modelhub.uploads import UploadService
+from server.moderation import ModerationService, Target
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ class ModelHub:
         uploads = UploadService(db, blobs, executors, catalog, settings.hub_max_file_bytes,
                                 settings.hub_upload_expiry_secs)
         return cls(catalog, uploads, HfCompat(catalog), executors, blobs, settings.hub_counter_flush_secs)
+
+    def wire(self, moderation: ModerationService) -> None:
+        """Hub models can be reported, and hidden or restored by moderators."""
+        moderation.register("model", Target(set_hidden=self.catalog.set_hidden, describe=self.catalog.describe))
 
     def start(self) -> "ModelHub":
         self._task = asyncio.ensure_future(self._housekeeping())

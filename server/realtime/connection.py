@@ -34,7 +34,7 @@ MAX_REF_CHARS = 64
 # whole frames, so a socket dropped as too slow gets its close frame (4008) right behind this little,
 # not behind megabytes it would have to read first; and what waits is dropped with it.
 WRITE_WINDOW_BYTES = 64 * 1024
-CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_POLICY, CLOSE_TOO_SLOW = 1000, 1003, 1008, 4008
+CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_UNSUPPORTED, CLOSE_POLICY, CLOSE_TOO_SLOW = 1000, 1001, 1003, 1008, 4008
 
 
 @dataclass
@@ -75,7 +75,7 @@ class Connection:
         self.principal = principal
         self._hub = hub
         self._topics = topics
-        self._ops = ops
+        self.ops = ops
         self._services = services
         self._send = send
         self._close = close
@@ -204,7 +204,7 @@ class Connection:
         try:
             if not isinstance(message, dict) or not isinstance(message.get("op"), str):
                 raise InvalidInput("A frame must be a map with a string `op`.", code="bad_frame")
-            op = self._ops.get(message["op"])
+            op = self.ops.get(message["op"])
             if op is None:
                 raise InvalidInput(f"Unknown op {message['op'][:40]!r}.", code="unknown_op")
             if op.signed_in and self.principal is None:

@@ -65,13 +65,13 @@ async def test_a_panic_in_a_socket_op_is_an_error_frame_and_the_socket_goes_on(e
         ws = await WsClient.connect(base)
         try:
             await ws.request("ping")
-            (handler,) = runtime.sockets
+            (connection,) = runtime.connections
 
             @op("explode", signed_in=False)
             async def explode(_call: OpCall) -> None:  # an op that reaches the native library
                 panic_in_pycrdt()
 
-            handler.settings["socket_ops"].register(explode)
+            connection.ops.register(explode)
             reply = await ws.request("explode")
             assert reply["type"] == "error" and reply["code"] == "internal_error", reply
             assert (await ws.request("ping"))["type"] == "pong"

@@ -102,7 +102,7 @@ async def test_a_slow_reader_is_dropped_and_others_keep_receiving(embedded_backe
         await reader.request("sub", topic="room:firehose")
         _, slow = await raw_upgrade(base)
         await asyncio.sleep(0.2)
-        assert len(runtime.sockets) == 2
+        assert len(runtime.connections) == 2
         big = "x" * 16_000
         events = 1500  # 24 MB: more than the kernel's socket buffers and the bound together
         received = []
@@ -112,9 +112,9 @@ async def test_a_slow_reader_is_dropped_and_others_keep_receiving(embedded_backe
         assert [e["i"] for e in received] == list(range(events))
         # The close handshake cannot finish with a peer that does not read: it is dropped after the grace.
         deadline = time.monotonic() + CLOSE_GRACE_SECS + 3
-        while len(runtime.sockets) > 1 and time.monotonic() < deadline:
+        while len(runtime.connections) > 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert len(runtime.sockets) == 1, "the slow socket should have been dropped"
+        assert len(runtime.connections) == 1, "the slow socket should have been dropped"
         slow.close()
         reader.close()
 
@@ -125,11 +125,11 @@ async def test_a_slow_reader_sees_close_code_4008_before_it_is_dropped(embedded_
     async with running_server(settings) as (base, runtime):
         reader, writer = await raw_upgrade(base, receive_buffer_bytes=64 * 1024)
         await asyncio.sleep(0.2)
-        (handler,) = runtime.sockets
+        (connection,) = runtime.connections
         big = "x" * 16_000
         for i in range(5000):  # until the server judges the reader too slow: 16 MiB waiting
             await runtime.hub.publish("room:firehose", {"type": "chat.msg", "i": i, "pad": big}, sequenced=False)
-            if handler.connection is None or handler.ws_connection is None or handler.ws_connection.is_closing():
+            if connection.closed:
                 break
             if i % 50 == 0:
                 await asyncio.sleep(0)
