@@ -42,7 +42,7 @@ class PostsHandler(PostsBase):
         body = self.json_body()
         post = await self.posts.publish(user, body.get("job"), body.get("images"), title=body.get("title"),
                                         description=body.get("description", ""), tags=body.get("tags"),
-                                        nsfw=body.get("nsfw", False))
+                                        nsfw=body.get("nsfw", False), show_original=body.get("show_original", False))
         self.write_json({"post": post}, status=201)
 
 
@@ -56,7 +56,7 @@ class PostHandler(PostsBase):
         body = self.json_body()
         post = await self.posts.edit(user, int(post_id), title=body.get("title"),
                                      description=body.get("description"), tags=body.get("tags"),
-                                     nsfw=body.get("nsfw"))
+                                     nsfw=body.get("nsfw"), show_original=body.get("show_original"))
         self.write_json({"post": post})
 
     async def delete(self, post_id: str) -> None:
@@ -64,6 +64,13 @@ class PostHandler(PostsBase):
         await self.posts.delete(self.require_user().user, int(post_id))
         self.set_status(204)
         self.finish()
+
+
+class PostOriginalHandler(PostsBase):
+    async def get(self, post_id: str) -> None:
+        """The photo a stylize post was made from, when its owner chose to show it (WebP, no metadata)."""
+        digest, data = await self.posts.original(self.viewer, int(post_id))
+        self.write_blob(data, digest, "image/webp", "no-cache")  # the owner may stop showing it
 
 
 class LikeHandler(PostsBase):
@@ -78,4 +85,5 @@ default_handlers = [
     (r"/api/posts", PostsHandler),
     (r"/api/posts/([0-9]{1,18})", PostHandler),
     (r"/api/posts/([0-9]{1,18})/like", LikeHandler),
+    (r"/api/posts/([0-9]{1,18})/original", PostOriginalHandler),
 ]

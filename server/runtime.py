@@ -31,9 +31,13 @@ from server.jobs.metrics import QueueCollector
 from server.jobs.queue import JobQueue
 from server.jobs.records import JobRecords
 from server.jobs.redis_queue import RedisJobQueue
+from server.jobs.stylize import StylizeParser
 from server.metrics import HttpMetrics
 from server.moderation import Target
 from server.modelhub.service import ModelHub
+from server.originals import Originals
+from server.presets import PresetService
+from server.shares import ShareService
 from server.passwords import Passwords
 from server.presence import MemoryPresence, Presence, RedisPresence
 from server.principals import PrincipalCache, journal_for
@@ -77,6 +81,8 @@ class Runtime:
     community: Community
     collab: CollabService
     modelhub: ModelHub
+    presets: PresetService
+    shares: ShareService
     # Open WebSocket handlers, so shutdown can close them, and tasks to finish before closing.
     sockets: set = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -141,8 +147,13 @@ class Runtime:
                            if client is not None else MemoryJobQueue())
         await queue.start()
         screen = PromptScreen.load(settings.screening_terms_dir)
-        kinds = JobKinds(ModelRegistry(settings.models_dir), screen, executors, settings)
-        jobs = JobService(JobRecords(db), queue, kinds, hub, blobs, executors, settings)
+        registry = ModelRegistry(settings.models_dir)
+        records = JobRecords(db)
+        presets = PresetService(db, registry, blobs, executors, screen)
+        kinds = JobKinds(registry, screen, executors, settings,
+                         stylize=StylizeParser(presets, records, screen, executors, settings))
+        jobs = JobService(records, queue, kinds, hub, blobs, executors, settings)
+        originals = Originals(blobs, executors)
         topics.register("job", jobs.may_watch)
         collab = CollabService(db, hub, limiter, executors, jobs, settings)
         topics.register("collab", collab.may_watch)
@@ -159,10 +170,14 @@ class Runtime:
             tokens=TokenService(db, principals),
             hub=hub, presence=presence, chat=chat, topics=topics, jobs=jobs,
             community=build_community(db, cache, hub, chat, jobs,
-                                      gallery_cache_ttl_secs=settings.gallery_cache_ttl_secs),
+                                      gallery_cache_ttl_secs=settings.gallery_cache_ttl_secs, originals=originals),
             collab=collab,
             modelhub=ModelHub.build(settings, db, cache, client, blobs, executors).start(),
+            presets=presets, shares=ShareService(db, originals),
         )
+        # A shared image is anyone's to see, unless a moderator hid a post of its job.
+        jobs.add_image_grant(runtime.shares.may_see_image)
+        runtime.shares.guards.append(runtime.community.posts.withholds_job)
         catalog = runtime.modelhub.catalog
         runtime.community.moderation.register("model", Target(set_hidden=catalog.set_hidden, describe=catalog.describe))
         return runtime
