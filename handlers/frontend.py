@@ -88,6 +88,7 @@ def with_card(index_html: str, card: PageCard, base_url: str) -> str:
 
 class FrontendHandler(web.StaticFileHandler):
     _index_cache: dict[str, tuple[int, str]] = {}  # index.html path -> (mtime, text); it changes with a build
+    _writing_page = False  # answering with a page of our own, not a file (no file ETag)
 
     async def get(self, path: str, include_body: bool = True) -> None:
         """A file of the build, or index.html for client-side routes (SPA fallback)."""
@@ -115,6 +116,7 @@ class FrontendHandler(web.StaticFileHandler):
             return None
 
     def _write_page(self, card: PageCard, include_body: bool) -> None:
+        self._writing_page = True
         self.xsrf_token  # noqa: B018 - as for index.html
         public_url = self.settings["runtime"].settings.public_url
         base_url = public_url or f"{self.request.protocol}://{self.request.host}"
@@ -129,6 +131,9 @@ class FrontendHandler(web.StaticFileHandler):
         if cached is None or cached[0] != mtime:
             cached = self._index_cache[str(index)] = (mtime, index.read_text(encoding="utf-8"))
         return cached[1]
+
+    def compute_etag(self) -> str | None:
+        return None if self._writing_page else super().compute_etag()
 
     def get_cache_time(self, path: str, modified, mime_type: str) -> int:  # type: ignore[no-untyped-def]
         return self.CACHE_MAX_AGE if path.startswith(HASHED_ASSETS_DIR) else 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -33,6 +34,7 @@ PRESET = {
     "steps": 4, "guidance": 5.0, "sampler": "Euler a", "side_px": 256,
 }
 FINAL = ("gen.done", "gen.error", "gen.cancelled")
+FRONTEND_INDEX = Path(__file__).resolve().parents[2] / "frontend" / "index.html"
 
 
 @pytest.fixture
@@ -45,7 +47,11 @@ async def stylize(backend: Backend, tmp_path: Path, demo_models_dir: Path
     (models / DEMO_MODEL_NAME).symlink_to(demo_models_dir / DEMO_MODEL_NAME, target_is_directory=True)
     (models / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME).symlink_to(
         demo_models_dir / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME, target_is_directory=True)
-    async with running_server(make_settings(backend, data, preview_fps=0)) as (base_url, runtime):
+    # The app's page as the build writes it (the share and post pages get their link-preview tags in it).
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    shutil.copy(FRONTEND_INDEX, dist / "index.html")
+    async with running_server(make_settings(backend, data, preview_fps=0, frontend_dist=dist)) as (base_url, runtime):
         yield base_url, runtime, models
 
 
@@ -222,3 +228,287 @@ async def test_a_preset_whose_model_was_deleted_lists_as_unavailable_and_refuses
     response = await post_photo(alice, encode(photo(320, 240), "JPEG"), preset="ink-hero")
     assert response.status_code == 409 and error_code(response) == "preset_unavailable"
     assert "SD 2.x" in response.json()["error"]["message"]
+
+
+async def test_a_photo_renders_live_over_the_websocket_then_another_style_uploads_nothing(stylize, people):
+    base_url, runtime, _models = stylize
+    mona, alice, bob = await people("mona", moderator=True), await people("alice"), await people("bob")
+    await create_preset(mona)
+    await create_preset(mona, name="ink-soft", title_en="Soft ink", prompt_template="{subject}, soft ink wash",
+                        controls=[{"model": DEMO_CONTROLNET_NAME, "preprocessor": "canny", "scale": 0.6}])
+    ws = await WsClient.connect(base_url, api=alice)
+    try:
+        # A portrait shot stored sideways (400×300 with EXIF orientation 6): rendered upright, 224×296.
+        response = await post_photo(alice, phone_jpeg(400, 300), preset="ink-hero", subject="a%20lighthouse")
+        assert response.status_code == 202, response.text
+        first = response.json()["job"]
+        assert (first["photo_width"], first["photo_height"]) == (300, 400)
+        assert (first["width"], first["height"]) == (224, 296)
+        events = await events_of(ws, first["id"])
+        kinds = [event["type"] for event in events]
+        assert kinds[-1] == "gen.done", events[-1]
+        assert kinds.index("gen.started") < kinds.index("gen.control") < kinds.index("gen.progress")
+        control = next(event for event in events if event["type"] == "gen.control")["images"]
+        assert [(c["unit"], c["model"], c["preprocessor"], c["mime"]) for c in control] == \
+            [(0, DEMO_CONTROLNET_NAME, "canny", "image/png")]
+        edges = Image.open(io.BytesIO(control[0]["image"]))
+        assert edges.size == (224, 296) and len(np.unique(np.asarray(edges.convert("L")))) <= 2, "a canny edge map"
+        previews = [event for event in events if event["type"] == "gen.preview"]
+        assert previews and all(p["image"][:4] == b"RIFF" for p in previews), "live WebP previews"
+        done = events[-1]
+        image = done["images"][0]
+        assert (image["width"], image["height"]) == (224, 296)
+        png = await alice.get(image["url"])
+        assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (224, 296)
+        parameters = Image.open(io.BytesIO(png.content)).info["parameters"]
+        assert "a lighthouse, ink drawing, game art" in parameters and "ControlNet 0: " in parameters
+        record = (await alice.get(f"/api/jobs/{first['id']}")).json()["job"]
+        assert record["status"] == "done" and record["kind"] == "stylize"
+
+        # Try another style: the photo of the first job, by reference. Nothing is uploaded or stored again,
+        # and the worker decodes and preprocesses nothing again (its caches are keyed by the photo's sha256).
+        blobs_before = blob_files(runtime)
+        response = await alice.post(f"/api/stylize?preset=ink-soft&photo_of={first['id']}")
+        assert response.status_code == 202, response.text
+        second = response.json()["job"]
+        assert second["prompt"] == "soft ink wash" and (second["width"], second["height"]) == (224, 296)
+        events = await events_of(ws, second["id"])
+        assert events[-1]["type"] == "gen.done", events[-1]
+        first_timings, second_timings = done["timings"], events[-1]["timings"]
+        assert second_timings["control_s"] < first_timings["control_s"], (first_timings, second_timings)
+        assert second_timings["encode_image_s"] < first_timings["encode_image_s"], (first_timings, second_timings)
+        new_blobs = blob_files(runtime) - blobs_before
+        assert len(new_blobs) == 2, "only the new result's PNG and thumbnail"
+        rows = {job.id: job for job in [await runtime.jobs.records.get(first["id"]),
+                                        await runtime.jobs.records.get(second["id"])]}
+        assert rows[first["id"]].init_image_sha256 == rows[second["id"]].init_image_sha256
+
+        # The same over POST /api/jobs (what scripts and bots send), and only one's own photos.
+        response = await alice.post("/api/jobs", {"kind": "stylize", "preset": "ink-soft", "photo_of": first["id"],
+                                                  "subject": "at night"})
+        assert response.status_code == 202 and response.json()["job"]["prompt"] == "at night, soft ink wash"
+        response = await bob.post("/api/jobs", {"kind": "stylize", "preset": "ink-soft", "photo_of": first["id"]})
+        assert response.status_code == 400 and error_code(response) == "unknown_photo"
+    finally:
+        ws.close()
+
+
+async def test_stylize_over_gen_submit_with_the_photo_as_bytes(stylize, people):
+    base_url, _runtime, _models = stylize
+    mona, alice = await people("mona", moderator=True), await people("alice")
+    preset = await create_preset(mona)
+    ws = await WsClient.connect(base_url, api=alice)
+    try:
+        # A frame is at most 64 KiB: a small JPEG fits (phones upload over HTTP, with progress).
+        ack = await ws.request("gen.submit", kind="stylize", preset=preset["id"], subject="a cat",
+                               init_image=encode(photo(200, 200), "JPEG", quality=80))
+        assert ack["type"] == "ack" and ack["job"]["kind"] == "stylize", ack
+        job_id = ack["job"]["id"]
+        final = await ws.wait_for(lambda e: e.get("job") == job_id and e.get("type") in FINAL, 60)
+        assert final["type"] == "gen.done", final
+    finally:
+        ws.close()
+
+
+def sixteen_bit_png() -> bytes:
+    grey = (np.asarray(photo(200, 150).convert("L"), dtype=np.uint16) * 257)
+    return encode(Image.fromarray(grey))  # mode I;16
+
+
+async def test_bad_photos_and_presets_are_refused_clearly_and_nothing_is_stored(stylize, people):
+    base_url, runtime, _models = stylize
+    mona, alice = await people("mona", moderator=True), await people("alice")
+    await create_preset(mona)
+    good = encode(photo(320, 240), "JPEG")
+    refused = [
+        ("not an image", b"%PDF-1.7 not a photo", "image/jpeg", {}, 415, "unsupported_media_type"),
+        ("empty body and no photo_of", b"", "image/jpeg", {}, 400, "not_an_image"),
+        ("decompression bomb", decompression_bomb(), "image/png", {}, 400, "image_too_large"),
+        ("a GIF", encode(photo(120, 90), "GIF"), "image/gif", {}, 400, "invalid_image"),
+        ("a panorama", encode(photo(900, 100), "JPEG"), "image/jpeg", {}, 400, "photo_too_wide"),
+        ("wrong content type", good, "text/plain", {}, 415, "unsupported_media_type"),
+        ("unknown preset", good, "image/jpeg", {"preset": "no-such-style"}, 400, "unknown_preset"),
+        ("no preset", good, "image/jpeg", {"preset": ""}, 400, "unknown_preset"),
+        ("a photo and photo_of", good, "image/jpeg", {"photo_of": "0" * 32}, 400, "invalid_photo"),
+        ("photo_of nothing", b"", "image/jpeg", {"photo_of": "f" * 32}, 400, "unknown_photo"),
+        ("subject too long", good, "image/jpeg", {"subject": "x" * 301}, 400, "prompt_too_long"),
+        ("bad seed", good, "image/jpeg", {"seed": "-1"}, 400, "invalid_input"),
+    ]
+    before = blob_files(runtime)
+    for name, data, content_type, query, status, code in refused:
+        response = await post_photo(alice, data, content_type=content_type, **{"preset": "ink-hero", **query})
+        assert response.status_code == status, (name, response.text)
+        assert error_code(response) == code, (name, response.text)
+    response = await post_photo(alice, b"\x00" * (runtime.settings.stylize_max_upload_bytes + 1), preset="ink-hero")
+    assert response.status_code == 413 and error_code(response) == "payload_too_large"
+    anonymous = ApiClient(base_url)
+    assert (await post_photo(anonymous, good, preset="ink-hero")).status_code == 401
+    await anonymous.aclose()
+    assert blob_files(runtime) == before, "nothing half-stored"
+    assert (await alice.get("/api/jobs")).json()["jobs"] == []
+
+    # Awkward photos that are photos all the same: each renders upright at its aspect.
+    exif_rotated = {orientation: phone_jpeg(400, 200, orientation) for orientation in (3, 6, 8)}
+    accepted = [
+        ("16-bit PNG", sixteen_bit_png(), "image/png", (296, 224)),
+        ("CMYK JPEG", encode(photo(320, 240).convert("CMYK"), "JPEG"), "image/jpeg", (296, 224)),
+        ("PNG with alpha", encode(photo(320, 240).convert("RGBA"), "PNG"), "image/png", (296, 224)),
+        ("EXIF 3 (upside down)", exif_rotated[3], "image/jpeg", (360, 184)),
+        ("EXIF 6 (turned right)", exif_rotated[6], "image/jpeg", (184, 360)),
+        ("EXIF 8 (turned left)", exif_rotated[8], "image/jpeg", (184, 360)),
+    ]
+    ws = await WsClient.connect(base_url, api=alice)
+    try:
+        for name, data, content_type, size in accepted:
+            response = await post_photo(alice, data, content_type=content_type, preset="ink-hero")
+            assert response.status_code == 202, (name, response.text)
+            job = response.json()["job"]
+            assert (job["width"], job["height"]) == size, name
+            events = await events_of(ws, job["id"])
+            assert events[-1]["type"] == "gen.done", (name, events[-1])
+            control = next(event for event in events if event["type"] == "gen.control")["images"][0]
+            assert Image.open(io.BytesIO(control["image"])).size == size, name
+    finally:
+        ws.close()
+
+
+class _Meta(HTMLParser):
+    """The <meta property|name=... content=...> tags and the <title> of a page, as a link previewer reads them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: dict[str, str] = {}
+        self.title = ""
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        values = dict(attrs)
+        if tag == "meta" and "content" in values and ("property" in values or "name" in values):
+            self.tags[values.get("property") or values["name"]] = values["content"]
+        self._in_title = tag == "title"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_title = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+
+
+def page_meta(html: str) -> _Meta:
+    parser = _Meta()
+    parser.feed(html)
+    return parser
+
+
+async def render(client: ApiClient, ws: WsClient, data: bytes, **query: str) -> tuple[dict, dict]:
+    """A stylize job run to the end: the job and its gen.done."""
+    response = await post_photo(client, data, **query)
+    assert response.status_code == 202, response.text
+    job = response.json()["job"]
+    events = await events_of(ws, job["id"])
+    assert events[-1]["type"] == "gen.done", events[-1]
+    return job, events[-1]
+
+
+async def test_a_share_page_carries_open_graph_tags_in_its_html_with_an_image_anyone_can_read(stylize, people):
+    base_url, _runtime, _models = stylize
+    mona, alice, bob = await people("mona", moderator=True), await people("alice"), await people("bob")
+    await create_preset(mona)
+    ws = await WsClient.connect(base_url, api=alice)
+    try:
+        job, done = await render(alice, ws, phone_jpeg(400, 300), preset="ink-hero")
+    finally:
+        ws.close()
+    image = done["images"][0]
+    title = 'My "fox" <script>alert(1)</script> & co'
+    response = await alice.post("/api/shares", {"image": image["id"], "title": title})
+    assert response.status_code == 201, response.text
+    share = response.json()["share"]
+    assert share["url"] == f"/s/{share['id']}" and share["preset"]["name"] == "ink-hero"
+    assert share["original_url"] is None, "the photo is not shown unless its owner chooses to"
+    again = await alice.post("/api/shares", {"image": image["id"], "title": title})
+    assert again.status_code == 200 and again.json()["share"]["id"] == share["id"], "one link per image"
+    assert (await bob.post("/api/shares", {"image": image["id"]})).status_code == 404, "only one's own images"
+
+    anonymous = ApiClient(base_url)
+    try:
+        page = await anonymous.get(share["url"])
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "<script>alert(1)" not in page.text, "every value is escaped"
+        meta = page_meta(page.text)
+        assert meta.title == f"{title} · Visionary Art"
+        assert meta.tags["og:title"] == title and meta.tags["twitter:title"] == title
+        assert meta.tags["og:url"] == base_url + share["url"]
+        assert meta.tags["og:image"] == base_url + image["url"] == meta.tags["twitter:image"]
+        assert (meta.tags["og:image:width"], meta.tags["og:image:height"]) == ("224", "296")
+        assert meta.tags["twitter:card"] == "summary_large_image" and "Ink hero" in meta.tags["og:description"]
+        assert '<div id="app">' in page.text, "the app itself still loads"
+        # The image the card names is readable by anyone (a link previewer is nobody in particular).
+        picture = await anonymous.get(meta.tags["og:image"])
+        assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(picture.content)).size == (224, 296)
+        assert (await anonymous.get(f"/api/shares/{share['id']}")).json()["share"]["title"] == title
+        assert (await anonymous.get(f"/api/shares/{share['id']}/original")).status_code == 404
+        # Only that image: the job stays private.
+        assert (await anonymous.get(f"/api/jobs/{job['id']}")).status_code == 404
+
+        # The owner shows the original: an upright copy without EXIF, readable by anyone with the link.
+        response = await alice.post("/api/shares", {"image": image["id"], "show_original": True})
+        assert response.status_code == 200 and response.json()["share"]["original_url"]
+        original = await anonymous.get(response.json()["share"]["original_url"])
+        assert original.status_code == 200 and original.headers["content-type"] == "image/webp"
+        shown = Image.open(io.BytesIO(original.content))
+        assert shown.size == (300, 400) and not shown.getexif(), "upright, and no metadata leaves"
+
+        # A page for nothing is the plain app (which says so); a removed share is gone with its image.
+        plain = page_meta((await anonymous.get("/s/AAAAAAAAAAAA")).text)
+        assert "og:image" not in plain.tags and plain.title == "Visionary Art"
+        assert (await bob.delete(f"/api/shares/{share['id']}")).status_code == 403
+        assert (await alice.delete(f"/api/shares/{share['id']}")).status_code == 204
+        assert (await anonymous.get(meta.tags["og:image"])).status_code == 404
+        assert "og:image" not in page_meta((await anonymous.get(share["url"])).text).tags
+    finally:
+        await anonymous.aclose()
+
+
+async def test_post_pages_carry_the_same_tags_and_show_the_photo_only_if_chosen(stylize, people):
+    base_url, _runtime, _models = stylize
+    mona, alice = await people("mona", moderator=True), await people("alice")
+    await create_preset(mona)
+    ws = await WsClient.connect(base_url, api=alice)
+    try:
+        first, first_done = await render(alice, ws, phone_jpeg(400, 300), preset="ink-hero")
+        second, second_done = await render(alice, ws, b"", preset="ink-hero", photo_of=first["id"])
+    finally:
+        ws.close()
+    response = await alice.post("/api/posts", {"job": first["id"], "title": "Harbour in ink", "description": "At dusk."})
+    assert response.status_code == 201, response.text
+    hidden_photo = response.json()["post"]
+    assert hidden_photo["original_url"] is None and hidden_photo["settings"]["preset"] == "ink-hero"
+    response = await alice.post("/api/posts", {"job": second["id"], "title": "Soft", "show_original": True,
+                                               "nsfw": True})
+    shown_photo = response.json()["post"]
+    anonymous = ApiClient(base_url)
+    try:
+        assert (await anonymous.get(f"/api/posts/{hidden_photo['id']}/original")).status_code == 404
+        original = await anonymous.get(shown_photo["original_url"])
+        assert original.status_code == 200 and Image.open(io.BytesIO(original.content)).size == (300, 400)
+
+        meta = page_meta((await anonymous.get(f"/p/{hidden_photo['id']}")).text)
+        cover = first_done["images"][0]
+        assert meta.tags["og:title"] == "Harbour in ink" and meta.tags["og:description"] == "At dusk."
+        assert meta.tags["og:image"] == base_url + cover["url"] and meta.tags["og:url"] == f"{base_url}/p/{hidden_photo['id']}"
+        assert (await anonymous.get(meta.tags["og:image"])).status_code == 200
+        # An NSFW post's card has no picture: a chat would show it unblurred.
+        nsfw = page_meta((await anonymous.get(f"/p/{shown_photo['id']}")).text)
+        assert nsfw.tags["og:title"] == "Soft" and "og:image" not in nsfw.tags and nsfw.tags["twitter:card"] == "summary"
+
+        # The owner stops showing the photo.
+        response = await alice.patch(f"/api/posts/{shown_photo['id']}", {"show_original": False})
+        assert response.status_code == 200 and response.json()["post"]["original_url"] is None
+        assert (await anonymous.get(shown_photo["original_url"])).status_code == 404
+        response = await alice.patch(f"/api/posts/{hidden_photo['id']}", {"show_original": "yes"})
+        assert response.status_code == 400
+    finally:
+        await anonymous.aclose()
