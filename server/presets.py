@@ -90,8 +90,9 @@ class Recipe:
             text = self.prompt_template.replace(SUBJECT, subject)
         else:
             text = f"{self.prompt_template}, {subject}" if subject else self.prompt_template
-        # An empty subject leaves ", ," or a leading comma behind; tidy them.
+        # An empty subject leaves ", ,", "of ," or a leading comma behind; tidy them.
         text = re.sub(r"\s*,(\s*,)+", ",", text)
+        text = re.sub(r"[ \t]+(?=,)", "", text)
         return text.strip(" ,\n")
 
     def size(self, photo_width: int, photo_height: int, native_side_px: int) -> tuple[int, int]:
