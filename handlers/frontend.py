@@ -49,7 +49,7 @@ def post_card(post: dict[str, Any]) -> PageCard:
 
 def share_card(share: dict[str, Any]) -> PageCard:
     owner = share["owner"]["display_name"] or share["owner"]["username"]
-    style = share["preset"]["title"] if share.get("preset") else None
+    style = share["preset"]["title"]["en"] if share.get("preset") else None
     description = (f"{owner}'s photo as {style}, made on {SITE_NAME}" if style
                    else f"By {owner} on {SITE_NAME}")
     image = share["image"]

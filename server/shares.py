@@ -22,11 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.auth import Principal
 from server.errors import Forbidden, InvalidInput, NotFound
 from server.jobs import image_ref
+from server.jobs.kinds import STYLIZE_KIND
 from server.jobs.service import JobGuard
 from server.originals import Originals
 from server.posts import TITLE_MAX_CHARS, clean_text
 from server.store.models import GeneratedImage, GenerationJob, User, iso
-from server.store.stylize_tables import Share
+from server.store.stylize_tables import Preset, Share
 from server.users import public_user
 
 SHARE_ID_BYTES = 9  # 72 random bits: 12 URL-safe characters, unguessable
@@ -123,8 +124,13 @@ class ShareService:
         image = await db.get(GeneratedImage, share.image_id)
         job = await db.get(GenerationJob, share.job_id)
         settings = json.loads(job.settings)
-        preset = ({"id": settings.get("preset_id"), "name": settings["preset"], "title": settings.get("preset_title")}
-                  if job.kind == "stylize" else None)
+        preset = None
+        if job.kind == STYLIZE_KIND:
+            # Presets are retired, never deleted; the job's copy of the English title is the fallback.
+            row = await db.get(Preset, settings["preset_id"])
+            title = ({"en": row.title_en, "zh": row.title_zh or row.title_en} if row is not None
+                     else {"en": settings["preset_title"], "zh": settings["preset_title"]})
+            preset = {"id": settings["preset_id"], "name": settings["preset"], "title": title}
         return {
             "id": share.id, "url": f"/s/{share.id}", "title": share.title, "owner": public_user(owner),
             "image": image_ref(image), "job": job.id, "kind": job.kind, "preset": preset,

@@ -66,6 +66,7 @@ await runE2E('stylize', async ({ browser, page, log }) => {
   log('pick a photo, a few words, Go over a slow upload: progress, then the outlines and previews live')
   await byTestId(mobile, 'stylize-input').setInputFiles({ name: 'beach.png', mimeType: 'image/png', buffer: photo(900, 600) })
   await byTestId(mobile, 'stylize-photo').waitFor()
+  if (process.env.VA_E2E_SHOTS) await mobile.screenshot({ path: `${process.env.VA_E2E_SHOTS}/phone-photo.png`, fullPage: true })
   await byTestId(mobile, 'stylize-subject').fill('a lighthouse')
   const cdp = await phone.newCDPSession(mobile)
   await cdp.send('Network.enable')
@@ -85,6 +86,8 @@ await runE2E('stylize', async ({ browser, page, log }) => {
   assert.ok(uploads[0].bytes > 500_000, `the photo went up once (${uploads[0].bytes} bytes)`)
   assert.match(uploads[0].url, /subject=a\+lighthouse|subject=a%20lighthouse/)
   await byTestId(mobile, 'stylize-done').waitFor()
+  assert.ok(await byTestId(mobile, 'stylize-go').isEnabled(), 'Go again at once (another style)')
+  if (process.env.VA_E2E_SHOTS) await mobile.screenshot({ path: `${process.env.VA_E2E_SHOTS}/phone-done.png`, fullPage: true })
 
   log('share: the link opens for a visitor who is not signed in')
   await byTestId(mobile, 'stylize-share').click()
@@ -158,4 +161,6 @@ await runE2E('stylize', async ({ browser, page, log }) => {
   await guest.waitForFunction(() => document.querySelector('[data-testid="share-image"]')?.naturalWidth > 0)
   await guest.waitForFunction(() => document.querySelector('[data-testid="share-original-photo"] img')?.naturalWidth > 0)
   assert.equal(await byTestId(guest, 'share-make-own').count(), 1)
+  if (process.env.VA_E2E_SHOTS) await guest.screenshot({ path: `${process.env.VA_E2E_SHOTS}/share-desktop.png`, fullPage: true })
+  if (process.env.VA_E2E_SHOTS) await page.screenshot({ path: `${process.env.VA_E2E_SHOTS}/desktop-done.png`, fullPage: true })
 })

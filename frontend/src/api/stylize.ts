@@ -48,7 +48,7 @@ export interface Share {
   owner: PublicUser
   image: JobImage
   job: string
-  preset: { id: number; name: string; title: string } | null
+  preset: { id: number; name: string; title: { en: string; zh: string } } | null
   subject: string
   /** The photo it was made from, only when its owner chose to show it. */
   original_url: string | null
