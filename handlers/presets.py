@@ -6,7 +6,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.base import APIHandler
 from server.errors import UnsupportedMediaType
+from server.moderation import require_moderator
 from server.presets import PresetService
+from server.store.models import User
 
 # Immutable: the cover URL carries the digest of the bytes (`?v=`).
 COVER_CACHE = "public, max-age=31536000, immutable"
@@ -59,6 +61,12 @@ class PresetsBase(APIHandler):
     def presets(self) -> PresetService:
         return self.runtime.presets
 
+    def moderator(self) -> User:
+        """Writes are for moderators: told before the body is read."""
+        user = self.require_user().user
+        require_moderator(user)
+        return user
+
     def values(self) -> dict:
         """The fields the body set (a null is a value: `strength: null` makes a txt2img preset)."""
         body = self.parse(PresetIn)
@@ -74,7 +82,7 @@ class PresetsHandler(PresetsBase):
 
     async def post(self) -> None:
         """Create a preset (moderators); its models must be in the models folder."""
-        user = self.require_user().user
+        user = self.moderator()
         values = self.values()
         values.pop("retired", None)
         self.write_json({"preset": await self.presets.create(user, values)}, status=201)
@@ -87,12 +95,12 @@ class PresetHandler(PresetsBase):
 
     async def patch(self, ref: str) -> None:
         """Edit some fields, or retire/restore with `retired` (moderators)."""
-        user = self.require_user().user
+        user = self.moderator()
         self.write_json({"preset": await self.presets.update(user, ref, self.values())})
 
     async def delete(self, ref: str) -> None:
         """Retire a preset (moderators): no new jobs; what was made with it stays."""
-        user = self.require_user().user
+        user = self.moderator()
         self.write_json({"preset": await self.presets.retire(user, ref)})
 
 
@@ -108,7 +116,7 @@ class PresetCoverHandler(PresetsBase):
 
     async def put(self, ref: str) -> None:
         """Set the cover from a raw image/* body (moderators); re-encoded without metadata."""
-        user = self.require_user().user
+        user = self.moderator()
         content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if not content_type.startswith("image/"):
             raise UnsupportedMediaType(f"Send the image itself with an image/* Content-Type, not {content_type or 'nothing'}.")
