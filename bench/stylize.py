@@ -42,8 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench import guard  # noqa: E402
 from bench.http_api import free_port, make_token, start_server  # noqa: E402
 from bench.stylize_engine import (  # noqa: E402
-    SD15, SD15_CONTROLNET, TARGET_PREPROCESS_S, build_sd15_with_controlnet, engine_figures, phone_photo,
-    preprocess_figures, show_engine,
+    SD15, SD15_CONTROLNET, build_sd15_with_controlnet, engine_figures, phone_photo, show_engine, show_preprocessing,
 )
 from config import Settings  # noqa: E402
 from inference.demo_model import DEMO_CONTROLNET_NAME, DEMO_MODEL_NAME, build_demo_controlnet, build_demo_model  # noqa: E402
@@ -167,13 +166,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"photo: 4000x3000 JPEG, EXIF orientation 6 (shown {shown[0]}x{shown[1]}), {len(data) / 1e6:.1f} MB; "
           f"device={device} torch={torch.__version__} runs={args.runs}")
 
-    for side in (512, 1024):
-        f = preprocess_figures(data, side, runs=max(args.runs, 5))
-        verdict = "under" if f["total_s"] < TARGET_PREPROCESS_S else "OVER"
-        print(f"\n(a) preprocessing for a {side} px model -> {f['width']}x{f['height']}: {f['total_s']:.3f}s "
-              f"({verdict} the {TARGET_PREPROCESS_S}s target): sha256 {f['sha256_s']:.4f}s | decode+orient+scale "
-              f"{f['decode_orient_scale_s']:.4f}s | canny {f['canny_s']:.4f}s | PNG {f['png_s']:.4f}s "
-              f"(a full 12 MP decode alone: {f['full_decode_s']:.3f}s)")
+    show_preprocessing(data, args.runs)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:

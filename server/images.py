@@ -18,9 +18,14 @@ THUMBNAIL_WEBP_QUALITY = 80
 
 
 def open_checked(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS, min_side_px: int = 1,
-                 max_side_px: int | None = None) -> Image.Image:
-    """Open an uploaded image after checking its format and size from the header alone."""
+                 max_side_px: int | None = None, draft_side_px: int | None = None) -> Image.Image:
+    """Open an uploaded image after checking its format and size from the header alone.
+
+    ``draft_side_px``: a JPEG is decoded at 1/2..1/8 scale when that still covers this many pixels a side.
+    """
     image = probe_checked(data, max_pixels=max_pixels, min_side_px=min_side_px, max_side_px=max_side_px)
+    if draft_side_px is not None:
+        image.draft("RGB", (draft_side_px, draft_side_px))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -90,15 +95,7 @@ def make_display_copy(data: bytes, side_px: int) -> tuple[bytes, int, int]:
     For showing people's photos (a preset's cover, the original beside a stylized result): EXIF and
     GPS never leave; 16-bit, CMYK, palette and alpha images come out as plain 8-bit RGB (alpha on white).
     """
-    image = probe_checked(data)
-    image.draft("RGB", (side_px, side_px))  # JPEG: decode at 1/2..1/8 scale when that still covers side_px
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise InvalidInput(f"The image could not be decoded: {exc}.", code="invalid_image") from None
-    image = ImageOps.exif_transpose(image)
+    image = ImageOps.exif_transpose(open_checked(data, draft_side_px=side_px))
     image = _to_rgb(image)
     image.thumbnail((side_px, side_px), Image.Resampling.LANCZOS)
     out = io.BytesIO()
