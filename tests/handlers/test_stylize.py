@@ -512,3 +512,28 @@ async def test_post_pages_carry_the_same_tags_and_show_the_photo_only_if_chosen(
         assert response.status_code == 400
     finally:
         await anonymous.aclose()
+
+
+async def test_a_moderator_sets_a_cover_that_keeps_no_metadata(stylize, people):
+    base_url, _runtime, _models = stylize
+    mona = await people("mona", moderator=True)
+    await create_preset(mona)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = 6
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0)}  # GPS: where the picture was taken
+    cover = encode(photo(900, 600), "JPEG", exif=exif.tobytes())
+    response = await mona.put("/api/presets/ink-hero/cover", content=cover, headers={"Content-Type": "image/jpeg"})
+    assert response.status_code == 200, response.text
+    url = response.json()["preset"]["cover_url"]
+    anonymous = ApiClient(base_url)
+    try:
+        shown = await anonymous.get(url)
+        assert shown.status_code == 200 and shown.headers["content-type"] == "image/webp"
+        image = Image.open(io.BytesIO(shown.content))
+        assert image.size == (512, 768) and not image.getexif(), "upright, at most 768 px, no EXIF or GPS"
+    finally:
+        await anonymous.aclose()
+    response = await mona.put("/api/presets/ink-hero/cover", content=b"not an image", headers={"Content-Type": "image/png"})
+    assert response.status_code == 415
+    response = await mona.put("/api/presets/no-such/cover", content=cover, headers={"Content-Type": "image/jpeg"})
+    assert response.status_code == 404
