@@ -259,18 +259,19 @@ class PresetService:
         retired = values.pop("retired", None)
         async with self._db() as db:
             preset = await self._find(db, ref)
-            current = {name: getattr(preset, name) for name in FIELDS}
-            current["loras"] = json.loads(preset.loras)
-            current["controls"] = json.loads(preset.controls)
-            fields = await self._checked({**current, **values})
-            for name, value in fields.items():
-                setattr(preset, name, value)
+            if values:  # only retiring or restoring checks nothing: a preset whose model is gone can be retired
+                current = {name: getattr(preset, name) for name in FIELDS}
+                current["loras"] = json.loads(preset.loras)
+                current["controls"] = json.loads(preset.controls)
+                fields = await self._checked({**current, **values})
+                for name, value in fields.items():
+                    setattr(preset, name, value)
             if retired is not None:
                 preset.retired_at = (preset.retired_at or utcnow()) if retired else None
             try:
                 await db.commit()
             except IntegrityError:
-                raise Conflict(f"A preset named {fields['name']!r} exists already.", code="preset_exists") from None
+                raise Conflict(f"A preset named {values.get('name')!r} exists already.", code="preset_exists") from None
             await db.refresh(preset)
         return self._json(preset)
 
@@ -314,6 +315,8 @@ class PresetService:
             preset = None
         if preset is None:
             error = InvalidInput if code != "not_found" else NotFound
+            if ref is None or ref == "":
+                raise error(f"Choose a style: `{field}` is the id or name of one of the listed presets.", code=code)
             raise error(f"There is no style {str(ref)[:40]!r} (`{field}`); choose one of the listed presets.",
                         code=code)
         return preset

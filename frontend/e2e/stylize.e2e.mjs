@@ -66,7 +66,6 @@ await runE2E('stylize', async ({ browser, page, log }) => {
   log('pick a photo, a few words, Go over a slow upload: progress, then the outlines and previews live')
   await byTestId(mobile, 'stylize-input').setInputFiles({ name: 'beach.png', mimeType: 'image/png', buffer: photo(900, 600) })
   await byTestId(mobile, 'stylize-photo').waitFor()
-  if (process.env.VA_E2E_SHOTS) await mobile.screenshot({ path: `${process.env.VA_E2E_SHOTS}/phone-photo.png`, fullPage: true })
   await byTestId(mobile, 'stylize-subject').fill('a lighthouse')
   const cdp = await phone.newCDPSession(mobile)
   await cdp.send('Network.enable')
@@ -87,7 +86,6 @@ await runE2E('stylize', async ({ browser, page, log }) => {
   assert.match(uploads[0].url, /subject=a\+lighthouse|subject=a%20lighthouse/)
   await byTestId(mobile, 'stylize-done').waitFor()
   assert.ok(await byTestId(mobile, 'stylize-go').isEnabled(), 'Go again at once (another style)')
-  if (process.env.VA_E2E_SHOTS) await mobile.screenshot({ path: `${process.env.VA_E2E_SHOTS}/phone-done.png`, fullPage: true })
 
   log('share: the link opens for a visitor who is not signed in')
   await byTestId(mobile, 'stylize-share').click()
@@ -145,7 +143,24 @@ await runE2E('stylize', async ({ browser, page, log }) => {
   await byTestId(page, 'stylize-error').waitFor()
   const refusal = await byTestId(page, 'stylize-error').textContent()
   assert.ok(refusal.includes('无法读取'), `told in Chinese: ${refusal}`)
+  log('a 17 MP photo is scaled to about 12 MP on the device before it is sent (the engine takes 16.7 MP)')
+  const huge = makePng(4200, 4100, (x, y) => [x & 255, y & 255, (x ^ y) & 255])
+  const shown = await byTestId(page, 'stylize-photo').getAttribute('src')
+  await byTestId(page, 'stylize-input').setInputFiles({ name: 'huge.png', mimeType: 'image/png', buffer: huge })
+  await page.waitForFunction((old) => {
+    const img = document.querySelector('[data-testid="stylize-photo"]')
+    return img && img.getAttribute('src') !== old && img.complete && img.naturalWidth > 0
+  }, shown, { timeout: 20_000 })
+  const [answer] = await Promise.all([
+    page.waitForResponse((r) => new URL(r.url()).pathname === '/api/stylize'),
+    renderToTheEnd(page, log),
+  ])
+  const sent = (await answer.json()).job
+  assert.ok(sent.photo_width * sent.photo_height <= 12_100_000, `scaled: ${sent.photo_width}x${sent.photo_height}`)
+  assert.ok(Math.abs(sent.photo_width / sent.photo_height - 4200 / 4100) < 0.01, 'the same aspect')
+
   await byTestId(page, 'stylize-input').setInputFiles({ name: 'park.png', mimeType: 'image/png', buffer: photo(640, 480, 1) })
+  await byTestId(page, 'stylize-photo').waitFor()
   await renderToTheEnd(page, log)
   assert.equal(await byTestId(page, 'stylize-error').count(), 0)
   const [download] = await Promise.all([page.waitForEvent('download'), byTestId(page, 'stylize-download').click()])
@@ -161,6 +176,4 @@ await runE2E('stylize', async ({ browser, page, log }) => {
   await guest.waitForFunction(() => document.querySelector('[data-testid="share-image"]')?.naturalWidth > 0)
   await guest.waitForFunction(() => document.querySelector('[data-testid="share-original-photo"] img')?.naturalWidth > 0)
   assert.equal(await byTestId(guest, 'share-make-own').count(), 1)
-  if (process.env.VA_E2E_SHOTS) await guest.screenshot({ path: `${process.env.VA_E2E_SHOTS}/share-desktop.png`, fullPage: true })
-  if (process.env.VA_E2E_SHOTS) await page.screenshot({ path: `${process.env.VA_E2E_SHOTS}/desktop-done.png`, fullPage: true })
 })

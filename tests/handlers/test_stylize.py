@@ -228,6 +228,11 @@ async def test_a_preset_whose_model_was_deleted_lists_as_unavailable_and_refuses
     response = await post_photo(alice, encode(photo(320, 240), "JPEG"), preset="ink-hero")
     assert response.status_code == 409 and error_code(response) == "preset_unavailable"
     assert "SD 2.x" in response.json()["error"]["message"]
+    # A moderator can still retire it (nothing to check), and edits are checked against the folder as it is.
+    response = await mona.patch("/api/presets/ink-hero", {"steps": 5})
+    assert response.status_code == 400 and error_code(response) == "controlnet_base_mismatch"
+    response = await mona.delete("/api/presets/ink-hero")
+    assert response.status_code == 200 and response.json()["preset"]["retired"] is True
 
 
 async def test_a_photo_renders_live_over_the_websocket_then_another_style_uploads_nothing(stylize, people):
