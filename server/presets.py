@@ -182,12 +182,11 @@ class ResolvedPreset:
 
 class PresetService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry, blobs: BlobStore,
-                 executors: Executors, screen: PromptScreen | None):
+                 executors: Executors):
         self._db = sessions
         self.registry = registry
         self._blobs = blobs
         self._executors = executors
-        self._screen = screen
         self._scanned: tuple[float, tuple[int, ...]] | None = None  # (monotonic time, folder stamps)
 
     # Reading

@@ -149,7 +149,7 @@ class Runtime:
         screen = PromptScreen.load(settings.screening_terms_dir)
         registry = ModelRegistry(settings.models_dir)
         records = JobRecords(db)
-        presets = PresetService(db, registry, blobs, executors, screen)
+        presets = PresetService(db, registry, blobs, executors)
         kinds = JobKinds(registry, screen, executors, settings,
                          stylize=StylizeParser(presets, records, screen, executors, settings))
         jobs = JobService(records, queue, kinds, hub, blobs, executors, settings)
