@@ -41,9 +41,12 @@ frontend: frontend/dist/index.html
 chromium:
 	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-# A tiny random-weight Stable Diffusion model, so a fresh machine can generate end to end.
+# A tiny random-weight Stable Diffusion model, a ControlNet and a style preset using them, so a fresh machine can
+# generate and stylize end to end. Run on an empty models folder, or when the demo's ControlNet or database is
+# missing beside its model (`run.py demo-model` adds only what is missing).
+DEMO_INCOMPLETE = [ -d data/models/demo-tiny ] && { [ ! -d data/models/controlnets/demo-tiny-control ] || [ ! -f data/visionary.db ]; }
 demo-model: deps
-	@if [ -z "$$(ls -A data/models 2>/dev/null)" ]; then $(BIN)/python run.py demo-model; fi
+	@if [ -z "$$(ls -A data/models 2>/dev/null)" ] || { $(DEMO_INCOMPLETE); }; then $(BIN)/python run.py demo-model; fi
 
 bench: dev-deps
 	$(BIN)/python bench/http_api.py

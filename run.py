@@ -115,14 +115,29 @@ async def set_moderator(settings: Settings, username: str, moderator: bool) -> N
 
 
 def demo_model(settings: Settings, overwrite: bool) -> None:
-    from inference.demo_model import DEMO_MODEL_NAME, build_demo_model
+    """The tiny random-weight model, a tiny ControlNet from its UNet, and a style preset using both."""
+    from inference.demo_model import DEMO_CONTROLNET_NAME, DEMO_MODEL_NAME, build_demo_controlnet, build_demo_model
+    from inference.models import CONTROLNET_FOLDER
 
-    target = settings.models_dir / DEMO_MODEL_NAME
-    if target.exists() and not overwrite:
-        log.info("%s already exists (use --overwrite to rebuild it)", target)
-    else:
-        build_demo_model(target, overwrite=overwrite)
-        log.info("wrote %s", target)
+    for target, build in ((settings.models_dir / DEMO_MODEL_NAME, build_demo_model),
+                          (settings.models_dir / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME, build_demo_controlnet)):
+        if target.exists() and not overwrite:
+            log.info("%s already exists (use --overwrite to rebuild it)", target)
+        else:
+            build(target, overwrite=overwrite)
+            log.info("wrote %s", target)
+    asyncio.run(demo_preset(settings, DEMO_MODEL_NAME, DEMO_CONTROLNET_NAME))
+
+
+async def demo_preset(settings: Settings, model: str, controlnet: str) -> None:
+    from server.presets import demo_preset_values
+
+    runtime = await _start_runtime(settings)
+    try:
+        preset, created = await runtime.presets.ensure(demo_preset_values(model, controlnet))
+        log.info("style preset %r %s", preset["name"], "created" if created else "already exists")
+    finally:
+        await runtime.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--port", type=int)
     commands.add_parser("worker", help="run a GPU worker: take jobs from the shared queue")
     commands.add_parser("migrate", help="apply pending database migrations")
-    demo = commands.add_parser("demo-model", help="build the tiny random-weight demo model into the models dir")
+    demo = commands.add_parser("demo-model", help="build the tiny random-weight demo model, a ControlNet and a style "
+                                                  "preset using them")
     demo.add_argument("--overwrite", action="store_true")
     moderator = commands.add_parser("moderator", help="grant (or --revoke) the moderator role")
     moderator.add_argument("username")

@@ -172,6 +172,11 @@ class Settings(BaseSettings):
     # The in-process cache's bound (embedded mode; Redis has its own `maxmemory`).
     memory_cache_max_bytes: int = Field(64 * MiB, ge=64 * 1024)
 
+    # Stylize (issue 17): the largest photo accepted (the engine reads at most 32 MiB), and the site's public
+    # address for link previews: Open Graph `og:image` must be an absolute URL (none: each request's Host).
+    stylize_max_upload_bytes: int = Field(20 * MiB, ge=1024, le=32 * MiB)
+    public_url: str | None = Field(None, pattern=r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
+
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)
     cpu_threads: int = Field(max(2, os.cpu_count() or 2), ge=1)
@@ -200,6 +205,11 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"`trusted_proxies` must be networks like 10.0.0.0/8 but has {network!r}.") from None
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
 
     @field_validator("redis_prefix")
     @classmethod

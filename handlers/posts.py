@@ -18,6 +18,7 @@ class PublishBody(BaseModel):
     description: StrictStr = ""
     tags: list[StrictStr] | None = None
     nsfw: StrictBool = False
+    show_original: StrictBool = False  # the photo a stylized image was made from, shown on the post
 
 
 class EditBody(BaseModel):
@@ -25,6 +26,7 @@ class EditBody(BaseModel):
     description: StrictStr | None = None
     tags: list[StrictStr] | None = None
     nsfw: StrictBool | None = None
+    show_original: StrictBool | None = None
 
 
 class PostsBase(APIHandler):
@@ -54,7 +56,7 @@ class PostsHandler(PostsBase):
         user = self.require_user().user
         body = self.parse(PublishBody)
         post = await self.posts.publish(user, body.job, body.images, title=body.title, description=body.description,
-                                        tags=body.tags, nsfw=body.nsfw)
+                                        tags=body.tags, nsfw=body.nsfw, show_original=body.show_original)
         self.write_json({"post": post}, status=201)
 
 
@@ -67,7 +69,7 @@ class PostHandler(PostsBase):
         user = self.require_user().user
         body = self.parse(EditBody)
         post = await self.posts.edit(user, int(post_id), title=body.title, description=body.description,
-                                     tags=body.tags, nsfw=body.nsfw)
+                                     tags=body.tags, nsfw=body.nsfw, show_original=body.show_original)
         self.write_json({"post": post})
 
     async def delete(self, post_id: str) -> None:
@@ -75,6 +77,13 @@ class PostHandler(PostsBase):
         await self.posts.delete(self.require_user().user, int(post_id))
         self.set_status(204)
         self.finish()
+
+
+class PostOriginalHandler(PostsBase):
+    async def get(self, post_id: str) -> None:
+        """The photo a stylize post was made from, when its owner chose to show it (WebP, no metadata)."""
+        digest, data = await self.posts.original(self.viewer, int(post_id))
+        self.write_blob(data, digest, "image/webp", immutable=False, shared=False)  # the owner may stop showing it
 
 
 class LikeHandler(PostsBase):
@@ -89,4 +98,5 @@ default_handlers = [
     (r"/api/posts", PostsHandler),
     (r"/api/posts/([0-9]{1,18})", PostHandler),
     (r"/api/posts/([0-9]{1,18})/like", LikeHandler),
+    (r"/api/posts/([0-9]{1,18})/original", PostOriginalHandler),
 ]

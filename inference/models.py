@@ -285,7 +285,8 @@ def _inspect_controlnet(entry: Path) -> ModelSpec | None:
                          fingerprint=_fingerprint(weights))
     if entry.is_file() and entry.suffix == ".safetensors":
         try:
-            with safe_open(str(entry), framework="pt") as f:
+            # framework="numpy": shapes need no torch (a web process lists ControlNets for the presets too).
+            with safe_open(str(entry), framework="numpy") as f:
                 shapes = {key: f.get_slice(key).get_shape() for key in f.keys()}
         except Exception as exc:  # safetensors raises its own SafetensorError on a bad header
             raise ModelLoadError(f"{entry.name}: unreadable safetensors header ({exc})") from None

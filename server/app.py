@@ -8,7 +8,8 @@ import time
 
 from tornado import web
 
-from handlers import art, auth, collab, community, health, images, jobs, modelhub, posts, rooms, tokens, users, ws
+from handlers import (art, auth, collab, community, health, images, jobs, modelhub, posts, presets, rooms, shares,
+                      stylize, tokens, users, ws)
 from handlers.base import NotFoundHandler, SecurityHeaders
 from handlers.frontend import FrontendHandler
 from server.clientaddr import ClientAddresses
@@ -32,7 +33,8 @@ def redact(uri: str) -> str:
     return SECRET_QUERY_RE.sub(r"\1=[redacted]", uri)
 
 
-FEATURE_HANDLERS = [auth, users, tokens, rooms, jobs, images, art, modelhub, posts, community, collab, ws, health]
+FEATURE_HANDLERS = [auth, users, tokens, rooms, jobs, images, art, modelhub, posts, community, collab, presets, stylize,
+                    shares, ws, health]
 
 
 def make_app(runtime: Runtime) -> web.Application:

@@ -13,6 +13,7 @@ from server.hub import Hub
 from server.jobs import JobService
 from server.moderation import ModerationService, Target
 from server.notifications import NotificationService
+from server.originals import Originals
 from server.posts import PostService
 from server.store.models import Message, User
 
@@ -28,8 +29,8 @@ class Community:
 
 
 def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub, chat: ChatService,
-                    jobs: JobService, *, gallery_cache_ttl_secs: int) -> Community:
-    posts = PostService(db, cache, hub, cache_ttl_secs=gallery_cache_ttl_secs)
+                    jobs: JobService, *, gallery_cache_ttl_secs: int, originals: Originals | None = None) -> Community:
+    posts = PostService(db, cache, hub, cache_ttl_secs=gallery_cache_ttl_secs, originals=originals)
     follows = FollowService(db)
     notifications = NotificationService(db, hub)
     moderation = ModerationService(db)

@@ -18,9 +18,14 @@ THUMBNAIL_WEBP_QUALITY = 80
 
 
 def open_checked(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS, min_side_px: int = 1,
-                 max_side_px: int | None = None) -> Image.Image:
-    """Open an uploaded image after checking its format and size from the header alone."""
+                 max_side_px: int | None = None, draft_side_px: int | None = None) -> Image.Image:
+    """Open an uploaded image after checking its format and size from the header alone.
+
+    ``draft_side_px``: a JPEG is decoded at 1/2..1/8 scale when that still covers this many pixels a side.
+    """
     image = probe_checked(data, max_pixels=max_pixels, min_side_px=min_side_px, max_side_px=max_side_px)
+    if draft_side_px is not None:
+        image.draft("RGB", (draft_side_px, draft_side_px))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -77,3 +82,33 @@ def make_thumbnail(png: bytes, side_px: int = THUMBNAIL_SIDE_PX) -> bytes:
     out = io.BytesIO()
     image.convert("RGB").save(out, format="WEBP", quality=THUMBNAIL_WEBP_QUALITY)
     return out.getvalue()
+
+
+DISPLAY_WEBP_QUALITY = 85
+# 16-bit samples to 8-bit: the high byte.
+SIXTEEN_TO_EIGHT_BITS = 1 / 256
+
+
+def make_display_copy(data: bytes, side_px: int) -> tuple[bytes, int, int]:
+    """An upload as a WebP at most ``side_px`` on its long side, upright (EXIF applied), without metadata.
+
+    For showing people's photos (a preset's cover, the original beside a stylized result): EXIF and
+    GPS never leave; 16-bit, CMYK, palette and alpha images come out as plain 8-bit RGB (alpha on white).
+    """
+    image = ImageOps.exif_transpose(open_checked(data, draft_side_px=side_px))
+    image = _to_rgb(image)
+    image.thumbnail((side_px, side_px), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="WEBP", quality=DISPLAY_WEBP_QUALITY)
+    return out.getvalue(), image.width, image.height
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I;16") or image.mode == "I":
+        image = image.convert("I").point(lambda value: value * SIXTEEN_TO_EIGHT_BITS).convert("L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image.convert("RGB")

@@ -26,6 +26,7 @@ from server.hub import Hub
 from server.text import TAG_RE, TAG_RULE, clean_tags, clean_text
 from server.ids import as_id, parse_id
 from server.jobs import image_ref
+from server.originals import Originals
 from server.store.community_tables import Follow, Like, Post, PostImage, PostTag
 from server.store.database import run_transaction
 from server.store.models import GeneratedImage, GenerationJob, User, iso, utcnow
@@ -93,8 +94,10 @@ def card_json(post: Post, owner: User) -> dict[str, Any]:
 
 
 class PostService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub, *, cache_ttl_secs: int):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub, *, cache_ttl_secs: int,
+                 originals: Originals | None = None):
         self._db = sessions
+        self._originals = originals  # a stylize post may show the photo it was made from
         self._pages = CacheAside(cache, cache_ttl_secs)
         self._hub = hub
         self.like_listeners: list[LikeListener] = []
@@ -103,13 +106,15 @@ class PostService:
     # Publishing and editing
 
     async def publish(self, user: User, job_id: Any, image_ids: Any, *, title: Any, description: Any = "",
-                      tags: Any = None, nsfw: Any = False) -> dict[str, Any]:
-        """Publish some (default: all) images of one's own finished job as a post."""
+                      tags: Any = None, nsfw: Any = False, show_original: Any = False) -> dict[str, Any]:
+        """Publish some (default: all) images of one's own finished job as a post (a stylize one with its photo)."""
         title = clean_text(title, "title", TITLE_MAX_CHARS, required=True)
         description = clean_text(description, "description", DESCRIPTION_MAX_CHARS)
         tag_list = clean_tags(tags, MAX_TAGS)
         if not isinstance(nsfw, bool):
             raise InvalidInput("`nsfw` must be true or false.")
+        if not isinstance(show_original, bool):
+            raise InvalidInput("`show_original` must be true or false.")
         if not isinstance(job_id, str) or not job_id or len(job_id) > 32:
             raise InvalidInput("`job` must be the id of a finished job.")
         if image_ids is not None and (not isinstance(image_ids, list) or not image_ids
@@ -133,10 +138,12 @@ class PostService:
                                    code="not_in_job")
             settings = json.loads(job.settings)
             cover = images[chosen[0]]
+            original = await self._original_of(job) if show_original else None
             post = Post(owner_id=user.id, job_id=job_id, title=title, description=description,
                         tags=" ".join(tag_list), nsfw=nsfw, model=job.model,
                         settings=json.dumps(_shown_settings(job.kind, settings) | {"seed": cover.seed}),
-                        cover_image_id=cover.id, cover_width=cover.width, cover_height=cover.height)
+                        cover_image_id=cover.id, cover_width=cover.width, cover_height=cover.height,
+                        original_sha256=original)
             db.add(post)
             await db.flush()
             db.add_all(PostImage(post_id=post.id, position=n, image_id=image_id) for n, image_id in enumerate(chosen))
@@ -149,8 +156,8 @@ class PostService:
         return await self.get(user, post.id)
 
     async def edit(self, user: User, post_id: int, *, title: Any = None, description: Any = None,
-                   tags: Any = None, nsfw: Any = None) -> dict[str, Any]:
-        """Change a post's words, tags or NSFW flag (its owner only)."""
+                   tags: Any = None, nsfw: Any = None, show_original: Any = None) -> dict[str, Any]:
+        """Change a post's words, tags, NSFW flag or whether it shows its photo (its owner only)."""
         async with self._db() as db:
             post = await self._owned(db, user, post_id)
             if title is not None:
@@ -161,6 +168,11 @@ class PostService:
                 if not isinstance(nsfw, bool):
                     raise InvalidInput("`nsfw` must be true or false.")
                 post.nsfw = nsfw
+            if show_original is not None:
+                if not isinstance(show_original, bool):
+                    raise InvalidInput("`show_original` must be true or false.")
+                job = await db.get(GenerationJob, post.job_id)
+                post.original_sha256 = await self._original_of(job) if show_original else None
             if tags is not None:
                 tag_list = clean_tags(tags, MAX_TAGS)
                 post.tags = " ".join(tag_list)
@@ -181,6 +193,19 @@ class PostService:
             await db.delete(post)
             await db.commit()
         await self._invalidate_gallery()
+
+    async def _original_of(self, job: GenerationJob) -> str:
+        if self._originals is None:
+            raise InvalidInput("This server shows no original photos.", code="no_original")
+        return await self._originals.public_copy(job)
+
+    async def original(self, viewer: User | None, post_id: int) -> tuple[str, bytes]:
+        """The photo a stylize post was made from (a metadata-free copy), when its owner chose to show it."""
+        async with self._db() as db:
+            post = await db.get(Post, post_id)
+        if post is None or not _may_see(viewer, post) or post.original_sha256 is None or self._originals is None:
+            raise NotFound(f"Post {post_id} shows no original photo.")
+        return post.original_sha256, await self._originals.read(post.original_sha256)
 
     async def _owned(self, db: AsyncSession, user: User, post_id: int) -> Post:
         post = await db.get(Post, post_id)
@@ -213,6 +238,7 @@ class PostService:
             "liked": liked,
             "room": post_room(post.id),
             "updated_at": iso(post.updated_at),
+            "original_url": f"/api/posts/{post.id}/original" if post.original_sha256 else None,
         }
 
     async def gallery(self, viewer: User | None, query: GalleryQuery) -> tuple[list[dict], str | None]:

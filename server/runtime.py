@@ -31,8 +31,12 @@ from server.jobs.metrics import QueueCollector
 from server.jobs.queue import JobQueue
 from server.jobs.records import JobRecords
 from server.jobs.redis_queue import RedisJobQueue
+from server.jobs.stylize import StylizeParser
 from server.metrics import HttpMetrics
 from server.modelhub.service import ModelHub
+from server.originals import Originals
+from server.presets import PresetService
+from server.shares import ShareService
 from server.passwords import Passwords
 from server.presence import MemoryPresence, Presence, RedisPresence
 from server.principals import PrincipalCache, journal_for
@@ -77,6 +81,8 @@ class Runtime:
     community: Community
     collab: CollabService
     modelhub: ModelHub
+    presets: PresetService
+    shares: ShareService
     # Open socket connections, so shutdown can close them, and tasks to finish before closing.
     connections: set[Connection] = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -141,8 +147,13 @@ class Runtime:
                            if client is not None else MemoryJobQueue())
         await queue.start()
         screen = PromptScreen.load(settings.screening_terms_dir)
-        kinds = JobKinds(ModelRegistry(settings.models_dir), screen, executors, settings)
-        jobs = JobService(JobRecords(db), queue, kinds, hub, blobs, executors, settings)
+        registry = ModelRegistry(settings.models_dir)
+        records = JobRecords(db)
+        presets = PresetService(db, registry, blobs, executors)
+        kinds = JobKinds(registry, screen, executors, settings,
+                         stylize=StylizeParser(presets, records, screen, executors, settings))
+        jobs = JobService(records, queue, kinds, hub, blobs, executors, settings)
+        originals = Originals(blobs, executors)
         jobs.wire(topics)
         collab = CollabService(db, hub, limiter, executors, jobs, settings)
         collab.wire(topics, jobs)
@@ -158,11 +169,13 @@ class Runtime:
             tokens=TokenService(db, principals),
             hub=hub, presence=presence, chat=chat, topics=topics, jobs=jobs,
             community=build_community(db, cache, hub, chat, jobs,
-                                      gallery_cache_ttl_secs=settings.gallery_cache_ttl_secs),
+                                      gallery_cache_ttl_secs=settings.gallery_cache_ttl_secs, originals=originals),
             collab=collab,
             modelhub=ModelHub.build(settings, db, cache, client, blobs, executors).start(),
+            presets=presets, shares=ShareService(db, originals),
         )
         runtime.modelhub.wire(runtime.community.moderation)
+        runtime.shares.wire(jobs, runtime.community.posts)
         return runtime
 
     def add_closer(self, close: Callable[[], Awaitable[None]]) -> None:

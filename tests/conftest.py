@@ -8,7 +8,8 @@ from typing import AsyncIterator, Iterator
 import pytest
 
 from config import Settings
-from inference.demo_model import DEMO_MODEL_NAME, build_demo_model
+from inference.demo_model import DEMO_CONTROLNET_NAME, DEMO_MODEL_NAME, build_demo_controlnet, build_demo_model
+from inference.models import CONTROLNET_FOLDER
 from server.runtime import Runtime
 from tests.support.backends import TEST_COOKIE_SECRET, Backend, backend as open_backend
 from tests.support.client import ApiClient
@@ -84,9 +85,10 @@ async def new_client(server: str) -> AsyncIterator:
 
 @pytest.fixture(scope="session")
 def demo_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny random-weight SD model, built once per test session."""
+    """The tiny random-weight SD model and its ControlNet (`run.py demo-model`), built once per test session."""
     models = tmp_path_factory.mktemp("models")
     build_demo_model(models / DEMO_MODEL_NAME)
+    build_demo_controlnet(models / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME)
     return models
 
 

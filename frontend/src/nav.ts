@@ -19,6 +19,7 @@ export const NAV_ITEMS: NavItem[] = [
   { label: 'nav.generate', to: { name: 'generate' }, match: 'generate' },
   { label: 'nav.models', to: { name: 'models' }, match: 'models' },
   { label: 'nav.rooms', to: { name: 'rooms' }, match: 'rooms' },
+  { label: 'nav.stylize', to: { name: 'stylize' }, match: 'stylize' },
   { label: 'nav.studio', to: { name: 'studio' }, match: 'studio' },
   { label: 'nav.collab', to: { name: 'collab' }, match: 'collab' },
   { label: 'nav.moderation', to: { name: 'moderation' }, match: 'moderation', requiresAuth: true, requiresModerator: true },

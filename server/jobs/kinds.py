@@ -9,7 +9,7 @@ alone (`model_unavailable`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config import Settings
 from inference.art_names import ART_MODEL, PRESET_NAMES, STYLES
@@ -21,9 +21,13 @@ from server.errors import InvalidInput, PayloadTooLarge
 from server.executors import Executors
 from server.images import probe_checked
 
+if TYPE_CHECKING:  # the stylize parser is injected: it needs presets, which need the database
+    from server.jobs.stylize import StylizeParser
+
 GENERATION_KINDS = ("txt2img", "img2img")
 ART_KIND = "art"
-KINDS = (*GENERATION_KINDS, ART_KIND)
+STYLIZE_KIND = "stylize"
+KINDS = (*GENERATION_KINDS, ART_KIND, STYLIZE_KIND)
 # Fields a generation request may carry (besides `public` and the image), in the order they are stored.
 GENERATION_FIELDS = ("kind", "model", "prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed",
                      "sampler", "batch", "strength", "loras")
@@ -44,21 +48,25 @@ class JobSpec:
     model: str
     settings: dict[str, Any]  # stored as the row's settings; a worker runs the job from them
     image: bytes | None  # stored as a blob: the init image or the photo
+    image_sha256: str | None = None  # or a blob stored before (a photo styled again): nothing is uploaded
 
 
 class JobKinds:
     def __init__(self, registry: ModelRegistry, screen: PromptScreen | None, executors: Executors,
-                 settings: Settings):
+                 settings: Settings, stylize: StylizeParser | None = None):
         self.registry = registry
         self._screen = screen
         self._executors = executors
         self._settings = settings
+        self._stylize = stylize
 
-    async def parse(self, params: dict[str, Any], image: bytes | None) -> JobSpec:
-        """Check a request of any kind; errors name the field."""
+    async def parse(self, params: dict[str, Any], image: bytes | None, *, owner_id: int | None = None) -> JobSpec:
+        """Check a request of any kind for its owner; errors name the field."""
         kind = params.get("kind", "txt2img")
         if kind == ART_KIND:
             return await self._art(params, image)
+        if kind == STYLIZE_KIND and self._stylize is not None:
+            return await self._stylize.parse(params, image, owner_id=owner_id)
         if kind not in GENERATION_KINDS:
             raise InvalidInput(f"`kind` must be one of {', '.join(KINDS)} but is {str(kind)[:40]!r}.",
                                code="invalid_kind")

@@ -147,8 +147,8 @@ class JobService:
 
     async def submit(self, user: User, params: dict[str, Any], image: bytes | None = None) -> dict[str, Any]:
         """Check, store and queue a job of any kind; answers at once (a worker runs it later)."""
-        spec = await self.kinds.parse(params, image)
-        image_sha = await self._executors.run_io(self._blobs.put_bytes, spec.image) if spec.image else None
+        spec = await self.kinds.parse(params, image, owner_id=user.id)
+        image_sha = await self._executors.run_io(self._blobs.put_bytes, spec.image) if spec.image else spec.image_sha256
         job = GenerationJob(id=uuid.uuid4().hex, owner_id=user.id, status="queued", kind=spec.kind,
                             model=spec.model, settings=json.dumps(spec.settings), init_image_sha256=image_sha,
                             public=bool(params.get("public", False)), timings="{}", attempts=0)

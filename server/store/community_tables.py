@@ -38,6 +38,8 @@ class Post(Base):
     cover_image_id: Mapped[str] = mapped_column(String(32), nullable=False)
     cover_width: Mapped[int] = mapped_column(Integer, nullable=False)
     cover_height: Mapped[int] = mapped_column(Integer, nullable=False)
+    # A metadata-free copy of a stylize job's photo, present only when the owner chose to show it.
+    original_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     like_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     hidden: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)

@@ -1,19 +1,37 @@
-"""txt2img and img2img jobs on the engine (inference/): a worker's diffusion kind."""
+"""txt2img, img2img and stylize jobs on the engine (inference/): a worker's diffusion kind."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from inference.engine import Engine, Job
 from inference.errors import GenerationCancelled, InferenceError, UnknownModel
 from inference.events import JobEvent
-from inference.requests import GenerationRequest
+from inference.requests import ControlUnit, GenerationRequest
+from server.jobs.kinds import GENERATION_FIELDS, STYLIZE_KIND
 from server.worker.kinds import JobContext, Outcome
 
 # Engine codes that mean "this worker cannot load the model" (missing here, unreadable, wrong format).
 UNAVAILABLE_CODES = {"unknown_model", "model_load_failed"}
 
 
+def engine_request(settings: dict[str, Any], input_image: bytes | None) -> GenerationRequest:
+    """The request a stored job asks for, its input image put back where it goes.
+
+    A stylize job's settings name the engine's kind as `mode` (the row's kind is `stylize`)
+    and keep their ControlNet units without the image: each unit gets the job's photo, and so
+    does the init image of an img2img one. Fields that are only for people (the preset, the
+    subject) stay out.
+    """
+    fields = {name: settings[name] for name in GENERATION_FIELDS if name in settings}
+    fields["kind"] = settings.get("mode", fields.get("kind", "txt2img"))
+    units = tuple(ControlUnit(**unit, image=input_image or b"") for unit in settings.get("controls", ()))
+    init_image = input_image if fields["kind"] == "img2img" else None
+    return GenerationRequest(**fields, init_image=init_image, controls=units)
+
+
 class GenerationKind:
-    kinds = ("txt2img", "img2img")
+    kinds = ("txt2img", "img2img", STYLIZE_KIND)
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -31,7 +49,7 @@ class GenerationKind:
             context.emit(event)
 
         try:
-            request = GenerationRequest(**context.settings, init_image=context.input_image)
+            request = engine_request(context.settings, context.input_image)
             engine_job = self.engine.submit(request, on_event, job_id=job_id)
         except UnknownModel as exc:
             return Outcome.failed("model_unavailable", f"This worker has no model {context.job.model!r}: {exc}")

@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config import Settings
 from inference.events import GeneratedImage as ProducedImage
-from inference.events import JobEvent, Preview, Progress, Started
+from inference.events import ControlImages, JobEvent, Preview, Progress, Started
 from server.blobs import BlobStore
 from server.executors import Executors
 from server.hub import Hub
@@ -332,7 +332,9 @@ class JobRunner:
                 message["eta"] = round(elapsed / event.step * (event.total - event.step), 3) if event.step else None
             await self._hub.publish(topic, message)
             await self.queue.set_progress(job_id, event.step, event.total)
-        elif isinstance(event, Started):
+        elif isinstance(event, (Started, ControlImages)):
+            # The control images (what each ControlNet unit follows) are sequenced: a page that submitted over
+            # HTTP and subscribed a moment later still gets them replayed.
             await self._hub.publish(topic, event.to_message())
         # Done, Failed and Cancelled from the engine are announced by _conclude, after the outcome is stored.
 

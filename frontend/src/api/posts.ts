@@ -53,6 +53,8 @@ export interface PublishRequest {
   description?: string
   tags?: string[]
   nsfw?: boolean
+  /** A stylized photo's post: show the photo it was made from too. */
+  show_original?: boolean
 }
 
 export async function publishPost(body: PublishRequest): Promise<Post> {

@@ -204,6 +204,8 @@ export interface Post extends PostCard {
   /** The chat room beside it: `post:<id>`. */
   room: string
   updated_at: string
+  /** The photo a stylized post was made from, only when its owner chose to show it. */
+  original_url?: string | null
 }
 
 export interface PostPage {

@@ -46,6 +46,15 @@ export const routes: RouteRecordRaw[] = [
     meta: { requiresAuth: true, title: 'studio.title' },
   },
   {
+    path: '/stylize', name: 'stylize', component: () => import('@/views/StylizeView.vue'),
+    meta: { requiresAuth: true, title: 'stylize.title' },
+  },
+  {
+    // A share link: public, no account needed.
+    path: '/s/:id([A-Za-z0-9_-]{12})', name: 'share', component: () => import('@/views/ShareView.vue'), props: true,
+    meta: { title: 'share.pageTitle' },
+  },
+  {
     // ?sort=top&period=week&feed=following&tag=…&model=…
     path: '/gallery', name: 'gallery', component: () => import('@/views/GalleryView.vue'),
     meta: { title: 'gallery.title' },
