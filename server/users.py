@@ -21,6 +21,8 @@ from server.text import clean_text
 
 USERNAME_MAX_CHARS = 32
 USERNAME_RE = re.compile(r"[a-z0-9_]{3,32}")
+USERNAME_PREFIX_RE = re.compile(r"[a-z0-9_]{1,32}")
+USER_SEARCH_MAX = 10  # names an autocomplete shows at once
 # No whitespace or control characters (docs/openapi.yaml has the same pattern).
 EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s\x00-\x1f\x7f-\x9f]+\.[^@\s\x00-\x1f\x7f-\x9f]{2,}$")
 DISPLAY_NAME_MAX_CHARS = 64
@@ -126,6 +128,18 @@ class UserService:
         if user is None:
             raise NotFound(f"No user is called {username[:64]!r}.", code="user_not_found")
         return user
+
+    async def search(self, prefix: str, limit: int = USER_SEARCH_MAX) -> list[User]:
+        """Users whose name starts with ``prefix`` (a–z, 0–9, _), in name order: the @mention autocomplete."""
+        prefix = prefix.strip().lower().removeprefix("@")
+        if not USERNAME_PREFIX_RE.fullmatch(prefix):
+            raise InvalidInput("`q` must be 1–32 letters, digits or _ (the start of a username).", data={"field": "q"})
+        limit = max(1, min(limit, USER_SEARCH_MAX))
+        # `_` is a wildcard in LIKE: escaped, so "an_" finds "an_a", not "anna".
+        pattern = prefix.replace("_", "\\_") + "%"
+        async with self._sessions() as db:
+            return list(await db.scalars(select(User).where(User.username.like(pattern, escape="\\"))
+                                         .order_by(User.username).limit(limit)))
 
     async def update_profile(
         self, user_id: int, *, display_name: str | None = None, bio: str | None = None, email: str | None = None,

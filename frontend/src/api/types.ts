@@ -242,6 +242,8 @@ export interface AppNotification {
   /** The server's own sentence, in English. */
   summary?: string
   post: number | null
+  /** That post's title: people read the artwork's name, never the room's internal one. */
+  post_title?: string | null
   room: string | null
   message: number | null
   text: string
