@@ -49,14 +49,15 @@ def normalise_username(username: str) -> str:
     return username.strip().lower()
 
 
-def check_password(password: str, settings: Settings) -> None:
-    """Refuse, never truncate, a password outside the configured bounds."""
+def check_password(password: str, settings: Settings, field: str = "password") -> None:
+    """Refuse, never truncate, a password outside the configured bounds (``field``: the input it came in)."""
     if not isinstance(password, str) or len(password) < settings.password_min_chars:
-        raise InvalidInput(f"`password` must be at least {settings.password_min_chars} characters.", code="weak_password")
+        raise InvalidInput(f"`password` must be at least {settings.password_min_chars} characters.", code="weak_password",
+                           data={"field": field})
     if len(password) > settings.password_max_chars:
         raise InvalidInput(
             f"`password` must be at most {settings.password_max_chars} characters but is {len(password)}.",
-            code="password_too_long",
+            code="password_too_long", data={"field": field},
         )
 
 
@@ -65,7 +66,7 @@ def _clean_email(email: str | None) -> str | None:
         return None
     email = email.strip()
     if len(email) > EMAIL_MAX_CHARS or not EMAIL_RE.match(email):
-        raise InvalidInput(f"`email` {email[:80]!r} is not an e-mail address.")
+        raise InvalidInput(f"`email` {email[:80]!r} is not an e-mail address.", data={"field": "email"})
     return email
 
 
@@ -99,7 +100,8 @@ class UserService:
         username = normalise_username(username)
         if not USERNAME_RE.fullmatch(username):
             raise InvalidInput(
-                "`username` must be 3–32 characters of a–z, 0–9 and _.", code="invalid_username"
+                "`username` must be 3–32 characters of a–z, 0–9 and _.", code="invalid_username",
+                data={"field": "username"},
             )
         check_password(password, self._settings)
         email = _clean_email(email)
@@ -110,7 +112,8 @@ class UserService:
             try:
                 await db.commit()
             except IntegrityError:
-                raise Conflict(f"The username {username!r} is taken.", code="username_taken") from None
+                raise Conflict(f"The username {username!r} is taken.", code="username_taken",
+                               data={"field": "username"}) from None
         return user
 
     async def get(self, user_id: int) -> User:

@@ -636,6 +636,7 @@ const en = {
     eta: 'Left:',
     etaHint: 'Estimated time left at the current speed',
     checking: 'Checking the file…',
+    refusedAfterUpload: 'Not added: the file arrived but was refused (see above), and nothing was kept. Choose another file.',
     pause: 'Pause',
     resumeHint: 'To resume an interrupted upload, choose the same file again: it continues where it stopped.',
     hiddenBanner: 'This model is hidden by moderators',

@@ -638,6 +638,7 @@ const zhCN: Messages = {
     eta: '剩余：',
     etaHint: '按当前速度估计的剩余时间',
     checking: '正在检查文件……',
+    refusedAfterUpload: '未添加：文件已传完但被拒绝（原因见上方），没有保留任何内容。请换一个文件。',
     pause: '暂停',
     resumeHint: '要继续中断的上传，请再次选择同一个文件：它会从中断处继续。',
     hiddenBanner: '此模型已被管理员隐藏',

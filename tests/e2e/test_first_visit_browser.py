@@ -1,0 +1,61 @@
+"""Issue 19 in Chromium: the app as people meet it (each numbered item has a script here)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import pytest
+
+from inference.demo_model import DEMO_MODEL_NAME
+from tests.support.client import ApiClient
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "correct horse battery"
+JOB_POLL_SECS = 0.1
+JOB_TIMEOUT_SECS = 60
+
+
+async def finished_job(client: ApiClient, **fields) -> dict:
+    response = await client.post("/api/jobs", json={"model": DEMO_MODEL_NAME, "prompt": "a lighthouse", "width": 64,
+                                                    "height": 64, "steps": 1, **fields})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job"]["id"]
+    for _ in range(int(JOB_TIMEOUT_SECS / JOB_POLL_SECS)):
+        job = (await client.get(f"/api/jobs/{job_id}")).json()["job"]
+        if job["status"] not in ("queued", "running"):
+            assert job["status"] == "done", job
+            return job
+        await asyncio.sleep(JOB_POLL_SECS)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+async def registered(base_url: str, *prefixes: str) -> list[str]:
+    names = [f"{prefix}_{secrets.token_hex(3)}" for prefix in prefixes]
+    for name in names:
+        client = ApiClient(base_url)
+        try:
+            await client.register(name, PASSWORD)
+        finally:
+            await client.aclose()
+    return names
+
+
+async def test_people_mentions_titles_and_grouped_notifications(demo_server, run_e2e):
+    """Items 1 (notifications), 5 (no internal names), 8 (@mention autocomplete)."""
+    base_url, _runtime = demo_server
+    owner, bob, carol = await registered(base_url, "ana", "bob", "carol")
+    client = ApiClient(base_url)
+    try:
+        await client.login(owner, PASSWORD)
+        job = await finished_job(client)
+        title = "Lighthouse at dusk"
+        response = await client.post("/api/posts", json={"job": job["id"], "title": title, "tags": ["sea"]})
+        assert response.status_code == 201, response.text
+        post = response.json()["post"]
+    finally:
+        await client.aclose()
+    output = await run_e2e("people.e2e.mjs", base_url, VA_POST=str(post["id"]), VA_POST_TITLE=title,
+                           VA_USERS=",".join(f"{name}:{PASSWORD}" for name in (owner, bob, carol)))
+    assert output.rstrip().lower().endswith("pass"), output
