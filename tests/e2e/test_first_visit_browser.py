@@ -59,3 +59,11 @@ async def test_people_mentions_titles_and_grouped_notifications(demo_server, run
     output = await run_e2e("people.e2e.mjs", base_url, VA_POST=str(post["id"]), VA_POST_TITLE=title,
                            VA_USERS=",".join(f"{name}:{PASSWORD}" for name in (owner, bob, carol)))
     assert output.rstrip().lower().endswith("pass"), output
+
+
+async def test_refusals_are_told_in_place(browser_server, run_e2e):
+    """Items 6 (server reasons in place: the gallery filter), 7 (not a safetensors file; a refused upload does
+    not look finished), 9 (a register error goes when its field changes). Item 3 (the lock-out said once, in
+    words, the password kept) is `test_auth_browser.py::test_shell_language_theme_tokens_and_errors`."""
+    output = await run_e2e("refusals.e2e.mjs", browser_server)
+    assert output.rstrip().lower().endswith("pass"), output
