@@ -67,3 +67,10 @@ async def test_refusals_are_told_in_place(browser_server, run_e2e):
     words, the password kept) is `test_auth_browser.py::test_shell_language_theme_tokens_and_errors`."""
     output = await run_e2e("refusals.e2e.mjs", browser_server)
     assert output.rstrip().lower().endswith("pass"), output
+
+
+async def test_phone_menu_and_first_visit(browser_server, run_e2e):
+    """Item 4 (a phone's menu with every section; Generate's prompt first), and the smaller first-visit items:
+    a stranger told why they must log in, a new account not welcomed back, the username's underscore."""
+    output = await run_e2e("phone.e2e.mjs", browser_server)
+    assert output.rstrip().lower().endswith("pass"), output

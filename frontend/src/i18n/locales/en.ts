@@ -5,6 +5,7 @@ const en = {
     tagline: 'Make images together, watch them render, share your models.',
   },
   nav: {
+    menu: 'Menu',
     collab: 'Sessions',
     models: 'Models',
     home: 'Home',
@@ -28,6 +29,7 @@ const en = {
   home: {
     welcome: 'Welcome to Visionary Art',
     welcomeBack: 'Welcome back, {name}',
+    welcomeNew: 'Welcome, {name}: make your first picture',
     intro: 'A community for AI art: render images and watch every step appear, talk about them live, write prompts together and share the models you trained.',
     getStarted: 'Create an account',
     haveAccount: 'I already have an account',
@@ -52,6 +54,7 @@ const en = {
     usernameHint: '3–32 characters: letters, digits and _',
     passwordHint: 'At least 8 characters',
     loginFailed: 'Could not log in',
+    loginToContinue: 'Log in to open {page}: it needs an account. New here? Register, it is free.',
     registerFailed: 'Could not create the account',
     welcome: 'Welcome, {name}!',
   },

@@ -7,6 +7,7 @@ const zhCN: Messages = {
     tagline: '一起创作图像，实时观看渲染，分享你的模型。',
   },
   nav: {
+    menu: '菜单',
     collab: '协作创作',
     models: '模型',
     home: '首页',
@@ -30,6 +31,7 @@ const zhCN: Messages = {
   home: {
     welcome: '欢迎来到 Visionary Art',
     welcomeBack: '欢迎回来，{name}',
+    welcomeNew: '欢迎你，{name}：来画第一张吧',
     intro: '一个 AI 艺术社区：生成图像并看着每一步逐渐成形，实时讨论作品，一起写提示词，分享你训练的模型。',
     getStarted: '创建账户',
     haveAccount: '我已有账户',
@@ -54,6 +56,7 @@ const zhCN: Messages = {
     usernameHint: '3–32 个字符：字母、数字和下划线',
     passwordHint: '至少 8 个字符',
     loginFailed: '登录失败',
+    loginToContinue: '打开 {page} 需要登录。第一次来？免费注册一个账号。',
     registerFailed: '无法创建账户',
     welcome: '欢迎，{name}！',
   },
