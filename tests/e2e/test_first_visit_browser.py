@@ -74,3 +74,17 @@ async def test_phone_menu_and_first_visit(browser_server, run_e2e):
     a stranger told why they must log in, a new account not welcomed back, the username's underscore."""
     output = await run_e2e("phone.e2e.mjs", browser_server)
     assert output.rstrip().lower().endswith("pass"), output
+
+
+async def test_live_page_watch_and_follow(demo_server, run_e2e):
+    """The Live page: public renders as live tiles, the waiting count, full size with Follow; Generate's switch off."""
+    base_url, _runtime = demo_server
+    owner = (await registered(base_url, "ana"))[0]
+    client = ApiClient(base_url)
+    try:
+        await client.login(owner, PASSWORD)
+        token = (await client.post("/api/tokens", json={"name": "live-test"})).json()["token"]
+    finally:
+        await client.aclose()
+    output = await run_e2e("live.e2e.mjs", base_url, VA_OWNER=owner, VA_TOKEN=token)
+    assert output.rstrip().lower().endswith("pass"), output
