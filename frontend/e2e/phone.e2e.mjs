@@ -41,7 +41,14 @@ await runE2E('phone', async ({ browser, page, log }) => {
   assert.equal(await byTestId(p, 'nav-gallery').isVisible(), false, 'no squeezed strip of links')
   assert.ok(await p.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'nothing scrolls sideways')
   await byTestId(p, 'nav-menu').click()
-  for (const section of SECTIONS) await byTestId(p, `drawer-nav-${section}`).waitFor()
+  // The drawer slides in: wait until it is in place.
+  await p.waitForFunction(() => (document.querySelector('[data-testid="drawer-nav-home"]')?.getBoundingClientRect().x ?? -1) >= 0)
+  for (const section of SECTIONS) {
+    await byTestId(p, `drawer-nav-${section}`).waitFor()
+    const box = await byTestId(p, `drawer-nav-${section}`).boundingBox()
+    assert.ok(box && box.x >= 0 && box.y >= 0 && box.y + box.height <= PHONE.height && box.width > 150,
+      `${section} is a full-width entry on the screen: ${JSON.stringify(box)}`)
+  }
   await byTestId(p, 'drawer-nav-generate').click()
   await p.waitForURL('**/generate')
   await byTestId(p, 'nav-drawer').waitFor({ state: 'hidden' })

@@ -8,7 +8,9 @@ import secrets
 import pytest
 
 from inference.demo_model import DEMO_MODEL_NAME
+from tests.e2e.conftest import ROOT
 from tests.support.client import ApiClient
+from tests.support.ws import WsClient
 
 pytestmark = pytest.mark.browser
 
@@ -88,3 +90,43 @@ async def test_live_page_watch_and_follow(demo_server, run_e2e):
         await client.aclose()
     output = await run_e2e("live.e2e.mjs", base_url, VA_OWNER=owner, VA_TOKEN=token)
     assert output.rstrip().lower().endswith("pass"), output
+
+
+async def test_readme_screenshots(demo_server, run_e2e):
+    """Writes docs/screenshots/ (desktop and phone, light and dark, English and Chinese) from the real app."""
+    base_url, _runtime = demo_server
+    owner, friend = await registered(base_url, "mira", "leo")
+    client, other = ApiClient(base_url), ApiClient(base_url)
+    try:
+        await client.login(owner, PASSWORD)
+        await other.login(friend, PASSWORD)
+        await client.patch("/api/me", json={"display_name": "Mira 星河", "bio": "Night skies with diffusion."})
+        posts = []
+        for n, title in enumerate(("Lighthouse at dusk", "灯塔与星空", "Harbour fog")):
+            job = await finished_job(client, prompt=f"a lighthouse at dusk, study {n}", seed=11 + n, steps=4,
+                                     public=True)
+            response = await client.post("/api/posts", json={"job": job["id"], "title": title, "tags": ["sea"]})
+            posts.append(response.json()["post"])
+        await other.put(f"/api/posts/{posts[0]['id']}/like")
+    finally:
+        await client.aclose()
+        await other.aclose()
+    ws_chat = [(friend, f"Love the light here @{owner} 🌅"), (owner, "Thanks! 40 steps, Euler a."),
+               (friend, "用中文提示词也可以吗？")]
+    for name, text in ws_chat:
+        speaker = ApiClient(base_url)
+        try:
+            await speaker.login(name, PASSWORD)
+            ws = await WsClient.connect(base_url, api=speaker)
+            try:
+                await ws.request("sub", topic=f"room:{posts[0]['room']}")
+                assert (await ws.request("chat.send", room=posts[0]["room"], text=text))["type"] == "ack"
+            finally:
+                ws.close()
+        finally:
+            await speaker.aclose()
+    out = ROOT / "docs" / "screenshots"
+    output = await run_e2e("readme-screenshots.e2e.mjs", base_url, VA_USER=owner, VA_PASSWORD=PASSWORD,
+                           VA_POST=str(posts[0]["id"]), VA_SCREENSHOTS_DIR=str(out))
+    assert output.rstrip().lower().endswith("pass"), output
+    assert len(list(out.glob("*.jpg"))) >= 18
