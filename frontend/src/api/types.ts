@@ -85,6 +85,8 @@ export interface ModelCatalogue {
 }
 
 export type JobKind = 'txt2img' | 'img2img'
+/** Every kind of job on the one lifecycle: generation, the art studio's styles, a stylized photo. */
+export type AnyJobKind = JobKind | 'art' | 'stylize'
 export type JobStatus = 'queued' | 'running' | 'done' | 'failed' | 'cancelled'
 
 /** One picture of a job (also in `gen.done`). */
@@ -97,6 +99,8 @@ export interface JobImage {
   width: number
   height: number
   seed: number
+  /** An art job's image: which of the styles it is. */
+  style?: string
 }
 
 /** What a person chooses for a job: the fields of `gen.submit` / POST /api/jobs, bar the init image. */
@@ -117,7 +121,10 @@ export interface GenerationSettings {
   public: boolean
 }
 
-export interface Job extends GenerationSettings {
+export interface Job extends Omit<GenerationSettings, 'kind'> {
+  kind: AnyJobKind
+  /** An art job's preset ('fast' | 'quality'), a stylize job's preset id. */
+  preset?: string | number
   id: string
   status: JobStatus
   /** 1 = next; only while queued. */
