@@ -130,3 +130,10 @@ async def test_readme_screenshots(demo_server, run_e2e):
                            VA_POST=str(posts[0]["id"]), VA_SCREENSHOTS_DIR=str(out))
     assert output.rstrip().lower().endswith("pass"), output
     assert len(list(out.glob("*.jpg"))) >= 18
+
+
+async def test_generate_keeps_the_stage_in_view_and_each_kind_its_summary(demo_server, run_e2e):
+    """Items 10 (the stage in view; cancelled before it started) and 2 (an art job in Generate's history)."""
+    base_url, _runtime = demo_server
+    output = await run_e2e("generate-kinds.e2e.mjs", base_url)
+    assert output.rstrip().lower().endswith("pass"), output
