@@ -84,16 +84,19 @@ await runE2E('people', async ({ browser, page: ownerPage, log }) => {
 
   log('1: likes: unlike and like again tells nothing new; two likers are one notification')
   const like = byTestId(bobPage, 'like-button')
+  // Each click waits for the server's answer (the button ignores clicks while one is on its way).
+  const click = (button, page) => Promise.all([
+    page.waitForResponse((r) => new URL(r.url()).pathname === `/api/posts/${POST}/like`), button.click(),
+  ])
   for (let i = 0; i < 3; i++) {
-    await like.click()
-    await bobPage.locator(`[data-testid="like-count"]`).filter({ hasText: '1' }).waitFor()
-    await like.click()
-    await bobPage.locator(`[data-testid="like-count"]`).filter({ hasText: '0' }).waitFor()
+    await click(like, bobPage)
+    await click(like, bobPage)
   }
-  await like.click()
+  await bobPage.locator('[data-testid="like-count"]').filter({ hasText: '0' }).waitFor()
+  await click(like, bobPage)
   await ownerPage.locator('[data-testid="notif-badge"][data-count="1"]').waitFor()
   await openRoom(carolPage)
-  await byTestId(carolPage, 'like-button').click()
+  await click(byTestId(carolPage, 'like-button'), carolPage)
   await byTestId(ownerPage, 'like-count').filter({ hasText: '2' }).waitFor()
   await ownerPage.waitForTimeout(300) // a stray third notification would arrive by now
   assert.equal(await badge(ownerPage), 1, 'one unread notification for all the likes')

@@ -631,6 +631,8 @@ const en = {
     noFilesOwner: 'No files yet: upload a .safetensors file.',
     tensors: '{n} tensors',
     detected: 'Detected',
+    kindUnknown: 'kind not recognised from its tensors',
+    baseUnknown: 'base model not recognised (set it in the model\'s details)',
     autov2Hint: 'AutoV2: the short hash A1111 and other tools show (first 10 hex of the SHA-256). Click to copy.',
     copySha: 'The file’s SHA-256. Click to copy.',
     copied: 'Copied.',

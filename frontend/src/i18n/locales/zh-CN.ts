@@ -633,6 +633,8 @@ const zhCN: Messages = {
     noFilesOwner: '还没有文件：请上传一个 .safetensors 文件。',
     tensors: '{n} 个张量',
     detected: '检测结果',
+    kindUnknown: '无法从张量识别类型',
+    baseUnknown: '无法识别基础模型（请在模型信息中设置）',
     autov2Hint: 'AutoV2：A1111 等工具显示的短哈希（SHA-256 前 10 位十六进制）。点击复制。',
     copySha: '文件的 SHA-256。点击复制。',
     copied: '已复制。',
