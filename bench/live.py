@@ -2,9 +2,10 @@
 preview frames the web process sends, and whether the renderer's steps get slower than with nobody watching.
 
 A web process (`run.py serve`, no worker) on SQLite + Redis serves Live. This process plays the renderer of 20
-public jobs, as a worker would with 20 devices: each step does a fixed amount of numpy work and then publishes
-each job's `gen.progress` and `gen.preview` (a real 256 px WebP) through the same `RedisHub` a worker uses, at
-`--steps-per-sec` steps a second (the engine's preview cap is 8 a second per job). Phases alternate in one run:
+public jobs, as a worker runs them: a device thread does a fixed amount of numpy work per step, and each step's
+events — every job's `gen.progress` and `gen.preview` (a real 256 px WebP) — go through one publisher coroutine and
+the same `RedisHub` a worker uses (the work is sized for `--steps-per-sec`; the engine caps previews at 8 a second
+per job). Phases alternate in one run:
 nobody watching, then 50 WebSocket clients (in a child process, connected throughout) subscribed to `live:all`; the step time is the
 renderer's own (work + publishing), medians per phase and over rounds. Figures only, not a test.
 
@@ -77,26 +78,38 @@ def calibrate(step_secs: float) -> int:
 
 
 async def render(hub: RedisHub, jobs: list[str], frames: list[bytes], seconds: float, matmuls: int) -> list[float]:
-    """Steps for `seconds`: the work (in a thread, as the engine's device thread), then each job's events."""
+    """Steps for `seconds`, as a worker runs them: a device thread does the work and hands each step's events to
+    the loop (`call_soon_threadsafe`), where one publisher coroutine sends them through the hub. The step time is
+    the device thread's: what a watcher could slow down."""
     loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
     a = np.random.default_rng(1).random((MATRIX, MATRIX), dtype=np.float32)
+    stop = time.perf_counter() + seconds
 
-    def work() -> None:
-        for _ in range(matmuls):
-            a @ a
+    def device() -> list[float]:
+        times, step = [], 0
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            for _ in range(matmuls):
+                a @ a
+            step += 1
+            times.append(time.perf_counter() - started)
+            loop.call_soon_threadsafe(events.put_nowait, step)
+        loop.call_soon_threadsafe(events.put_nowait, None)
+        return times
 
-    times, step, end = [], 0, loop.time() + seconds
-    while loop.time() < end:
-        started = time.perf_counter()
-        await loop.run_in_executor(None, work)
-        step += 1
-        for n, job in enumerate(jobs):
-            topic = f"job:{job}"
-            await hub.publish(topic, {"type": "gen.progress", "job": job, "step": step, "total": 10_000})
-            await hub.publish(topic, {"type": "gen.preview", "job": job, "step": step, "total": 10_000,
-                                      "mime": "image/webp", "image": frames[n], "at": time.time()},
-                              sequenced=False)
-        times.append(time.perf_counter() - started)
+    async def publisher() -> None:
+        while (step := await events.get()) is not None:
+            for n, job in enumerate(jobs):
+                topic = f"job:{job}"
+                await hub.publish(topic, {"type": "gen.progress", "job": job, "step": step, "total": 10_000})
+                await hub.publish(topic, {"type": "gen.preview", "job": job, "step": step, "total": 10_000,
+                                          "mime": "image/webp", "image": frames[n], "at": time.time()},
+                                  sequenced=False)
+
+    sending = asyncio.create_task(publisher())
+    times = await loop.run_in_executor(None, device)
+    await sending
     return times
 
 
@@ -162,7 +175,7 @@ async def measure(args: argparse.Namespace, base: str, jobs: list[str], prefix: 
     client = redis_client.connect(REDIS_URL)
     hub = await RedisHub(client, prefix).start()
     frames = [preview_webp(n) for n in range(len(jobs))]
-    matmuls = calibrate(0.5 / args.steps_per_sec)  # half of each step is work; publishing 2 x jobs events the rest
+    matmuls = calibrate(1.0 / args.steps_per_sec)
     print(f"{len(jobs)} public jobs rendering, a step = {matmuls} matmuls of {MATRIX}² + {2 * len(jobs)} events "
           f"(previews {len(frames[0]) // 1024} KiB WebP); {args.watchers} watchers on live:all; "
           f"{args.seconds:g} s per phase, {args.rounds} rounds; CPUs: {os.cpu_count()}")
@@ -186,7 +199,7 @@ async def measure(args: argparse.Namespace, base: str, jobs: list[str], prefix: 
             per_watcher.append(statistics.median(got) / report["seconds"])
             print(f"round {round_ + 1}: step {without[-1] * 1000:.1f} ms unwatched, {with_[-1] * 1000:.1f} ms watched; "
                   f"frames sent {sent[-1]:.0f}/s ({per_watcher[-1]:.1f}/s per watcher, "
-                  f"{per_watcher[-1] / len(jobs):.2f}/s per tile); previews published {len(jobs) / without[-1]:.0f}/s")
+                  f"{per_watcher[-1] / len(jobs):.2f}/s per tile); previews published {len(quiet) * len(jobs) / args.seconds:.0f}/s")
     finally:
         watchers.stop()
     med = statistics.median
