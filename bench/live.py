@@ -5,9 +5,9 @@ A web process (`run.py serve`, no worker) on SQLite + Redis serves Live. This pr
 public jobs, as a worker runs them: a device thread does a fixed amount of numpy work per step, and each step's
 events — every job's `gen.progress` and `gen.preview` (a real 256 px WebP) — go through one publisher coroutine and
 the same `RedisHub` a worker uses (the work is sized for `--steps-per-sec`; the engine caps previews at 8 a second
-per job). Phases alternate in one run:
-nobody watching, then 50 WebSocket clients (in a child process, connected throughout) subscribed to `live:all`; the step time is the
-renderer's own (work + publishing), medians per phase and over rounds. Figures only, not a test.
+per job). Phases alternate in one run: nobody watching, then 50 WebSocket clients (in a child process, connected
+throughout) subscribed to `live:all`. The step time is the device thread's (what watchers could slow down: the
+web process and the sockets share this machine's cores), medians per phase and over rounds. Figures only, not a test.
 
     .venv/bin/python bench/live.py [--jobs 20] [--watchers 50] [--seconds 10] [--rounds 3]
 
@@ -199,7 +199,8 @@ async def measure(args: argparse.Namespace, base: str, jobs: list[str], prefix: 
             per_watcher.append(statistics.median(got) / report["seconds"])
             print(f"round {round_ + 1}: step {without[-1] * 1000:.1f} ms unwatched, {with_[-1] * 1000:.1f} ms watched; "
                   f"frames sent {sent[-1]:.0f}/s ({per_watcher[-1]:.1f}/s per watcher, "
-                  f"{per_watcher[-1] / len(jobs):.2f}/s per tile); previews published {len(quiet) * len(jobs) / args.seconds:.0f}/s")
+                  f"{per_watcher[-1] / len(jobs):.2f}/s per tile); "
+                  f"previews published {len(quiet) * len(jobs) / args.seconds:.0f}/s")
     finally:
         watchers.stop()
     med = statistics.median

@@ -52,8 +52,8 @@ def normalise_username(username: str) -> str:
 def check_password(password: str, settings: Settings, field: str = "password") -> None:
     """Refuse, never truncate, a password outside the configured bounds (``field``: the input it came in)."""
     if not isinstance(password, str) or len(password) < settings.password_min_chars:
-        raise InvalidInput(f"`password` must be at least {settings.password_min_chars} characters.", code="weak_password",
-                           data={"field": field})
+        raise InvalidInput(f"`password` must be at least {settings.password_min_chars} characters.",
+                           code="weak_password", data={"field": field})
     if len(password) > settings.password_max_chars:
         raise InvalidInput(
             f"`password` must be at most {settings.password_max_chars} characters but is {len(password)}.",

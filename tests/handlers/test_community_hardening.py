@@ -96,7 +96,8 @@ async def test_notifications_follow_their_message_and_hidden_messages_cannot_be_
             assert [n for n in (await mona.get("/api/notifications")).json()["notifications"]
                     if n["kind"] == "mention"] == []
             # The post's owner is still told of the message in her post's room, with the new text.
-            assert [n["text"] for n in (await alice.get("/api/notifications")).json()["notifications"]] == ["never mind"]
+            listed = (await alice.get("/api/notifications")).json()["notifications"]
+            assert [n["text"] for n in listed] == ["never mind"]
 
             # A hidden post's room shows nobody who is in it, except to its owner and moderators.
             await mona.post(f"/api/moderation/post/{post['id']}/hide")

@@ -103,7 +103,8 @@ def test_colour_pencil_keeps_the_colour_of_saturated_shapes(preset, make):
     assert outline[_ring(mask, 3)].mean() < outline[inside].mean() - 40, "with its outline drawn"
 
 
-@pytest.mark.parametrize("make", [portrait, landscape, lambda: flat_graphic()[0]], ids=["portrait", "landscape", "flat"])
+@pytest.mark.parametrize("make", [portrait, landscape, lambda: flat_graphic()[0]],
+                         ids=["portrait", "landscape", "flat"])
 def test_watercolour_is_not_the_photo(make):
     image = make()
     water = art.render(image, "watercolour", "fast").astype(np.float32)
