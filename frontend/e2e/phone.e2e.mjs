@@ -58,5 +58,12 @@ await runE2E('phone', async ({ browser, page, log }) => {
   assert.ok(prompt && prompt.y + prompt.height < PHONE.height, `the prompt is on the first screen (y=${prompt?.y})`)
   const stage = await byTestId(p, 'gen-status').boundingBox()
   assert.ok(stage && stage.y > prompt.y, 'the picture comes after the prompt')
+
+  log('phone: the chat box\'s hint is whole, not cut ("Shift+Enter for…")')
+  await p.goto('/rooms/lobby')
+  await byTestId(p, 'chat-input').waitFor()
+  const hint = p.locator('.chat-composer__hint')
+  assert.equal(await hint.evaluate((el) => el.scrollWidth <= el.clientWidth && el.scrollHeight <= el.clientHeight + 1), true)
+  assert.match(await hint.innerText(), /Shift\+Enter for a new line/)
   void account
 })
