@@ -32,6 +32,7 @@ from server.jobs.queue import JobQueue
 from server.jobs.records import JobRecords
 from server.jobs.redis_queue import RedisJobQueue
 from server.jobs.stylize import StylizeParser
+from server.live import LiveService
 from server.metrics import HttpMetrics
 from server.modelhub.service import ModelHub
 from server.originals import Originals
@@ -83,6 +84,7 @@ class Runtime:
     modelhub: ModelHub
     presets: PresetService
     shares: ShareService
+    live: LiveService
     # Open socket connections, so shutdown can close them, and tasks to finish before closing.
     connections: set[Connection] = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -155,6 +157,8 @@ class Runtime:
         jobs = JobService(records, queue, kinds, hub, blobs, executors, settings)
         originals = Originals(blobs, executors)
         jobs.wire(topics)
+        live = LiveService(db, hub, jobs, tile_fps=settings.live_tile_fps)
+        live.wire(topics)
         collab = CollabService(db, hub, limiter, executors, jobs, settings)
         collab.wire(topics, jobs)
         auth = AuthService(db, passwords, limiter, executors, settings, principals)
@@ -172,7 +176,7 @@ class Runtime:
                                       gallery_cache_ttl_secs=settings.gallery_cache_ttl_secs, originals=originals),
             collab=collab,
             modelhub=ModelHub.build(settings, db, cache, client, blobs, executors).start(),
-            presets=presets, shares=ShareService(db, originals),
+            presets=presets, shares=ShareService(db, originals), live=live,
         )
         runtime.modelhub.wire(runtime.community.moderation)
         runtime.shares.wire(jobs, runtime.community.posts)
@@ -215,6 +219,7 @@ class Runtime:
         await self.auth.close()
         await self.jobs.queue.close()
         await self.collab.close_all()
+        await self.live.close()
         await self.modelhub.close()
         await self.hub.close()
         if self.redis is not None:

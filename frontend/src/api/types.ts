@@ -125,6 +125,9 @@ export interface Job extends Omit<GenerationSettings, 'kind'> {
   kind: AnyJobKind
   /** An art job's preset ('fast' | 'quality'), a stylize job's preset id. */
   preset?: string | number
+  /** A stylize job's style, as its moderator titled it, and the words its author added. */
+  preset_title?: string
+  subject?: string
   id: string
   status: JobStatus
   /** 1 = next; only while queued. */
@@ -249,6 +252,8 @@ export interface AppNotification {
   /** The server's own sentence, in English. */
   summary?: string
   post: number | null
+  /** That post's title: people read the artwork's name, never the room's internal one. */
+  post_title?: string | null
   room: string | null
   message: number | null
   text: string
