@@ -33,7 +33,7 @@ async def test_live_lists_public_renders_and_thins_their_previews(users, gen_ser
         assert running and running[0]["owner"]["username"] == "ana" and running[0]["prompt"] == JOB["prompt"]
         assert running[0]["model"] == "demo-tiny"
 
-        first = await watcher.wait_type("live.preview", timeout=10, job=public["id"])
+        first = await watcher.wait_type("live.preview", timeout=60, job=public["id"])  # the job must start first
         started = asyncio.get_running_loop().time()
         assert first["image"] and first["mime"] and first["total"] == 80
         await watcher.wait_type("live.ended", timeout=60, job=public["id"])
