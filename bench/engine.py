@@ -89,6 +89,8 @@ async def main() -> None:
     parser.add_argument("--size", type=int)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--load-only", action="store_true",
+                        help="only (b): cold load vs raw read of the same files, taking turns, no engine")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / "out" / "engine")
     args = parser.parse_args()
     gpu = args.gpu and torch.cuda.is_available()
@@ -108,6 +110,18 @@ async def main() -> None:
     print(f"model: SD 1.5 architecture, random weights (built/reused in {time.perf_counter() - t0:.1f}s)")
     registry = ModelRegistry(models)
     spec = registry.get("sd15-random")
+    if args.load_only:
+        raw_read_seconds(spec.path)  # into the page cache
+        raw, cold_loads = [], []
+        for _ in range(runs):
+            raw.append(raw_read_seconds(spec.path))
+            started = time.perf_counter()
+            load_model(spec, dtype=dtype).to(device)
+            cold_loads.append(time.perf_counter() - started)
+        print(f"\n(b) cold load {median(cold_loads):.3f}s (runs {', '.join(f'{x:.3f}' for x in cold_loads)}) | "
+              f"raw read of {spec.size_bytes / 1e9:.2f} GB {median(raw):.3f}s (runs {', '.join(f'{x:.3f}' for x in raw)})")
+        print(f"    cold/raw = {median(cold_loads) / median(raw):.2f}x")
+        return
 
     engine = Engine(registry, EngineConfig(devices=[device], preview_fps=0, dtype=dtype)).start()
     base = dict(model="sd15-random", prompt="a lighthouse at dusk", negative_prompt="blurry", steps=steps,

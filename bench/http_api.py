@@ -1,8 +1,9 @@
 """Benchmark: GET /api/me with a bearer token at 64 concurrent connections, embedded and services mode.
 
 Starts the real server (`run.py serve`) in a subprocess for each mode, creates a user
-and a token, then drives load from this process. Prints requests/s and p50/p99.
-Not a test: figures only.
+and a token, then drives load from this process. Prints requests/s and p50/p99, and in
+the same run the same load on a bare Tornado JSON handler (bench/http_reference_server.py),
+our figures as a ratio of it. Not a test: figures only.
 
     .venv/bin/python bench/http_api.py [--seconds 10] [--connections 64] [--rounds 3]
 """
@@ -75,7 +76,36 @@ async def measure(port: int, token: str, connections: int, seconds: float, round
                            connections=connections, seconds=seconds) for _ in range(rounds)]
 
 
-def run_mode(name: str, env: dict[str, str], args: argparse.Namespace) -> None:
+def run_reference(args: argparse.Namespace) -> float:
+    """The bare Tornado handler under the same load; returns its median req/s."""
+    port = free_port()
+    server = guard.track(subprocess.Popen([sys.executable, str(ROOT / "bench" / "http_reference_server.py"),
+                                           str(port)], cwd=ROOT))
+    try:
+        deadline = time.time() + SERVER_START_SECS
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        results = asyncio.run(measure(port, "none", args.connections, args.seconds, args.rounds))
+    finally:
+        guard.stop(server)
+    return report("tornado", results, args, None)
+
+
+def report(name: str, results: list[LoadResult], args: argparse.Namespace, reference: float | None) -> float:
+    results.sort(key=lambda r: r.rps)
+    middle = results[len(results) // 2]
+    ratio = f"  = {middle.rps / reference:.2f}x bare Tornado" if reference else ""
+    print(f"{name:9s} median of {args.rounds}: {middle.summary()}{ratio}")
+    for r in results:
+        print(f"          round: {r.summary()}")
+    return middle.rps
+
+
+def run_mode(name: str, env: dict[str, str], args: argparse.Namespace, reference: float) -> None:
     port = free_port()
     if env.get("VA_DATABASE_URL"):
         guard.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT, env={**os.environ, **env})
@@ -85,11 +115,7 @@ def run_mode(name: str, env: dict[str, str], args: argparse.Namespace) -> None:
         results = asyncio.run(measure(port, token, args.connections, args.seconds, args.rounds))
     finally:
         guard.stop(server)
-    results.sort(key=lambda r: r.rps)
-    middle = results[len(results) // 2]
-    print(f"{name:9s} median of {args.rounds}: {middle.summary()}")
-    for r in results:
-        print(f"          round: {r.summary()}")
+    report(name, results, args, reference)
 
 
 def main() -> None:
@@ -97,6 +123,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", choices=["embedded", "services"], default=["embedded", "services"])
     parser.add_argument("--deadline-secs", type=float, default=1800, help="give up (exit 2) after this long")
     args = parser.parse_args()
     guard.main(lambda: run(args), deadline_secs=args.deadline_secs)
@@ -104,15 +131,19 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> None:
     print(f"GET /api/me, bearer token, {args.connections} connections, {args.seconds:.0f} s per round")
-    with tempfile.TemporaryDirectory() as data:
-        run_mode("embedded", {"VA_DATA_DIR": data}, args)
+    reference = run_reference(args)
+    if "embedded" in args.modes:
+        with tempfile.TemporaryDirectory() as data:
+            run_mode("embedded", {"VA_DATA_DIR": data}, args, reference)
+    if "services" not in args.modes:
+        return
     with guard.scratch_database() as database, tempfile.TemporaryDirectory() as data:
         run_mode("services", {
             "VA_DATA_DIR": data,
             "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
             "VA_REDIS_URL": "redis://127.0.0.1:6379/0",
             "VA_REDIS_PREFIX": f"va:bench:{database}:",
-        }, args)
+        }, args, reference)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ Redis), and, in the same run, for a minimal `websockets` broadcast server
 (bench/ws_reference_server.py) with the same clients and the same message size.
 Our throughput is reported as a ratio of the reference. Figures only, not a test.
 
-    .venv/bin/python bench/ws_fanout.py [--clients 100 1000] [--messages 300]
+    .venv/bin/python bench/ws_fanout.py [--clients 100 1000] [--messages 300] [--rounds 3]
+
+Each server runs --rounds times, the rounds of the reference and of ours taking turns, and the
+median is printed (a noisy shared machine moves single runs by tens of percent).
 
 Servers run as subprocesses; the clients and the publisher share this process,
 so on a 2-core machine the client side is part of what is measured (for all
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -208,6 +212,10 @@ PATHS = {
 }
 
 
+def median_run(runs: list[dict]) -> dict:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 def make_user_token(base: str) -> tuple[int, str]:
     token = make_token(base)
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
@@ -222,6 +230,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--messages", type=int, default=300, help="events per run (divided by 5 at 1,000 clients)")
     parser.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=["typing", "chat"])
+    parser.add_argument("--modes", nargs="+", choices=["in-process", "redis"], default=["in-process", "redis"])
+    parser.add_argument("--rounds", type=int, default=3, help="runs per server; the median is printed")
     parser.add_argument("--deadline-secs", type=float, default=3600, help="give up (exit 2) after this long")
     args = parser.parse_args()
     guard.main(lambda: run(args), deadline_secs=args.deadline_secs)
@@ -234,11 +244,13 @@ def run(args: argparse.Namespace) -> None:
 
 def measure(args: argparse.Namespace, database: str) -> None:
     data_dirs = [tempfile.mkdtemp(), tempfile.mkdtemp()]
-    modes = {
+    all_modes = {
         "in-process hub": {"VA_DATA_DIR": data_dirs[0]},
         "Redis hub": {"VA_DATA_DIR": data_dirs[1], "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
                       "VA_REDIS_URL": "redis://127.0.0.1:6379/0", "VA_REDIS_PREFIX": f"va:bench:{database}:"},
     }
+    wanted = {"in-process": "in-process hub", "redis": "Redis hub"}
+    modes = {wanted[m]: all_modes[wanted[m]] for m in args.modes}
     servers = []
     try:
         for env in modes.values():
@@ -256,21 +268,30 @@ def measure(args: argparse.Namespace, database: str) -> None:
             [sys.executable, str(ROOT / "bench" / "ws_reference_server.py"), str(ref_port)])))
         time.sleep(1.0)
         for path in args.paths:
-            base, tokens = endpoints["in-process hub"]
+            base, tokens = next(iter(endpoints.values()))
             frame_size = our_frame_size(base, tokens[0][1], path)
             print(f"\n== {PATHS[path]}: one room, every event to every client; frame {frame_size} bytes; "
                   f"{PUBLISHERS} publishers")
             for clients in args.clients:
                 messages = args.messages if clients <= 100 else max(20, args.messages // 5)
-                reference = asyncio.run(asyncio.wait_for(run_reference(ref_port, clients, messages, frame_size), 600))
-                print(f"{clients} clients x {messages} events")
+                runs: dict[str, list[dict]] = {"reference": [], **{name: [] for name in endpoints}}
+                for _ in range(args.rounds):
+                    runs["reference"].append(asyncio.run(asyncio.wait_for(
+                        run_reference(ref_port, clients, messages, frame_size), 600)))
+                    for name, (base, tokens) in endpoints.items():
+                        runs[name].append(asyncio.run(asyncio.wait_for(
+                            run_ours(base, tokens, clients, messages, path), 600)))
+                reference = median_run(runs["reference"])
+                print(f"{clients} clients x {messages} events, median of {args.rounds} rounds")
                 print(f"  websockets broadcast(): {reference['delivered_per_sec']:9.0f} delivered/s  "
                       f"p50 {reference['p50_ms']:7.1f} ms  p99 {reference['p99_ms']:7.1f} ms")
-                for name, (base, tokens) in endpoints.items():
-                    result = asyncio.run(asyncio.wait_for(run_ours(base, tokens, clients, messages, path), 600))
+                for name in endpoints:
+                    result = median_run(runs[name])
+                    each = ", ".join(f"{r['delivered_per_sec']:.0f}" for r in runs[name])
                     ratio = result["delivered_per_sec"] / reference["delivered_per_sec"]
                     print(f"  ours, {name:14s}: {result['delivered_per_sec']:9.0f} delivered/s  "
-                          f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  = {ratio:.2f}x reference")
+                          f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  = {ratio:.2f}x reference"
+                          f"  (rounds: {each})")
     finally:
         for server in servers:
             guard.stop(server)
