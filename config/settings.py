@@ -153,10 +153,11 @@ class Settings(BaseSettings):
     password_change_limit: int = Field(5, ge=1)
     password_change_window_secs: int = Field(15 * 60, ge=1)
     # Chat edits per user per window (each is a write and a fan-out); typing is fanned out at most once per
-    # user and room per interval (more is dropped quietly).
+    # user and room per interval (more is dropped quietly); 0 fans every one out (bench/ws_fanout.py measures
+    # the socket fan-out with typing events, which nothing stores).
     chat_edit_limit: int = Field(20, ge=1)
     chat_edit_window_secs: int = Field(10, ge=1)
-    typing_interval_secs: int = Field(2, ge=1)
+    typing_interval_secs: int = Field(2, ge=0)
     # Room replays (`sub` with `since`, up to 1,001 rows each) per user, or per address when anonymous, per
     # window; and topics one socket may watch at once.
     ws_replay_limit: int = Field(30, ge=1)

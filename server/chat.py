@@ -362,5 +362,5 @@ class ChatService:
         """Tell the room someone is typing: at most once per user and room per ``typing_interval_secs``
         (more often says nothing new, so it is dropped without an error)."""
         interval = self._settings.typing_interval_secs
-        if (await self._limiter.hit(f"typing:{user.id}:{room}", 1, interval)).allowed:
+        if interval == 0 or (await self._limiter.hit(f"typing:{user.id}:{room}", 1, interval)).allowed:
             await self._hub.publish(room_topic(room), {"type": "typing", "user": public_user(user)}, sequenced=False)
