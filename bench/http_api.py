@@ -69,53 +69,28 @@ def make_token(base: str) -> str:
         return created.json()["token"]
 
 
-async def measure(port: int, token: str, connections: int, seconds: float, rounds: int) -> list[LoadResult]:
-    await run_load("127.0.0.1", port, "/api/me", {"Authorization": f"Bearer {token}"},
-                   connections=connections, seconds=1.0)  # warm-up
-    return [await run_load("127.0.0.1", port, "/api/me", {"Authorization": f"Bearer {token}"},
-                           connections=connections, seconds=seconds) for _ in range(rounds)]
-
-
-def run_reference(args: argparse.Namespace) -> float:
-    """The bare Tornado handler under the same load; returns its median req/s."""
-    port = free_port()
+def start_reference(port: int) -> subprocess.Popen:
     server = guard.track(subprocess.Popen([sys.executable, str(ROOT / "bench" / "http_reference_server.py"),
                                            str(port)], cwd=ROOT))
-    try:
-        deadline = time.time() + SERVER_START_SECS
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        results = asyncio.run(measure(port, "none", args.connections, args.seconds, args.rounds))
-    finally:
-        guard.stop(server)
-    return report("tornado", results, args, None)
+    deadline = time.time() + SERVER_START_SECS
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    guard.stop(server)
+    raise RuntimeError("the reference server did not start")
 
 
-def report(name: str, results: list[LoadResult], args: argparse.Namespace, reference: float | None) -> float:
-    results.sort(key=lambda r: r.rps)
+def report(name: str, results: list[LoadResult], rounds: int, reference: float | None) -> float:
+    results = sorted(results, key=lambda r: r.rps)
     middle = results[len(results) // 2]
     ratio = f"  = {middle.rps / reference:.2f}x bare Tornado" if reference else ""
-    print(f"{name:9s} median of {args.rounds}: {middle.summary()}{ratio}")
-    for r in results:
-        print(f"          round: {r.summary()}")
+    print(f"{name:9s} median of {rounds}: {middle.summary()}{ratio}")
+    print(f"          rounds: {', '.join(f'{r.rps:.0f}' for r in results)} req/s; "
+          f"p99 {', '.join(f'{r.percentile(0.99) * 1000:.1f}' for r in results)} ms")
     return middle.rps
-
-
-def run_mode(name: str, env: dict[str, str], args: argparse.Namespace, reference: float) -> None:
-    port = free_port()
-    if env.get("VA_DATABASE_URL"):
-        guard.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT, env={**os.environ, **env})
-    server = start_server(env, port)
-    try:
-        token = make_token(f"http://127.0.0.1:{port}")
-        results = asyncio.run(measure(port, token, args.connections, args.seconds, args.rounds))
-    finally:
-        guard.stop(server)
-    report(name, results, args, reference)
 
 
 def main() -> None:
@@ -130,20 +105,49 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    print(f"GET /api/me, bearer token, {args.connections} connections, {args.seconds:.0f} s per round")
-    reference = run_reference(args)
-    if "embedded" in args.modes:
-        with tempfile.TemporaryDirectory() as data:
-            run_mode("embedded", {"VA_DATA_DIR": data}, args, reference)
-    if "services" not in args.modes:
-        return
-    with guard.scratch_database() as database, tempfile.TemporaryDirectory() as data:
-        run_mode("services", {
-            "VA_DATA_DIR": data,
-            "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
-            "VA_REDIS_URL": "redis://127.0.0.1:6379/0",
-            "VA_REDIS_PREFIX": f"va:bench:{database}:",
-        }, args, reference)
+    print(f"GET /api/me, bearer token, {args.connections} connections, {args.seconds:.0f} s per round; "
+          f"the servers take turns, round by round")
+    with guard.scratch_database() as database, tempfile.TemporaryDirectory() as embedded_data, \
+            tempfile.TemporaryDirectory() as services_data:
+        modes = {
+            "embedded": {"VA_DATA_DIR": embedded_data},
+            "services": {
+                "VA_DATA_DIR": services_data,
+                "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
+                "VA_REDIS_URL": "redis://127.0.0.1:6379/0",
+                "VA_REDIS_PREFIX": f"va:bench:{database}:",
+            },
+        }
+        servers = []
+        try:
+            port = free_port()
+            servers.append(start_reference(port))
+            targets = {"tornado": (port, "none")}
+            for name in args.modes:
+                env = modes[name]
+                if env.get("VA_DATABASE_URL"):
+                    guard.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
+                              env={**os.environ, **env})
+                port = free_port()
+                servers.append(start_server(env, port))
+                targets[name] = (port, make_token(f"http://127.0.0.1:{port}"))
+            results: dict[str, list[LoadResult]] = {name: [] for name in targets}
+
+            async def load(port: int, token: str, seconds: float) -> LoadResult:
+                return await run_load("127.0.0.1", port, "/api/me", {"Authorization": f"Bearer {token}"},
+                                      connections=args.connections, seconds=seconds)
+
+            for port, token in targets.values():
+                asyncio.run(load(port, token, 1.0))  # warm-up
+            for _ in range(args.rounds):
+                for name, (port, token) in targets.items():
+                    results[name].append(asyncio.run(load(port, token, args.seconds)))
+        finally:
+            for server in servers:
+                guard.stop(server)
+    reference = report("tornado", results.pop("tornado"), args.rounds, None)
+    for name, runs in results.items():
+        report(name, runs, args.rounds, reference)
 
 
 if __name__ == "__main__":
