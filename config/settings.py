@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     hub_upload_expiry_secs: int = Field(24 * 60 * 60, ge=1)
     hub_cache_ttl_secs: float = Field(60.0, ge=0)
     hub_counter_flush_secs: float = Field(10.0, gt=0)
+    # Behind nginx: the `internal` location that serves the blob store (its `alias` is <data_dir>/blobs/),
+    # e.g. "/_va_blobs/". Set, a download is answered with `X-Accel-Redirect` and no body, and nginx sends
+    # the file itself (sendfile, ranges); unset, the service streams it. See README "Behind nginx".
+    hub_accel_redirect_prefix: str | None = Field(None, pattern=r"^/[A-Za-z0-9._~/-]*$")
 
     # Workers. A worker renews its leases twice per heartbeat; a job whose lease went unrenewed for
     # `worker_claim_secs` is taken over by another worker (kill -9 to running again: about that long).
