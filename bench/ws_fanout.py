@@ -9,7 +9,10 @@ Our throughput is reported as a ratio of the reference. Figures only, not a test
     .venv/bin/python bench/ws_fanout.py [--clients 100 1000] [--messages 300] [--rounds 3]
 
 Each server runs --rounds times, the rounds of the reference and of ours taking turns, and the
-median is printed (a noisy shared machine moves single runs by tens of percent).
+median is printed (a noisy shared machine moves single runs by tens of percent). Beside the rate,
+each server's own CPU time per delivery while the events flow (psutil, its process alone, connecting
+and subscribing left out): on 2 cores the clients in this process cap both rates, and the server's
+cost is what the server code decides.
 
 Servers run as subprocesses; the clients and the publisher share this process,
 so on a 2-core machine the client side is part of what is measured (for all
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import httpx
 import msgpack
+import psutil
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +85,8 @@ class Receiver:
                 self.done.set()
 
 
-async def run_ours(base: str, tokens: list[tuple[int, str]], clients: int, messages: int, path: str) -> dict:
+async def run_ours(base: str, tokens: list[tuple[int, str]], clients: int, messages: int, path: str,
+                   pid: int) -> dict:
     ws_url = base.replace("http://", "ws://") + "/ws"
     headers = {"Origin": base}
     sockets = [await connect(ws_url, additional_headers=headers, max_size=None, compression=None)
@@ -100,18 +105,18 @@ async def run_ours(base: str, tokens: list[tuple[int, str]], clients: int, messa
         await publisher.send(msgpack.packb({"op": "sub", "topic": f"room:{ROOM}", "ref": "s"}))
         publishers.append(publisher)
     return await drive(sockets, publishers, clients, messages, ours=True, path=path,
-                       user_ids=[user_id for user_id, _ in tokens])
+                       user_ids=[user_id for user_id, _ in tokens], pid=pid)
 
 
-async def run_reference(port: int, clients: int, messages: int, frame_size: int) -> dict:
+async def run_reference(port: int, clients: int, messages: int, frame_size: int, pid: int) -> dict:
     url = f"ws://127.0.0.1:{port}/"
     sockets = [await connect(url, max_size=None, compression=None) for _ in range(clients)]
     publishers = [await connect(url, max_size=None, compression=None) for _ in range(PUBLISHERS)]
-    return await drive(sockets, publishers, clients, messages, ours=False, frame_size=frame_size)
+    return await drive(sockets, publishers, clients, messages, ours=False, frame_size=frame_size, pid=pid)
 
 
 async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool, frame_size: int = 0,
-                path: str = "chat", user_ids: list[int] | None = None) -> dict:
+                path: str = "chat", user_ids: list[int] | None = None, pid: int) -> dict:
     latencies: list[float] = []
     done = asyncio.Event()
     counter = [0]
@@ -162,6 +167,8 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
                 if i % PUBLISH_WINDOW == 0:
                     await asyncio.sleep(0)
 
+    server = psutil.Process(pid)
+    cpu_before = server.cpu_times()
     started = time.perf_counter()
     try:
         # Publishing waits for acks: a server that stops answering must not stall the run.
@@ -170,12 +177,15 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
     except TimeoutError:
         raise RuntimeError(f"only {counter[0]} of {expected} deliveries arrived") from None
     elapsed = time.perf_counter() - started
+    cpu_after = server.cpu_times()
+    server_cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
     for task in tasks:
         task.cancel()
     for ws in sockets + publishers:
         await ws.close()
     latencies.sort()
     return {
+        "server_cpu_us": server_cpu / expected * 1e6,
         "delivered_per_sec": expected / elapsed,
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
@@ -260,14 +270,17 @@ def measure(args: argparse.Namespace, database: str) -> None:
                 guard.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
                           env={**os.environ, **env})
         endpoints = {}
+        pids: dict[str, int] = {}
         for name, env in modes.items():
             port = free_port()
             servers.append(start_server({**env, **BENCH_SETTINGS}, port))
+            pids[name] = servers[-1].pid
             base = f"http://127.0.0.1:{port}"
             endpoints[name] = (base, [make_user_token(base) for _ in range(PUBLISHERS)])
         ref_port = free_port()
         servers.append(guard.track(subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "ws_reference_server.py"), str(ref_port)])))
+        pids["reference"] = servers[-1].pid
         time.sleep(1.0)
         for path in args.paths:
             base, tokens = next(iter(endpoints.values()))
@@ -279,21 +292,23 @@ def measure(args: argparse.Namespace, database: str) -> None:
                 runs: dict[str, list[dict]] = {"reference": [], **{name: [] for name in endpoints}}
                 for _ in range(args.rounds):
                     runs["reference"].append(asyncio.run(asyncio.wait_for(
-                        run_reference(ref_port, clients, messages, frame_size), 600)))
+                        run_reference(ref_port, clients, messages, frame_size, pids["reference"]), 600)))
                     for name, (base, tokens) in endpoints.items():
                         runs[name].append(asyncio.run(asyncio.wait_for(
-                            run_ours(base, tokens, clients, messages, path), 600)))
+                            run_ours(base, tokens, clients, messages, path, pids[name]), 600)))
                 reference = median_run(runs["reference"])
                 print(f"{clients} clients x {messages} events, median of {args.rounds} rounds")
                 print(f"  websockets broadcast(): {reference['delivered_per_sec']:9.0f} delivered/s  "
-                      f"p50 {reference['p50_ms']:7.1f} ms  p99 {reference['p99_ms']:7.1f} ms")
+                      f"p50 {reference['p50_ms']:7.1f} ms  p99 {reference['p99_ms']:7.1f} ms  "
+                      f"server CPU {reference['server_cpu_us']:.2f} us/delivery")
                 for name in endpoints:
                     result = median_run(runs[name])
                     each = ", ".join(f"{r['delivered_per_sec']:.0f}" for r in runs[name])
                     ratio = result["delivered_per_sec"] / reference["delivered_per_sec"]
                     print(f"  ours, {name:14s}: {result['delivered_per_sec']:9.0f} delivered/s  "
                           f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  = {ratio:.2f}x reference"
-                          f"  (rounds: {each})")
+                          f"  (rounds: {each}); server CPU {result['server_cpu_us']:.2f} us/delivery "
+                          f"= {reference['server_cpu_us'] / result['server_cpu_us']:.2f}x less than the reference's")
     finally:
         for server in servers:
             guard.stop(server)
