@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import guard  # noqa: E402
@@ -123,6 +125,7 @@ def run(args: argparse.Namespace) -> None:
             port = free_port()
             servers.append(start_reference(port))
             targets = {"tornado": (port, "none")}
+            pids = {"tornado": servers[-1].pid}
             for name in args.modes:
                 env = modes[name]
                 if env.get("VA_DATABASE_URL"):
@@ -130,8 +133,10 @@ def run(args: argparse.Namespace) -> None:
                               env={**os.environ, **env})
                 port = free_port()
                 servers.append(start_server(env, port))
+                pids[name] = servers[-1].pid
                 targets[name] = (port, make_token(f"http://127.0.0.1:{port}"))
             results: dict[str, list[LoadResult]] = {name: [] for name in targets}
+            cpu_per_request: dict[str, list[float]] = {name: [] for name in targets}
 
             async def load(port: int, token: str, seconds: float) -> LoadResult:
                 return await run_load("127.0.0.1", port, "/api/me", {"Authorization": f"Bearer {token}"},
@@ -141,13 +146,27 @@ def run(args: argparse.Namespace) -> None:
                 asyncio.run(load(port, token, 1.0))  # warm-up
             for _ in range(args.rounds):
                 for name, (port, token) in targets.items():
-                    results[name].append(asyncio.run(load(port, token, args.seconds)))
+                    server = psutil.Process(pids[name])
+                    before = server.cpu_times()
+                    result = asyncio.run(load(port, token, args.seconds))
+                    after = server.cpu_times()
+                    results[name].append(result)
+                    spent = (after.user - before.user) + (after.system - before.system)
+                    cpu_per_request[name].append(spent / max(1, result.requests + result.errors) * 1e6)
         finally:
             for server in servers:
                 guard.stop(server)
     reference = report("tornado", results.pop("tornado"), args.rounds, None)
     for name, runs in results.items():
         report(name, runs, args.rounds, reference)
+    # The server's own CPU per request (psutil, its process alone): on a shared 2-core machine the load
+    # generator in this process and the neighbours move req/s; what the server code costs moves less.
+    reference_cpu = statistics.median(cpu_per_request.pop("tornado"))
+    print(f"server CPU per request (median of {args.rounds}): bare Tornado {reference_cpu:.0f} us", end="")
+    for name, values in cpu_per_request.items():
+        print(f"; {name} {statistics.median(values):.0f} us (= {reference_cpu / statistics.median(values):.2f}x "
+              f"the bare handler's rate per CPU)", end="")
+    print()
 
 
 if __name__ == "__main__":
