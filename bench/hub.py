@@ -135,7 +135,13 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int, rounds:
     total = source.stat().st_size
     headers = {"Authorization": f"Bearer {token}"}
     idle_rss = psutil.Process(pid).memory_info().rss
-    figures: dict[str, list[float]] = {"cp": [], "sync": [], "up": [], "down": [], "up_rss": [], "down_rss": []}
+    figures: dict[str, list[float]] = {"cp": [], "sync": [], "up": [], "down": [], "up_rss": [], "down_rss": [],
+                                       "up_cpu": [], "down_cpu": []}
+    server = psutil.Process(pid)
+
+    def cpu() -> float:
+        times = server.cpu_times()
+        return times.user + times.system
 
     for _ in range(rounds):  # cp, upload and download take turns, so each round sees the same machine
         drop_from_page_cache(source)
@@ -149,21 +155,25 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int, rounds:
         version = model.json()["model"]["versions"][0]["id"]
         drop_from_page_cache(source)
         with PeakRss(pid) as up_rss:
+            cpu_before = cpu()
             started = time.perf_counter()
             out = guard.run(["curl", "-sS", "--fail-with-body", "--max-time", str(guard.SUBPROCESS_TIMEOUT_SECS),
                              "-T", str(source), "-H", f"Authorization: Bearer {token}",
                              f"{base}/api/hub/versions/{version}/files/big.safetensors"], capture_output=True)
             figures["up"].append(time.perf_counter() - started)
+            figures["up_cpu"].append(cpu() - cpu_before)
         figures["up_rss"].append(up_rss.peak)
         file = json.loads(out.stdout)["file"]
         assert file["sha256"] == sha, "the server stored other bytes"
 
         target = work / "downloaded.safetensors"
         with PeakRss(pid) as down_rss:
+            cpu_before = cpu()
             started = time.perf_counter()
             guard.run(["curl", "-sS", "--fail", "--max-time", str(guard.SUBPROCESS_TIMEOUT_SECS), "-o", str(target),
                        f"{base}{file['download_url']}"])
             figures["down"].append(time.perf_counter() - started)
+            figures["down_cpu"].append(cpu() - cpu_before)
         figures["down_rss"].append(down_rss.peak)
         assert target.stat().st_size == total
         target.unlink()
@@ -181,6 +191,10 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int, rounds:
     print(f"  download GET (curl -o)  {down_secs:6.2f} s  {mbs(down_secs):7.0f} MB/s   "
           f"ratio to cp {cp_secs / down_secs:.2f}                   peak server RSS {med['down_rss'] / MiB:.0f} MiB"
           f"   rounds {each('down')}")
+    print(f"  server CPU (all its threads): upload {med['up_cpu']:.2f} s, download {med['down_cpu']:.2f} s per "
+          f"{total / MiB:.0f} MiB; per-round ratios to cp+sync (upload) "
+          f"{', '.join(f'{(c + y) / u:.2f}' for c, y, u in zip(figures['cp'], figures['sync'], figures['up']))}, "
+          f"to cp (download) {', '.join(f'{c / d:.2f}' for c, d in zip(figures['cp'], figures['down']))}")
     print(f"  server RSS before the upload {idle_rss / MiB:.0f} MiB (mostly torch/diffusers imports)")
     print("  (upload includes sha256 on the way, the safetensors check, fsync and the move into the blob store)")
 
