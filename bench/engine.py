@@ -122,8 +122,9 @@ async def main() -> None:
             started = time.perf_counter()
             load_model(spec, dtype=dtype).to(device)
             cold_loads.append(time.perf_counter() - started)
-        print(f"\n(b) cold load {median(cold_loads):.3f}s (runs {', '.join(f'{x:.3f}' for x in cold_loads)}) | "
-              f"raw read of {spec.size_bytes / 1e9:.2f} GB {median(raw):.3f}s (runs {', '.join(f'{x:.3f}' for x in raw)})")
+        each = lambda xs: ", ".join(f"{x:.3f}" for x in xs)  # noqa: E731
+        print(f"\n(b) cold load {median(cold_loads):.3f}s (runs {each(cold_loads)}) | "
+              f"raw read of {spec.size_bytes / 1e9:.2f} GB {median(raw):.3f}s (runs {each(raw)})")
         print(f"    cold/raw = {median(cold_loads) / median(raw):.2f}x")
         if dtype != torch.float16:
             from safetensors.torch import load_file  # noqa: PLC0415

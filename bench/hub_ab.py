@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> None:
                 figures.setdefault(f"{name} down cpu", []).append(cpu(pid) - before)
                 assert target.stat().st_size == total
                 target.unlink()
-                shutil.rmtree(work / f"data-{name}" / "blobs" / sha[:2], ignore_errors=True)  # the next round stores anew
+                # The next round stores the file anew (the blob store keeps one copy per sha256).
+                shutil.rmtree(work / f"data-{name}" / "blobs" / sha[:2], ignore_errors=True)
         mbs = lambda secs: total / secs / 1e6  # noqa: E731
         med = {key: statistics.median(values) for key, values in figures.items()}
         print(f"{total / MiB:.0f} MiB, median of {args.rounds} rounds taking turns")
@@ -113,7 +114,8 @@ def run(args: argparse.Namespace) -> None:
         for name in targets:
             up_ratio = statistics.median(c / u for c, u in zip(figures["cp+sync"], figures[f"{name} up"]))
             down_ratio = statistics.median(c / d for c, d in zip(figures["cp"], figures[f"{name} down"]))
-            print(f"  {name:5s} upload {mbs(med[name + ' up']):5.0f} MB/s = {up_ratio:.2f}x cp+sync (per-round median), "
+            print(f"  {name:5s} upload {mbs(med[name + ' up']):5.0f} MB/s = {up_ratio:.2f}x cp+sync "
+                  f"(per-round median), "
                   f"server CPU {med[name + ' up cpu']:.2f} s | download {mbs(med[name + ' down']):5.0f} MB/s = "
                   f"{down_ratio:.2f}x cp, server CPU {med[name + ' down cpu']:.2f} s")
     finally:

@@ -258,7 +258,8 @@ def measure(args: argparse.Namespace, database: str) -> None:
     data_dirs = [tempfile.mkdtemp(), tempfile.mkdtemp()]
     all_modes = {
         "in-process hub": {"VA_DATA_DIR": data_dirs[0]},
-        "Redis hub": {"VA_DATA_DIR": data_dirs[1], "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
+        "Redis hub": {"VA_DATA_DIR": data_dirs[1],
+                      "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
                       "VA_REDIS_URL": "redis://127.0.0.1:6379/0", "VA_REDIS_PREFIX": f"va:bench:{database}:"},
     }
     wanted = {"in-process": "in-process hub", "redis": "Redis hub"}

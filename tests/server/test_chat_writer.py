@@ -1,4 +1,5 @@
-"""Chat's group commit: many messages per transaction, seqs consecutive in arrival order, a duplicate ref alone refused."""
+"""Chat's group commit: many messages per transaction, seqs consecutive in arrival order, a duplicate ref
+alone refused."""
 
 from __future__ import annotations
 
