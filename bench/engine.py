@@ -89,6 +89,10 @@ async def main() -> None:
     parser.add_argument("--size", type=int)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dtype", choices=["fp16", "fp32"],
+                        help="default: fp16 on a GPU, fp32 on the CPU (the files are fp16: fp32 converts every weight)")
+    parser.add_argument("--load-only", action="store_true",
+                        help="only (b): cold load vs raw read of the same files, taking turns, no engine")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / "out" / "engine")
     args = parser.parse_args()
     gpu = args.gpu and torch.cuda.is_available()
@@ -96,6 +100,8 @@ async def main() -> None:
         print("--gpu asked for but no CUDA device: CPU figures follow")
     device = "cuda:0" if gpu else "cpu"
     dtype = torch.float16 if gpu else torch.float32
+    if args.dtype:
+        dtype = torch.float16 if args.dtype == "fp16" else torch.float32
     size = args.size or (512 if gpu else 256)
     steps = args.steps or (20 if gpu else 4)
     runs = args.runs
@@ -108,6 +114,31 @@ async def main() -> None:
     print(f"model: SD 1.5 architecture, random weights (built/reused in {time.perf_counter() - t0:.1f}s)")
     registry = ModelRegistry(models)
     spec = registry.get("sd15-random")
+    if args.load_only:
+        raw_read_seconds(spec.path)  # into the page cache
+        raw, cold_loads = [], []
+        for _ in range(runs):
+            raw.append(raw_read_seconds(spec.path))
+            started = time.perf_counter()
+            load_model(spec, dtype=dtype).to(device)
+            cold_loads.append(time.perf_counter() - started)
+        each = lambda xs: ", ".join(f"{x:.3f}" for x in xs)  # noqa: E731
+        print(f"\n(b) cold load {median(cold_loads):.3f}s (runs {each(cold_loads)}) | "
+              f"raw read of {spec.size_bytes / 1e9:.2f} GB {median(raw):.3f}s (runs {each(raw)})")
+        print(f"    cold/raw = {median(cold_loads) / median(raw):.2f}x")
+        if dtype != torch.float16:
+            from safetensors.torch import load_file  # noqa: PLC0415
+
+            convert = []
+            for _ in range(runs):  # the floor for an fp32 load of fp16 files: map them, convert every tensor
+                started = time.perf_counter()
+                for f in sorted(spec.path.rglob("*.safetensors")):
+                    converted = {k: v.to(dtype) for k, v in load_file(str(f)).items()}
+                    del converted
+                convert.append(time.perf_counter() - started)
+            print(f"    map + convert fp16 -> {dtype} alone: {median(convert):.3f}s "
+                  f"(cold load / that = {median(cold_loads) / median(convert):.2f}x)")
+        return
 
     engine = Engine(registry, EngineConfig(devices=[device], preview_fps=0, dtype=dtype)).start()
     base = dict(model="sd15-random", prompt="a lighthouse at dusk", negative_prompt="blurry", steps=steps,

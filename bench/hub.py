@@ -10,7 +10,7 @@
 Starts the real server (`run.py serve`) in a subprocess. Not a test: figures only. Fails with a message
 and a non-zero exit (2 past --deadline-secs) rather than waiting forever.
 
-    .venv/bin/python bench/hub.py [--size-mib 1024] [--models 10000] [--seconds 10] [--connections 64] [--skip-transfer]
+    .venv/bin/python bench/hub.py [--size-mib 1024] [--models 10000] [--seconds 10] [--connections 64] [--skip-transfer] [--skip-find] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -125,54 +126,75 @@ def account(base: str) -> tuple[str, int]:
         return token.json()["token"], user.json()["user"]["id"]
 
 
-def transfer(port: int, token: str, work: Path, size_mib: int, pid: int) -> None:
+def transfer(port: int, token: str, work: Path, size_mib: int, pid: int, rounds: int) -> None:
     base = f"http://127.0.0.1:{port}"
     source = work / "big.safetensors"
     size = size_mib * MiB
     print(f"writing a {size_mib} MiB .safetensors file…", flush=True)
     sha = write_big_safetensors(source, size)
     total = source.stat().st_size
-
-    drop_from_page_cache(source)
-    cp_secs = timed(["cp", str(source), str(work / "copy.safetensors")])
-    sync_secs = timed(["sync", "-f", str(work / "copy.safetensors")])
-    (work / "copy.safetensors").unlink()
-
     headers = {"Authorization": f"Bearer {token}"}
-    model = httpx.post(f"{base}/api/hub/models", json={"name": "Big " + uuid.uuid4().hex[:6]}, headers=headers,
-                       timeout=30)
-    model.raise_for_status()
-    version = model.json()["model"]["versions"][0]["id"]
-
     idle_rss = psutil.Process(pid).memory_info().rss
-    drop_from_page_cache(source)
-    with PeakRss(pid) as up_rss:
-        started = time.perf_counter()
-        out = guard.run(["curl", "-sS", "--fail-with-body", "--max-time", str(guard.SUBPROCESS_TIMEOUT_SECS),
-                         "-T", str(source), "-H", f"Authorization: Bearer {token}",
-                         f"{base}/api/hub/versions/{version}/files/big.safetensors"], capture_output=True)
-        up_secs = time.perf_counter() - started
-    file = json.loads(out.stdout)["file"]
-    assert file["sha256"] == sha, "the server stored other bytes"
+    figures: dict[str, list[float]] = {"cp": [], "sync": [], "up": [], "down": [], "up_rss": [], "down_rss": [],
+                                       "up_cpu": [], "down_cpu": []}
+    server = psutil.Process(pid)
 
-    target = work / "downloaded.safetensors"
-    with PeakRss(pid) as down_rss:
-        started = time.perf_counter()
-        guard.run(["curl", "-sS", "--fail", "--max-time", str(guard.SUBPROCESS_TIMEOUT_SECS), "-o", str(target),
-                   f"{base}{file['download_url']}"])
-        down_secs = time.perf_counter() - started
-    assert target.stat().st_size == total
-    target.unlink()
+    def cpu() -> float:
+        times = server.cpu_times()
+        return times.user + times.system
 
+    for _ in range(rounds):  # cp, upload and download take turns, so each round sees the same machine
+        drop_from_page_cache(source)
+        figures["cp"].append(timed(["cp", str(source), str(work / "copy.safetensors")]))
+        figures["sync"].append(timed(["sync", "-f", str(work / "copy.safetensors")]))
+        (work / "copy.safetensors").unlink()
+
+        model = httpx.post(f"{base}/api/hub/models", json={"name": "Big " + uuid.uuid4().hex[:6]}, headers=headers,
+                           timeout=30)
+        model.raise_for_status()
+        version = model.json()["model"]["versions"][0]["id"]
+        drop_from_page_cache(source)
+        with PeakRss(pid) as up_rss:
+            cpu_before = cpu()
+            started = time.perf_counter()
+            out = guard.run(["curl", "-sS", "--fail-with-body", "--max-time", str(guard.SUBPROCESS_TIMEOUT_SECS),
+                             "-T", str(source), "-H", f"Authorization: Bearer {token}",
+                             f"{base}/api/hub/versions/{version}/files/big.safetensors"], capture_output=True)
+            figures["up"].append(time.perf_counter() - started)
+            figures["up_cpu"].append(cpu() - cpu_before)
+        figures["up_rss"].append(up_rss.peak)
+        file = json.loads(out.stdout)["file"]
+        assert file["sha256"] == sha, "the server stored other bytes"
+
+        target = work / "downloaded.safetensors"
+        with PeakRss(pid) as down_rss:
+            cpu_before = cpu()
+            started = time.perf_counter()
+            guard.run(["curl", "-sS", "--fail", "--max-time", str(guard.SUBPROCESS_TIMEOUT_SECS), "-o", str(target),
+                       f"{base}{file['download_url']}"])
+            figures["down"].append(time.perf_counter() - started)
+            figures["down_cpu"].append(cpu() - cpu_before)
+        figures["down_rss"].append(down_rss.peak)
+        assert target.stat().st_size == total
+        target.unlink()
+
+    med = {key: statistics.median(values) for key, values in figures.items()}
+    cp_secs, sync_secs, up_secs, down_secs = med["cp"], med["sync"], med["up"], med["down"]
     mbs = lambda secs: total / secs / 1e6  # noqa: E731
-    print(f"\nTransfer of {total / MiB:.0f} MiB over loopback (same disk):")
+    each = lambda key: ", ".join(f"{mbs(v):.0f}" for v in figures[key])  # noqa: E731
+    print(f"\nTransfer of {total / MiB:.0f} MiB over loopback (same disk), median of {rounds} rounds:")
     print(f"  cp                      {cp_secs:6.2f} s  {mbs(cp_secs):7.0f} MB/s   (+ sync {sync_secs:.2f} s: "
-          f"{mbs(cp_secs + sync_secs):.0f} MB/s)")
+          f"{mbs(cp_secs + sync_secs):.0f} MB/s)   rounds {each('cp')}")
     print(f"  upload  PUT (curl -T)   {up_secs:6.2f} s  {mbs(up_secs):7.0f} MB/s   "
           f"ratio to cp {cp_secs / up_secs:.2f}, to cp+sync {(cp_secs + sync_secs) / up_secs:.2f}   "
-          f"peak server RSS {up_rss.peak / MiB:.0f} MiB")
+          f"peak server RSS {med['up_rss'] / MiB:.0f} MiB   rounds {each('up')}")
     print(f"  download GET (curl -o)  {down_secs:6.2f} s  {mbs(down_secs):7.0f} MB/s   "
-          f"ratio to cp {cp_secs / down_secs:.2f}                   peak server RSS {down_rss.peak / MiB:.0f} MiB")
+          f"ratio to cp {cp_secs / down_secs:.2f}                   peak server RSS {med['down_rss'] / MiB:.0f} MiB"
+          f"   rounds {each('down')}")
+    print(f"  server CPU (all its threads): upload {med['up_cpu']:.2f} s, download {med['down_cpu']:.2f} s per "
+          f"{total / MiB:.0f} MiB; per-round ratios to cp+sync (upload) "
+          f"{', '.join(f'{(c + y) / u:.2f}' for c, y, u in zip(figures['cp'], figures['sync'], figures['up']))}, "
+          f"to cp (download) {', '.join(f'{c / d:.2f}' for c, d in zip(figures['cp'], figures['down']))}")
     print(f"  server RSS before the upload {idle_rss / MiB:.0f} MiB (mostly torch/diffusers imports)")
     print("  (upload includes sha256 on the way, the safetensors check, fsync and the move into the blob store)")
 
@@ -231,6 +253,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--skip-transfer", action="store_true", help="only the list/search part")
+    parser.add_argument("--skip-find", action="store_true", help="only the upload/download part")
+    parser.add_argument("--rounds", type=int, default=3, help="upload/download rounds; the median is printed")
     parser.add_argument("--deadline-secs", type=float, default=3600, help="give up (exit 2) after this long")
     args = parser.parse_args()
     guard.main(lambda: run(args), deadline_secs=args.deadline_secs)
@@ -260,7 +284,9 @@ def measure(args: argparse.Namespace, database: str, work: Path) -> None:
     try:
         token, user_id = account(f"http://127.0.0.1:{port}")
         if not args.skip_transfer:
-            transfer(port, token, work, args.size_mib, server.pid)
+            transfer(port, token, work, args.size_mib, server.pid, args.rounds)
+        if args.skip_find:
+            return
         print(f"\nseeding {args.models:,} models…", flush=True)
         seed_models(database, user_id, args.models)
         print(f"Model list / search, {args.connections} clients, {args.seconds:.0f} s each, MariaDB + Redis:")

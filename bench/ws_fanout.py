@@ -6,7 +6,13 @@ Redis), and, in the same run, for a minimal `websockets` broadcast server
 (bench/ws_reference_server.py) with the same clients and the same message size.
 Our throughput is reported as a ratio of the reference. Figures only, not a test.
 
-    .venv/bin/python bench/ws_fanout.py [--clients 100 1000] [--messages 300]
+    .venv/bin/python bench/ws_fanout.py [--clients 100 1000] [--messages 300] [--rounds 3]
+
+Each server runs --rounds times, the rounds of the reference and of ours taking turns, and the
+median is printed (a noisy shared machine moves single runs by tens of percent). Beside the rate,
+each server's own CPU time per delivery while the events flow (psutil, its process alone, connecting
+and subscribing left out): on 2 cores the clients in this process cap both rates, and the server's
+cost is what the server code decides.
 
 Servers run as subprocesses; the clients and the publisher share this process,
 so on a 2-core machine the client side is part of what is measured (for all
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +34,7 @@ from pathlib import Path
 
 import httpx
 import msgpack
+import psutil
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +85,8 @@ class Receiver:
                 self.done.set()
 
 
-async def run_ours(base: str, tokens: list[tuple[int, str]], clients: int, messages: int, path: str) -> dict:
+async def run_ours(base: str, tokens: list[tuple[int, str]], clients: int, messages: int, path: str,
+                   pid: int) -> dict:
     ws_url = base.replace("http://", "ws://") + "/ws"
     headers = {"Origin": base}
     sockets = [await connect(ws_url, additional_headers=headers, max_size=None, compression=None)
@@ -96,18 +105,18 @@ async def run_ours(base: str, tokens: list[tuple[int, str]], clients: int, messa
         await publisher.send(msgpack.packb({"op": "sub", "topic": f"room:{ROOM}", "ref": "s"}))
         publishers.append(publisher)
     return await drive(sockets, publishers, clients, messages, ours=True, path=path,
-                       user_ids=[user_id for user_id, _ in tokens])
+                       user_ids=[user_id for user_id, _ in tokens], pid=pid)
 
 
-async def run_reference(port: int, clients: int, messages: int, frame_size: int) -> dict:
+async def run_reference(port: int, clients: int, messages: int, frame_size: int, pid: int) -> dict:
     url = f"ws://127.0.0.1:{port}/"
     sockets = [await connect(url, max_size=None, compression=None) for _ in range(clients)]
     publishers = [await connect(url, max_size=None, compression=None) for _ in range(PUBLISHERS)]
-    return await drive(sockets, publishers, clients, messages, ours=False, frame_size=frame_size)
+    return await drive(sockets, publishers, clients, messages, ours=False, frame_size=frame_size, pid=pid)
 
 
 async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool, frame_size: int = 0,
-                path: str = "chat", user_ids: list[int] | None = None) -> dict:
+                path: str = "chat", user_ids: list[int] | None = None, pid: int) -> dict:
     latencies: list[float] = []
     done = asyncio.Event()
     counter = [0]
@@ -158,6 +167,8 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
                 if i % PUBLISH_WINDOW == 0:
                     await asyncio.sleep(0)
 
+    server = psutil.Process(pid)
+    cpu_before = server.cpu_times()
     started = time.perf_counter()
     try:
         # Publishing waits for acks: a server that stops answering must not stall the run.
@@ -166,12 +177,15 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
     except TimeoutError:
         raise RuntimeError(f"only {counter[0]} of {expected} deliveries arrived") from None
     elapsed = time.perf_counter() - started
+    cpu_after = server.cpu_times()
+    server_cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
     for task in tasks:
         task.cancel()
     for ws in sockets + publishers:
         await ws.close()
     latencies.sort()
     return {
+        "server_cpu_us": server_cpu / expected * 1e6,
         "delivered_per_sec": expected / elapsed,
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
@@ -208,13 +222,19 @@ PATHS = {
 }
 
 
+def median_run(runs: list[dict]) -> dict:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 def make_user_token(base: str) -> tuple[int, str]:
     token = make_token(base)
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
         return client.get("/api/me").json()["user"]["id"], token
 
 
-BENCH_SETTINGS = {"VA_CHAT_SEND_LIMIT": "100000000", "VA_WS_MAX_FRAMES_PER_SEC": "1000000"}
+# Typing is collapsed to one event per user and room per 2 s by default; 0 fans every one out.
+BENCH_SETTINGS = {"VA_CHAT_SEND_LIMIT": "100000000", "VA_WS_MAX_FRAMES_PER_SEC": "1000000",
+                  "VA_TYPING_INTERVAL_SECS": "0"}
 
 
 def main() -> None:
@@ -222,6 +242,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--messages", type=int, default=300, help="events per run (divided by 5 at 1,000 clients)")
     parser.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=["typing", "chat"])
+    parser.add_argument("--modes", nargs="+", choices=["in-process", "redis"], default=["in-process", "redis"])
+    parser.add_argument("--rounds", type=int, default=3, help="runs per server; the median is printed")
     parser.add_argument("--deadline-secs", type=float, default=3600, help="give up (exit 2) after this long")
     args = parser.parse_args()
     guard.main(lambda: run(args), deadline_secs=args.deadline_secs)
@@ -234,11 +256,14 @@ def run(args: argparse.Namespace) -> None:
 
 def measure(args: argparse.Namespace, database: str) -> None:
     data_dirs = [tempfile.mkdtemp(), tempfile.mkdtemp()]
-    modes = {
+    all_modes = {
         "in-process hub": {"VA_DATA_DIR": data_dirs[0]},
-        "Redis hub": {"VA_DATA_DIR": data_dirs[1], "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
+        "Redis hub": {"VA_DATA_DIR": data_dirs[1],
+                      "VA_DATABASE_URL": f"mysql+aiomysql://root@127.0.0.1:3306/{database}",
                       "VA_REDIS_URL": "redis://127.0.0.1:6379/0", "VA_REDIS_PREFIX": f"va:bench:{database}:"},
     }
+    wanted = {"in-process": "in-process hub", "redis": "Redis hub"}
+    modes = {wanted[m]: all_modes[wanted[m]] for m in args.modes}
     servers = []
     try:
         for env in modes.values():
@@ -246,31 +271,45 @@ def measure(args: argparse.Namespace, database: str) -> None:
                 guard.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT,
                           env={**os.environ, **env})
         endpoints = {}
+        pids: dict[str, int] = {}
         for name, env in modes.items():
             port = free_port()
             servers.append(start_server({**env, **BENCH_SETTINGS}, port))
+            pids[name] = servers[-1].pid
             base = f"http://127.0.0.1:{port}"
             endpoints[name] = (base, [make_user_token(base) for _ in range(PUBLISHERS)])
         ref_port = free_port()
         servers.append(guard.track(subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "ws_reference_server.py"), str(ref_port)])))
+        pids["reference"] = servers[-1].pid
         time.sleep(1.0)
         for path in args.paths:
-            base, tokens = endpoints["in-process hub"]
+            base, tokens = next(iter(endpoints.values()))
             frame_size = our_frame_size(base, tokens[0][1], path)
             print(f"\n== {PATHS[path]}: one room, every event to every client; frame {frame_size} bytes; "
                   f"{PUBLISHERS} publishers")
             for clients in args.clients:
                 messages = args.messages if clients <= 100 else max(20, args.messages // 5)
-                reference = asyncio.run(asyncio.wait_for(run_reference(ref_port, clients, messages, frame_size), 600))
-                print(f"{clients} clients x {messages} events")
+                runs: dict[str, list[dict]] = {"reference": [], **{name: [] for name in endpoints}}
+                for _ in range(args.rounds):
+                    runs["reference"].append(asyncio.run(asyncio.wait_for(
+                        run_reference(ref_port, clients, messages, frame_size, pids["reference"]), 600)))
+                    for name, (base, tokens) in endpoints.items():
+                        runs[name].append(asyncio.run(asyncio.wait_for(
+                            run_ours(base, tokens, clients, messages, path, pids[name]), 600)))
+                reference = median_run(runs["reference"])
+                print(f"{clients} clients x {messages} events, median of {args.rounds} rounds")
                 print(f"  websockets broadcast(): {reference['delivered_per_sec']:9.0f} delivered/s  "
-                      f"p50 {reference['p50_ms']:7.1f} ms  p99 {reference['p99_ms']:7.1f} ms")
-                for name, (base, tokens) in endpoints.items():
-                    result = asyncio.run(asyncio.wait_for(run_ours(base, tokens, clients, messages, path), 600))
+                      f"p50 {reference['p50_ms']:7.1f} ms  p99 {reference['p99_ms']:7.1f} ms  "
+                      f"server CPU {reference['server_cpu_us']:.2f} us/delivery")
+                for name in endpoints:
+                    result = median_run(runs[name])
+                    each = ", ".join(f"{r['delivered_per_sec']:.0f}" for r in runs[name])
                     ratio = result["delivered_per_sec"] / reference["delivered_per_sec"]
                     print(f"  ours, {name:14s}: {result['delivered_per_sec']:9.0f} delivered/s  "
-                          f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  = {ratio:.2f}x reference")
+                          f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  = {ratio:.2f}x reference"
+                          f"  (rounds: {each}); server CPU {result['server_cpu_us']:.2f} us/delivery "
+                          f"= {reference['server_cpu_us'] / result['server_cpu_us']:.2f}x less than the reference's")
     finally:
         for server in servers:
             guard.stop(server)

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     hub_upload_expiry_secs: int = Field(24 * 60 * 60, ge=1)
     hub_cache_ttl_secs: float = Field(60.0, ge=0)
     hub_counter_flush_secs: float = Field(10.0, gt=0)
+    # Behind nginx: the `internal` location that serves the blob store (its `alias` is <data_dir>/blobs/),
+    # e.g. "/_va_blobs/". Set, a download is answered with `X-Accel-Redirect` and no body, and nginx sends
+    # the file itself (sendfile, ranges); unset, the service streams it. See README "Behind nginx".
+    hub_accel_redirect_prefix: str | None = Field(None, pattern=r"^/[A-Za-z0-9._~/-]*$")
 
     # Workers. A worker renews its leases twice per heartbeat; a job whose lease went unrenewed for
     # `worker_claim_secs` is taken over by another worker (kill -9 to running again: about that long).
@@ -155,10 +159,11 @@ class Settings(BaseSettings):
     password_change_limit: int = Field(5, ge=1)
     password_change_window_secs: int = Field(15 * 60, ge=1)
     # Chat edits per user per window (each is a write and a fan-out); typing is fanned out at most once per
-    # user and room per interval (more is dropped quietly).
+    # user and room per interval (more is dropped quietly); 0 fans every one out (bench/ws_fanout.py measures
+    # the socket fan-out with typing events, which nothing stores).
     chat_edit_limit: int = Field(20, ge=1)
     chat_edit_window_secs: int = Field(10, ge=1)
-    typing_interval_secs: int = Field(2, ge=1)
+    typing_interval_secs: int = Field(2, ge=0)
     # Room replays (`sub` with `since`, up to 1,001 rows each) per user, or per address when anonymous, per
     # window; and topics one socket may watch at once.
     ws_replay_limit: int = Field(30, ge=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import struct
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,7 +11,7 @@ from asyncio import Future
 
 from tornado import websocket
 from tornado.ioloop import IOLoop
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import HTTPError
 from tornado.websocket import WebSocketClosedError
 
@@ -26,9 +27,46 @@ from server.realtime.ops import NoArgs, OpCall, op
 log = logging.getLogger(__name__)
 
 BINARY_OPCODE = 0x2
+FIN = 0x80
 # A socket we close gets this long to read its close frame, whose code says why (4008: too slow), before
 # it is dropped. Tornado's own wait is 5 s, holding a peer that never reads (and its buffers) that long.
 CLOSE_GRACE_SECS = 2.0
+
+
+def binary_frame(data: bytes) -> bytes:
+    """One unmasked, uncompressed binary frame (RFC 6455 5.2), as a server sends it. Built once per
+    payload in a flush pass and shared by every socket that gets the same events."""
+    size = len(data)
+    if size < 126:
+        header = struct.pack("!BB", FIN | BINARY_OPCODE, size)
+    elif size <= 0xFFFF:
+        header = struct.pack("!BBH", FIN | BINARY_OPCODE, 126, size)
+    else:
+        header = struct.pack("!BBQ", FIN | BINARY_OPCODE, 127, size)
+    return header + data
+
+
+def write_now(stream: IOStream, wire: bytes) -> Future | None:
+    """Write to the socket at once when nothing waits before it; None when the kernel took it all.
+
+    IOStream.write makes a Future, its callbacks and a loop turn for every write, which at 1,000
+    sockets a pass is most of the cost of fan-out; like asyncio's transports (and so `websockets`),
+    a write to an idle socket goes straight to send(). Only what the kernel does not take (or any
+    write behind bytes already waiting, so the order holds) goes through the stream, whose Future
+    says when it is out. A plain IOStream only: TLS goes through the stream as before."""
+    if stream.closed():
+        raise StreamClosedError()
+    if type(stream) is IOStream and not stream._write_buffer and not stream._connecting:
+        try:
+            sent = stream.socket.send(wire)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return stream.write(wire)  # the stream meets the same error, closes and reports it
+        if sent == len(wire):
+            return None
+        wire = memoryview(wire)[sent:]
+    return stream.write(wire)
 
 
 class SocketHandler(websocket.WebSocketHandler, BaseHandler):
@@ -74,9 +112,10 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
         runtime = self.runtime
         self.connection = Connection(
             self.principal, runtime.hub, runtime.topics, self.settings["socket_ops"], runtime,
-            send=self._send_binary,
+            send=self._send_framed,
             close=self._close_then_drop,
             flusher=runtime.flusher,
+            frame=binary_frame,
             max_frames_per_sec=runtime.settings.ws_max_frames_per_sec,
             max_send_buffer_bytes=runtime.settings.ws_max_send_buffer_bytes,
             max_subscriptions=runtime.settings.ws_max_subscriptions,
@@ -99,20 +138,20 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
         await self.runtime.limiter.require(f"ws-replay:{who}", settings.ws_replay_limit,
                                            settings.ws_replay_window_secs, "Too many replays (sub with since)")
 
-    def _send_binary(self, data: bytes) -> Future | None:
-        """Write one binary frame and return the stream's own write future.
+    def _send_framed(self, wire: bytes) -> Future | None:
+        """Write one frame that `binary_frame` built; a Future while part of it waits, else None.
 
-        `write_message` wraps every write in a new Task (tens of microseconds), which
-        dominates fan-out to many sockets; the protocol's frame writer does the same
-        write without it. Pinned Tornado (requirements.txt) keeps this private call
-        stable; tests/handlers/test_ws_chat.py exercises it on every event.
-        """
+        `write_message` frames every message again and wraps every write in a new Task (tens of
+        microseconds), which dominates fan-out to many sockets. Pinned Tornado (requirements.txt)
+        keeps the private attributes used here stable; tests/handlers/test_ws_chat.py and
+        tests/handlers/test_ws_write.py exercise them on every event."""
         protocol = self.ws_connection
-        if protocol is None or protocol.is_closing():
+        if protocol is None or protocol.is_closing() or protocol.stream is None:
             raise WebSocketClosedError()
-        protocol._message_bytes_out += len(data)
+        protocol._message_bytes_out += len(wire)
+        protocol._wire_bytes_out += len(wire)
         try:
-            return protocol._write_frame(True, BINARY_OPCODE, data)
+            return write_now(protocol.stream, wire)
         except StreamClosedError:
             raise WebSocketClosedError() from None
 

@@ -59,8 +59,10 @@ def make_app(runtime: Runtime) -> web.Application:
         route = type(handler).__name__
         runtime.http_metrics.observe(handler.request.method or "", route, status, seconds)
         level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-        access_log.log(level, "%d %s %s (%s) %.1fms", status, handler.request.method,
-                       redact(handler.request.uri or ""), client_addresses.of_request(handler.request), seconds * 1000)
+        if access_log.isEnabledFor(level):  # the address and the redacted URI cost more than the line
+            access_log.log(level, "%d %s %s (%s) %.1fms", status, handler.request.method,
+                           redact(handler.request.uri or ""), client_addresses.of_request(handler.request),
+                           seconds * 1000)
 
     app = web.Application(
         routes,

@@ -3,7 +3,8 @@
 A room's topic is ``room:<name>``. Each change to a room (send, edit, delete)
 takes the next value of ``rooms.last_seq`` in the same transaction that stores
 it, so the seq order is the commit order, and a client that missed events is
-replayed them from the database.
+replayed them from the database. New messages are written in batches, one
+transaction per batch (server/chat_writer.py: a group commit).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
 
+from server.chat_writer import MessageWriter
 from server.text import clean_text
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.hub import Hub, Reset
@@ -101,6 +103,7 @@ class ChatService:
         self._hub = hub
         self._presence = presence
         self._limiter = limiter
+        self._writer = MessageWriter(sessions)
         self.room_guards: dict[str, RoomGuard] = {}
         self.message_listeners: list[MessageListener] = []
         self.change_listeners: list[ChangeListener] = []
@@ -142,15 +145,10 @@ class ChatService:
         """The stored message, or, for a retry of ``client_ref``, the message it stored before."""
         for _ in range(2):
             try:
-                # One transaction: the seq bump, the row, the commit. A repeated ref trips the unique
-                # index, which rolls the bump back too.
-                async with self._db() as db:
-                    seq = await self._next_seq(db, room_id)
-                    message = Message(room_id=room_id, author_id=author.id, seq=seq, created_seq=seq, text=text,
-                                      mentions=" ".join(u.username for u in mentioned), client_ref=client_ref)
-                    db.add(message)
-                    await db.commit()
-                return message
+                # One transaction (shared with the messages sent meanwhile): the seq bump, the row, the
+                # commit. A repeated ref trips the unique index, which rolls the bump back too.
+                return await self._writer.insert(room_id, author.id, text, " ".join(u.username for u in mentioned),
+                                                 client_ref)
             except IntegrityError:
                 if client_ref is None:
                     raise
@@ -366,5 +364,5 @@ class ChatService:
         """Tell the room someone is typing: at most once per user and room per ``typing_interval_secs``
         (more often says nothing new, so it is dropped without an error)."""
         interval = self._settings.typing_interval_secs
-        if (await self._limiter.hit(f"typing:{user.id}:{room}", 1, interval)).allowed:
+        if interval == 0 or (await self._limiter.hit(f"typing:{user.id}:{room}", 1, interval)).allowed:
             await self._hub.publish(room_topic(room), {"type": "typing", "user": public_user(user)}, sequenced=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from tornado.httputil import HTTPServerRequest
 
@@ -16,6 +17,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@lru_cache(maxsize=4096)  # every request parses its peer's address; a few thousand peers at a time at most
 def _parse(value: str) -> IPAddress | None:
     try:
         address = ipaddress.ip_address(value.strip())

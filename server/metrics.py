@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 # Spans a cached read (~1 ms) to a slow upload answer (~10 s).
@@ -17,7 +19,13 @@ class HttpMetrics:
             "va_http_request_duration_seconds", "Time to answer an HTTP request", ["method", "route"],
             buckets=LATENCY_BUCKETS_SECS, registry=registry,
         )
+        # The labelled children, looked up once per (method, route, status): `labels()` costs more than the count.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = self._children[(method, route, status)] = (
+                self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+        children[0].inc()
+        children[1].observe(seconds)

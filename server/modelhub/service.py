@@ -7,6 +7,8 @@ import logging
 import random
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
 
 import redis.asyncio as redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,6 +38,7 @@ class ModelHub:
     executors: Executors
     blobs: BlobStore
     flush_secs: float
+    accel_redirect_prefix: str | None = None
     _task: asyncio.Task | None = field(default=None, init=False)
 
     @classmethod
@@ -46,7 +49,15 @@ class ModelHub:
                           ModelLinks(settings.models_dir))
         uploads = UploadService(db, blobs, executors, catalog, settings.hub_max_file_bytes,
                                 settings.hub_upload_expiry_secs)
-        return cls(catalog, uploads, HfCompat(catalog), executors, blobs, settings.hub_counter_flush_secs)
+        return cls(catalog, uploads, HfCompat(catalog), executors, blobs, settings.hub_counter_flush_secs,
+                   settings.hub_accel_redirect_prefix)
+
+    def accel_redirect(self, path: Path) -> str | None:
+        """The URI nginx serves a stored file from (X-Accel-Redirect), or None when the service sends it."""
+        if self.accel_redirect_prefix is None:
+            return None
+        relative = path.relative_to(self.blobs.root).as_posix()
+        return self.accel_redirect_prefix.rstrip("/") + "/" + quote(relative)
 
     def wire(self, moderation: ModerationService) -> None:
         """Hub models can be reported, and hidden or restored by moderators."""

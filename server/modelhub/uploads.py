@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # Chunks from the socket (64 KiB) are gathered to this size before one executor hop writes and hashes them.
 WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 REHASH_CHUNK_BYTES = 8 * 1024 * 1024
+# An upload's bytes are handed to the disk in steps of this size while the rest arrives (see _Sink).
+WRITEBACK_STEP_BYTES = 64 * 1024 * 1024
 TUS_TEMP_PREFIX = "tus-"
 # A PUT cannot be resumed, so its temporary file is worth nothing once its request is gone. While the
 # request lives, its process holds an flock on the file (released by the kernel when a process dies);
@@ -70,16 +72,28 @@ def checked_filename(filename: str) -> str:
 
 
 class _Sink:
-    """Appends to a file and hashes what it appends. Its methods block: call them in an executor."""
+    """Appends to a file and hashes what it appends. Its methods block: call them in an executor.
+
+    Every WRITEBACK_STEP_BYTES the bytes written so far are handed to the disk (POSIX_FADV_DONTNEED starts
+    their writeback without waiting, and drops them from the page cache once clean), so the disk writes while
+    the rest arrives and is hashed: the one fsync at the end waits for the last step, not for the whole file,
+    and a multi-GiB upload does not push everything else out of the page cache."""
 
     def __init__(self, path: Path, hasher: Any, mode: str) -> None:
         self.path = path
         self.hasher = hasher
-        self.file = open(path, mode)
+        self.file = open(path, mode, buffering=0)  # chunks are large: no copy through a userspace buffer
+        self._handed = self.file.seek(0, os.SEEK_END)  # bytes before this have been given to the disk
 
     def write(self, chunks: list[bytes]) -> None:
         for chunk in chunks:
-            self.file.write(chunk)
+            view = memoryview(chunk)
+            while view:  # a raw write may take less than asked for
+                view = view[self.file.write(view):]
+        written = self.file.tell()
+        if written - self._handed >= WRITEBACK_STEP_BYTES:
+            os.posix_fadvise(self.file.fileno(), self._handed, written - self._handed, os.POSIX_FADV_DONTNEED)
+            self._handed = written
 
     def hash(self, chunks: list[bytes]) -> None:
         for chunk in chunks:
@@ -87,7 +101,6 @@ class _Sink:
 
     def close(self) -> None:
         if not self.file.closed:
-            self.file.flush()
             os.fsync(self.file.fileno())
             self.file.close()
 

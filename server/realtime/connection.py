@@ -6,7 +6,10 @@ control, and dispatches each frame to the op registered under its name
 (`server/realtime/ops.py`); what a topic or an op means belongs to the feature that
 registered it. Events arrive from the hub through ``deliver`` (already encoded, shared by
 every subscriber); events waiting for the same socket are coalesced into one msgpack array
-frame by the `Flusher`.
+frame by the `Flusher`. The transport's framing (``frame``) is applied once per distinct
+batch in a flush pass: every socket of a room that waits for the same events gets the
+same pre-framed bytes (as `websockets.broadcast()` does), so a pass costs one encode per
+distinct payload and one write per socket.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class Connection:
         close: Callable[[int, str], None],
         *,
         flusher: Flusher,
+        frame: Callable[[bytes], bytes] | None = None,
         max_frames_per_sec: int,
         max_send_buffer_bytes: int,
         max_subscriptions: int = 200,
@@ -77,7 +81,9 @@ class Connection:
         self._topics = topics
         self.ops = ops
         self._services = services
+        # ``send`` takes what ``frame`` made of a payload (the whole frame for the wire, written as is).
         self._send = send
+        self._frame = frame
         self._close = close
         self._subs: dict[str, _Subscription] = {}
         self._outbox: list[bytes] = []
@@ -157,21 +163,28 @@ class Connection:
         await self._hub.unsubscribe(topic, self)
         await self._topics.left(self, topic)
 
-    def flush(self) -> None:
+    def flush(self, shared: dict[Any, bytes] | None = None) -> None:
+        """Write what waits, as one frame. ``shared`` (one flush pass's) maps a batch to its framed bytes, so
+        sockets waiting for the same events share one encoding (the batch's frames are the hub's shared
+        objects: the key hashes and compares cheaply)."""
         if self._closed or not self._outbox or self._in_flight_bytes >= WRITE_WINDOW_BYTES:
             return  # with the window full, the outbox waits: `_written` flushes again once the kernel takes more
         batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
-        data = batch[0] if len(batch) == 1 else frames.array_frame(batch)
-        self._in_flight_bytes += len(data)
+        key = batch[0] if len(batch) == 1 else tuple(batch)
+        data = shared.get(key) if shared is not None else None
+        if data is None:
+            data = batch[0] if len(batch) == 1 else frames.array_frame(batch)
+            if self._frame is not None:
+                data = self._frame(data)
+            if shared is not None:
+                shared[key] = data
         try:
             written = self._send(data)
         except Exception:  # the transport is gone; on_close will follow
-            self._in_flight_bytes -= len(data)
             return
-        if written is None:
-            self._in_flight_bytes -= len(data)
-        else:
+        if written is not None:  # the kernel did not take it all: the rest waits in the transport
             size = len(data)
+            self._in_flight_bytes += size
             asyncio.ensure_future(written).add_done_callback(lambda done: self._written(size, done))
 
     def _written(self, size: int, done: asyncio.Future) -> None:

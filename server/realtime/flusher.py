@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 # At most one write pass per this interval while events keep coming: busy sockets' events are
 # coalesced into array frames (far fewer writes); after a quiet spell the first event leaves at once.
@@ -11,7 +11,7 @@ COALESCE_INTERVAL_SECS = 0.010
 
 
 class Flushable(Protocol):
-    def flush(self) -> None: ...
+    def flush(self, shared: dict[Any, bytes] | None = None) -> None: ...
 
 
 class Flusher:
@@ -19,7 +19,8 @@ class Flusher:
 
     Writes are the cost of fan-out (Tornado spends tens of microseconds per frame), so
     while events keep arriving they are held until the next pass and leave as one array
-    frame per socket; when idle, a pass runs at once and adds no delay.
+    frame per socket; when idle, a pass runs at once and adds no delay. Within a pass a
+    payload is framed once for every socket that gets it.
     """
 
     def __init__(self, interval_secs: float = COALESCE_INTERVAL_SECS):
@@ -47,5 +48,7 @@ class Flusher:
         self._scheduled = False
         self._last_pass = asyncio.get_running_loop().time()
         dirty, self._dirty = self._dirty, {}
+        # One pass's encodings: the sockets of a room that wait for the same events share one frame.
+        shared: dict[Any, bytes] = {}
         for connection in dirty:
-            connection.flush()
+            connection.flush(shared)
