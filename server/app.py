@@ -8,7 +8,7 @@ import time
 
 from tornado import web
 
-from handlers import (art, auth, collab, community, health, images, jobs, modelhub, posts, presets, rooms, shares,
+from handlers import (a1111, art, auth, collab, community, health, images, jobs, modelhub, posts, presets, rooms, shares,
                       stylize, tokens, users, ws)
 from handlers.base import NotFoundHandler, SecurityHeaders
 from handlers.frontend import FrontendHandler
@@ -34,7 +34,7 @@ def redact(uri: str) -> str:
 
 
 FEATURE_HANDLERS = [auth, users, tokens, rooms, jobs, images, art, modelhub, posts, community, collab, presets, stylize,
-                    shares, ws, health]
+                    shares, ws, health, a1111]
 
 
 def make_app(runtime: Runtime) -> web.Application:

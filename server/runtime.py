@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from config import Settings
 from inference.models import ModelRegistry
 from inference.screening import PromptScreen
+from server.a1111 import A1111Service
 from server.auth import AuthService
 from server.blobs import BlobStore
 from server.cache import Cache, MemoryCache, RedisCache
@@ -83,6 +84,7 @@ class Runtime:
     modelhub: ModelHub
     presets: PresetService
     shares: ShareService
+    a1111: A1111Service
     # Open socket connections, so shutdown can close them, and tasks to finish before closing.
     connections: set[Connection] = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -173,6 +175,7 @@ class Runtime:
             collab=collab,
             modelhub=ModelHub.build(settings, db, cache, client, blobs, executors).start(),
             presets=presets, shares=ShareService(db, originals),
+            a1111=A1111Service(jobs, hub, db, executors),
         )
         runtime.modelhub.wire(runtime.community.moderation)
         runtime.shares.wire(jobs, runtime.community.posts)
