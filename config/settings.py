@@ -177,6 +177,12 @@ class Settings(BaseSettings):
     stylize_max_upload_bytes: int = Field(20 * MiB, ge=1024, le=32 * MiB)
     public_url: str | None = Field(None, pattern=r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 
+    # `/imagine <prompt>` in a room (issue 18): the model (none: the first installed), steps and square side
+    # (none: the model's native side) of the public job it starts.
+    imagine_model: str | None = None
+    imagine_steps: int = Field(20, ge=1, le=150)
+    imagine_side_px: int | None = Field(None, ge=64, le=2048, multiple_of=8)
+
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)
     cpu_threads: int = Field(max(2, os.cpu_count() or 2), ge=1)

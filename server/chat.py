@@ -59,6 +59,9 @@ MessageListener = Callable[[str, Message, User, list[User]], Awaitable[None]]
 # Told when a message's text changes for readers: (message id, its text now, or None when it is gone:
 # deleted, or hidden by a moderator).
 ChangeListener = Callable[[int, str | None], Awaitable[None]]
+# A room command (`/imagine <words>`): (author, room, the words after the name) -> the id of the job it started.
+ChatCommand = Callable[[User, str, str], Awaitable[str]]
+COMMAND_RE = re.compile(r"/([a-z]{2,20})(?:\s+(.*))?", re.DOTALL)
 
 
 def clean_message_text(text: Any) -> str:
@@ -79,6 +82,7 @@ def message_json(message: Message, author: User, room: str) -> dict[str, Any]:
         "edited_at": iso(message.edited_at),
         "deleted": deleted,
         "hidden": hidden,
+        "job": message.job_id,
     }
 
 
@@ -104,6 +108,7 @@ class ChatService:
         self.room_guards: dict[str, RoomGuard] = {}
         self.message_listeners: list[MessageListener] = []
         self.change_listeners: list[ChangeListener] = []
+        self.commands: dict[str, ChatCommand] = {}
         hub.register_history("room:", self._replay_topic, self._topic_seq)
 
     async def check_access(self, viewer: User | None, room: str) -> None:
@@ -128,7 +133,15 @@ class ChatService:
                                     self._settings.chat_send_window_secs, "You are sending too fast")
         mentioned = await self._mentioned_users(text, author)
         room_id = await self._room_id(room, author.id)
-        message = await self._insert(room, room_id, author, text, mentioned, client_ref)
+        if client_ref is not None and COMMAND_RE.fullmatch(text):
+            # A retried command must not start a second job: answer the stored message at once.
+            async with self._db() as db:
+                earlier = await db.scalar(select(Message).where(
+                    Message.room_id == room_id, Message.author_id == author.id, Message.client_ref == client_ref))
+            if earlier is not None and earlier.text == text:
+                return message_json(earlier, author, room)
+        job_id = await self._command(author, room, text)
+        message = await self._insert(room, room_id, author, text, mentioned, client_ref, job_id)
         if isinstance(message, dict):
             return message  # a retry
         payload = message_json(message, author, room)
@@ -137,8 +150,16 @@ class ChatService:
             await listener(room, message, author, mentioned)
         return payload
 
+    async def _command(self, author: User, room: str, text: str) -> str | None:
+        """Run a room command the text starts with (its job id), or None: other `/words` are plain text."""
+        match = COMMAND_RE.fullmatch(text)
+        command = self.commands.get(match.group(1)) if match else None
+        if command is None:
+            return None
+        return await command(author, room, (match.group(2) or "").strip())
+
     async def _insert(self, room: str, room_id: int, author: User, text: str, mentioned: list[User],
-                      client_ref: str | None) -> Message | dict[str, Any]:
+                      client_ref: str | None, job_id: str | None = None) -> Message | dict[str, Any]:
         """The stored message, or, for a retry of ``client_ref``, the message it stored before."""
         for _ in range(2):
             try:
@@ -147,7 +168,8 @@ class ChatService:
                 async with self._db() as db:
                     seq = await self._next_seq(db, room_id)
                     message = Message(room_id=room_id, author_id=author.id, seq=seq, created_seq=seq, text=text,
-                                      mentions=" ".join(u.username for u in mentioned), client_ref=client_ref)
+                                      mentions=" ".join(u.username for u in mentioned), client_ref=client_ref,
+                                      job_id=job_id)
                     db.add(message)
                     await db.commit()
                 return message
@@ -280,6 +302,10 @@ class ChatService:
             if event is not None:
                 replay.append((message.seq, with_topic(encode(event), topic, message.seq)))
         return replay
+
+    async def room_id(self, name: str, creator_id: int) -> int:
+        """The room's id, creating it (owned by ``creator_id``) on first use."""
+        return await self._room_id(name, creator_id)
 
     async def _room_id(self, name: str, creator_id: int) -> int:
         """The room's id, creating the room on first use. Rooms are never renamed or

@@ -43,6 +43,7 @@ from server.presence import MemoryPresence, Presence, RedisPresence
 from server.principals import PrincipalCache, journal_for
 from server.ratelimit import LIMITER_MEMORY_ENTRIES, RateLimiter
 from server.realtime import CLOSE_GOING_AWAY, Connection, Flusher
+from server.room_imagine import RoomImagine
 from server.room_sockets import wire_rooms
 from server import redis_client
 from server.store import database
@@ -85,6 +86,7 @@ class Runtime:
     presets: PresetService
     shares: ShareService
     a1111: A1111Service
+    imagine: RoomImagine
     # Open socket connections, so shutdown can close them, and tasks to finish before closing.
     connections: set[Connection] = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -176,7 +178,9 @@ class Runtime:
             modelhub=ModelHub.build(settings, db, cache, client, blobs, executors).start(),
             presets=presets, shares=ShareService(db, originals),
             a1111=A1111Service(jobs, hub, db, executors),
+            imagine=RoomImagine(db, chat, jobs, hub, settings),
         )
+        runtime.imagine.wire()
         runtime.modelhub.wire(runtime.community.moderation)
         runtime.shares.wire(jobs, runtime.community.posts)
         return runtime

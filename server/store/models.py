@@ -127,6 +127,8 @@ class Message(Base):
     deleted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
     # Set by a moderator: the message is gone for everyone but its author and moderators.
     hidden_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    # The job a room command started (`/imagine`): the message shows it rendering, then its image.
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class GenerationJob(Base):

@@ -1,4 +1,4 @@
-"""front doors: a caller's A1111 default model, /imagine per room, Discord links
+"""front doors: a caller's A1111 default model, /imagine per room and its job messages, Discord links
 
 Revision ID: 0011
 Revises: 0010
@@ -25,6 +25,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column('sdapi_model', sa.String(length=128), nullable=True))
     with op.batch_alter_table('rooms') as batch:
         batch.add_column(sa.Column('imagine_off', sa.Boolean(), server_default=sa.false(), nullable=False))
+    with op.batch_alter_table('messages') as batch:
+        batch.add_column(sa.Column('job_id', sa.String(length=32), nullable=True))
     op.create_table('discord_links',
     sa.Column('discord_user_id', sa.String(length=32), nullable=False),
     sa.Column('user_id', ID, nullable=False),
@@ -39,6 +41,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index('ix_discord_links_user', table_name='discord_links')
     op.drop_table('discord_links')
+    with op.batch_alter_table('messages') as batch:
+        batch.drop_column('job_id')
     with op.batch_alter_table('rooms') as batch:
         batch.drop_column('imagine_off')
     with op.batch_alter_table('users') as batch:
