@@ -27,3 +27,19 @@ export async function fetchMessages(room: string, before?: number | null, limit 
 export async function fetchPresence(room: string): Promise<PublicUser[]> {
   return (await http.get<{ users: PublicUser[] }>(`${roomPath(room)}/presence`)).users
 }
+
+/** A room's settings: may `/imagine` be used there, and may the caller change that. */
+export interface RoomSettings {
+  name: string
+  imagine: boolean
+  can_manage: boolean
+}
+
+export async function fetchRoomSettings(room: string): Promise<RoomSettings> {
+  return (await http.get<{ room: RoomSettings }>(roomPath(room))).room
+}
+
+/** Turn `/imagine` on or off (the room's owner or a moderator). */
+export async function setRoomImagine(room: string, imagine: boolean): Promise<RoomSettings> {
+  return (await http.patch<{ room: RoomSettings }>(roomPath(room), { imagine })).room
+}
