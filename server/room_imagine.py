@@ -68,7 +68,7 @@ class RoomImagine:
             row = (await db.execute(select(Room.imagine_off, Room.created_by).where(Room.name == room))).first()
         off, owner = (row[0], row[1]) if row else (False, None)
         manage = viewer is not None and (viewer.is_moderator or (owner is not None and owner == viewer.id))
-        return {"name": room, "imagine": not off, "can_manage": manage}
+        return {"name": room, "imagine": not off, "can_manage": manage, "owned": owner is not None}
 
     async def set_imagine(self, actor: User, room: str, enabled: bool) -> dict[str, Any]:
         """Turn `/imagine` on or off in a room (its owner or a moderator); told to the room at once."""

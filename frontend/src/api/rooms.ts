@@ -33,6 +33,8 @@ export interface RoomSettings {
   name: string
   imagine: boolean
   can_manage: boolean
+  /** Someone opened the room (the first to speak in it owns it). */
+  owned: boolean
 }
 
 export async function fetchRoomSettings(room: string): Promise<RoomSettings> {
