@@ -101,6 +101,8 @@ CODES: dict[str, str] = {
     # Front doors (A1111 API, rooms, Discord)
     "imagine_off": "The room's owner (or a moderator) turned `/imagine` off in this room.",
     "no_model": "No model is installed, so nothing can be generated yet.",
+    "bad_signature": "A Discord interaction without a valid, recent Ed25519 signature (X-Signature-Ed25519/-Timestamp).",
+    "unknown_interaction": "A signed Discord interaction of a type this bot does not handle (only PING and slash commands).",
     "cancelled": "The job was cancelled.",
     # Stylize: presets, photos, shares
     "unknown_preset": "No such style preset.",

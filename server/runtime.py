@@ -23,6 +23,7 @@ from server.chat import ChatService
 from server.collab.service import CollabService
 from server.community import Community, build_community
 from server.credential_watch import announce_change
+from server.discord import DiscordService
 from server.executors import Executors
 from server.hub import Hub, MemoryHub, RedisHub
 from server.jobs import JobService
@@ -87,6 +88,7 @@ class Runtime:
     shares: ShareService
     a1111: A1111Service
     imagine: RoomImagine
+    discord: DiscordService
     # Open socket connections, so shutdown can close them, and tasks to finish before closing.
     connections: set[Connection] = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -179,6 +181,7 @@ class Runtime:
             presets=presets, shares=ShareService(db, originals),
             a1111=A1111Service(jobs, hub, db, executors),
             imagine=RoomImagine(db, chat, jobs, hub, settings),
+            discord=DiscordService(settings, db, cache, hub, jobs, presets),
         )
         runtime.imagine.wire()
         runtime.modelhub.wire(runtime.community.moderation)
@@ -219,6 +222,7 @@ class Runtime:
         self.connections.clear()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
+        await self.discord.close()
         await self.auth.close()
         await self.jobs.queue.close()
         await self.collab.close_all()
