@@ -50,8 +50,10 @@ TITLE_HASH_RE = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 # How often a waiting call looks at the job row too, in case an event was lost (the row is the truth).
 WAIT_POLL_SECS = 2.0
-# A caller polling progress between jobs asks the database at most this often.
-IDLE_PROGRESS_CACHE_SECS = 1.0
+# A caller polling progress asks the database which job is theirs at most this often (A1111 clients poll
+# at up to 10 Hz; a job that starts or ends is noticed up to this late, its steps and preview are live).
+CURRENT_JOB_CACHE_SECS = 1.0
+CURRENT_JOB_CACHE_ENTRIES = 10_000
 SCHEDULERS = [
     {"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1.0, "need_inner_model": False},
     {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0, "need_inner_model": False},
@@ -205,7 +207,8 @@ class A1111Service:
         self._hub = hub
         self._db = db
         self._executors = executors
-        self._idle: dict[int, float] = {}  # user id -> when progress last found no job of theirs
+        # user id -> (when it was looked up, the caller's current job row or None), for progress polling.
+        self._current_jobs: dict[int, tuple[float, GenerationJob | None]] = {}
 
     # Catalogue
 
@@ -390,19 +393,18 @@ class A1111Service:
     # Progress and interrupt, the caller's own
 
     async def _current(self, user: User) -> GenerationJob | None:
-        """The caller's job that runs now, else the one that waits longest."""
-        idle_since = self._idle.get(user.id)
-        if idle_since is not None and time.monotonic() - idle_since < IDLE_PROGRESS_CACHE_SECS:
-            return None
+        """The caller's job that runs now, else the one that waits longest (looked up once a second)."""
+        now = time.monotonic()
+        cached = self._current_jobs.get(user.id)
+        if cached is not None and now - cached[0] < CURRENT_JOB_CACHE_SECS:
+            return cached[1]
         jobs = await self._jobs.records.unfinished(user.id)
-        if not jobs:
-            self._idle[user.id] = time.monotonic()
-            if len(self._idle) > 10_000:
-                self._idle.clear()
-            return None
-        self._idle.pop(user.id, None)
         running = [job for job in jobs if job.status == "running"]
-        return running[0] if running else jobs[-1]
+        job = running[0] if running else (jobs[-1] if jobs else None)
+        if len(self._current_jobs) >= CURRENT_JOB_CACHE_ENTRIES:
+            self._current_jobs.clear()
+        self._current_jobs[user.id] = (now, job)
+        return job
 
     async def progress(self, user: User, *, skip_current_image: bool) -> dict[str, Any]:
         """ProgressResponse for the caller's current job (A1111's is the server's one job)."""
@@ -414,12 +416,16 @@ class A1111Service:
         settings = json.loads(job.settings)
         total = int(settings.get("steps") or 0)
         state.update(job=job.id, job_count=1, job_timestamp=_timestamp(job.created_at), sampling_steps=total)
-        if job.status == "queued":
+        live = await self._jobs.queue.progress(job.id)  # the row may be a second old; the queue is live
+        if live is None and job.status == "queued":
             place = await self._jobs.queue.place(job.id)
             return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None,
                     "textinfo": f"Waiting in the queue: place {place}" if place else "Waiting in the queue"}
-        step, total = await self._jobs.queue.progress(job.id) or (0, total)
+        step, total = live or (0, total)
         state.update(sampling_step=step, sampling_steps=total)
+        if job.started_at is None:  # the cached row is from before it started: read it again, once
+            job = await self._jobs.records.get(job.id) or job
+            self._current_jobs[user.id] = (time.monotonic(), job)
         progress = step / total if total else 0.0
         eta = 0.0
         if step and job.started_at is not None:

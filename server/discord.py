@@ -176,10 +176,12 @@ class DiscordService:
         if name == "imagine":
             try:
                 params = await self._imagine_params(options)
-                job = await self._jobs.submit(user, params)
-            except AppError as exc:  # refused (screening, caps, a bad option): only the caller sees why
+                # The request's own checks (model, sizes, screening) answer here, seen by the caller alone;
+                # storing and queueing it waits until after the answer: Discord wants one within 3 s.
+                await self._jobs.kinds.parse(params, None, owner_id=user.id)
+            except AppError as exc:
                 return reply(f"Not started: {exc.message}")
-            self._spawn(self._follow(user, token, job["id"], params.get("prompt", "")))
+            self._spawn(self._imagine(user, token, params))
         else:
             self._spawn(self._stylize(user, token, data, options))
         return {"type": DEFERRED_CHANNEL_MESSAGE}
@@ -209,6 +211,16 @@ class DiscordService:
         if self._settings.imagine_side_px:
             params["width"] = params["height"] = self._settings.imagine_side_px
         return params
+
+    async def _imagine(self, user: User, token: str, params: dict[str, Any]) -> None:
+        """Queue the checked job (the caps may still refuse it: the queue is full), then follow it."""
+        editor = _Editor(self, token)
+        try:
+            job = await self._jobs.submit(user, params)
+        except AppError as exc:
+            await editor.final({"content": f"Not started: {exc.message}"[:2000]})
+            return
+        await self._follow(user, token, job["id"], str(params.get("prompt", "")), editor)
 
     async def _stylize(self, user: User, token: str, data: dict[str, Any], options: dict[str, Any]) -> None:
         """Fetch the attached photo, queue a stylize job, then follow it (errors become the message)."""

@@ -152,6 +152,16 @@ const en = {
     forget: 'Remove from the list',
     invalidRoute: '"{room}" is not a room name.',
   },
+  discord: {
+    title: 'Discord',
+    intro: 'Link your Discord account to use /imagine and /stylize in Discord servers that have our bot; they run as you, with your limits.',
+    notSetUp: 'Discord is not set up on this server.',
+    linked: 'Linked to {count} Discord account. | Linked to {count} Discord accounts.',
+    getCode: 'Get a link code',
+    unlink: 'Unlink',
+    send: 'In Discord, send',
+    expires: '(valid for {minutes} minutes, once)',
+  },
   chatJob: {
     loading: 'Loading the image…',
     waiting: 'Waiting in the queue…',

@@ -154,6 +154,16 @@ const zhCN: Messages = {
     forget: '从列表中移除',
     invalidRoute: '“{room}”不是有效的聊天室名称。',
   },
+  discord: {
+    title: 'Discord',
+    intro: '关联 Discord 账号后，可在装有本机器人的 Discord 服务器中使用 /imagine 和 /stylize，以你的身份和额度运行。',
+    notSetUp: '本服务器尚未设置 Discord。',
+    linked: '已关联 {count} 个 Discord 账号。',
+    getCode: '获取关联码',
+    unlink: '取消关联',
+    send: '在 Discord 中发送',
+    expires: '（{minutes} 分钟内有效，仅可使用一次）',
+  },
   chatJob: {
     loading: '正在加载图片…',
     waiting: '正在排队…',
