@@ -244,12 +244,19 @@ class DiscordService:
         await self._follow(user, token, job["id"], str(options.get("preset")), editor)
 
     async def _download(self, url: str) -> bytes:
+        """The attachment's bytes, read no further than the size limit."""
+        received = bytearray()
+
+        def collect(chunk: bytes) -> None:
+            if len(received) + len(chunk) > MAX_ATTACHMENT_BYTES:
+                raise InvalidInput("The photo is too large.", code="image_too_large")
+            received.extend(chunk)
+
         try:
-            response = await self._http.fetch(HTTPRequest(url, request_timeout=HTTP_TIMEOUT_SECS,
-                                                           max_body_size=MAX_ATTACHMENT_BYTES))
+            await self._http.fetch(HTTPRequest(url, request_timeout=HTTP_TIMEOUT_SECS, streaming_callback=collect))
         except (HTTPClientError, OSError) as exc:
             raise InvalidInput(f"The photo could not be fetched from Discord ({exc}).", code="invalid_image") from None
-        return response.body
+        return bytes(received)
 
     # Following a job
 

@@ -19,7 +19,10 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from inference.demo_model import DEMO_CONTROLNET_NAME, DEMO_MODEL_NAME
 from server.discord import COMMANDS, register_commands
+from server.presets import demo_preset_values
+from tests.support.photos import encode, photo
 from tests.support.client import ApiClient
 from tests.support.server import running_server
 
@@ -37,6 +40,7 @@ class StandIn:
         self.refuse_next: list[float] = []  # retry_after values to answer the next edits with (429)
         self.registered: list[Any] = []
         self.auth: list[str] = []
+        self.origin = ""
 
 
 class WebhookEdit(web.RequestHandler):
@@ -72,6 +76,14 @@ class WebhookEdit(web.RequestHandler):
         self.finish({"id": "1"})
 
 
+class Attachment(web.RequestHandler):
+    """Discord's CDN: the photo a /stylize names."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "image/png")
+        self.finish(encode(photo(96, 64)))
+
+
 class Commands(web.RequestHandler):
     def initialize(self, stand_in: StandIn) -> None:
         self.stand_in = stand_in
@@ -92,12 +104,14 @@ async def discord_stand_in() -> AsyncIterator[tuple[str, StandIn]]:
     app = web.Application([
         (r"/api/v10/webhooks/([0-9]+)/([^/]+)/messages/@original", WebhookEdit, {"stand_in": stand_in}),
         (r"/api/v10/applications/([0-9]+)/commands", Commands, {"stand_in": stand_in}),
+        (r"/cdn/photo.png", Attachment),
     ])
     server = HTTPServer(app)
     sockets = bind_sockets(0, "127.0.0.1")
     server.add_sockets(sockets)
+    stand_in.origin = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
     try:
-        yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}/api/v10", stand_in
+        yield f"{stand_in.origin}/api/v10", stand_in
     finally:
         server.stop()
         await server.close_all_connections()
@@ -131,7 +145,8 @@ async def discord(gen_settings, signing_key) -> AsyncIterator[tuple[str, StandIn
             "discord_public_key": signing_key.verify_key.encode().hex(), "discord_application_id": APP_ID,
             "discord_api_base": api_base, "discord_guilds": [GUILD], "discord_edit_interval_secs": EDIT_INTERVAL_SECS,
             "imagine_steps": 12, "imagine_side_px": 64})
-        async with running_server(settings) as (base_url, _runtime):
+        async with running_server(settings) as (base_url, runtime):
+            await runtime.presets.ensure(demo_preset_values(DEMO_MODEL_NAME, DEMO_CONTROLNET_NAME))
             yield base_url, stand_in
 
 
@@ -274,3 +289,47 @@ async def test_discord_register_puts_the_commands(gen_settings):
         stored = await register_commands(settings)
     assert [command["name"] for command in stored] == ["imagine", "stylize", "link"]
     assert stand_in.registered == COMMANDS and stand_in.auth == ["Bot bot-secret"]
+
+
+async def wait_for_final(stand_in: StandIn, token: str) -> dict[str, Any]:
+    for _ in range(600):
+        mine = [edit for edit in stand_in.edits if edit["token"] == token and not edit["refused"]]
+        if mine and (mine[-1].get("file") or "Not started" in mine[-1]["payload"].get("content", "")):
+            return mine[-1]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no final edit for {token}: {stand_in.edits}")
+
+
+async def test_stylize_fetches_the_attachment_and_answers_the_styled_image(discord, signing_key, people):
+    base_url, stand_in = discord
+    alice = await people("alice")
+    await link(base_url, alice, signing_key, "alice", "42")
+    api_origin = stand_in.origin
+    interaction = json.loads(command("stylize", {"preset": "demo-lines"}, token="tok-style"))
+    interaction["data"]["options"].append({"name": "image", "type": 11, "value": "555"})
+    interaction["data"]["resolved"] = {"attachments": {"555": {"id": "555", "filename": "photo.png", "size": 2000,
+                                                               "url": f"{api_origin}/cdn/photo.png"}}}
+    body = json.dumps(interaction).encode()
+    answer = await post(base_url, body, signed(signing_key, body))
+    assert answer.json() == {"type": 5}
+    final = await wait_for_final(stand_in, "tok-style")
+    assert final["file"], final["payload"]
+    assert final["file"] and final["file"][1] == "image/png" and "demo-lines" in final["payload"]["content"]
+    [job] = (await alice.get("/api/jobs?mine=1")).json()["jobs"]
+    assert job["kind"] == "stylize" and job["status"] == "done"
+
+
+async def test_a_full_queue_after_the_deferred_answer_says_so(discord, signing_key, people):
+    base_url, stand_in = discord
+    alice = await people("alice")
+    await link(base_url, alice, signing_key, "alice", "42")
+    slow = {"model": DEMO_MODEL_NAME, "prompt": "slow", "width": 128, "height": 128, "steps": 150}
+    for _ in range(6):  # one runs, five wait: alice's share of the queue is used up
+        await alice.post("/api/jobs", slow)
+    body = command("imagine", {"prompt": "one more"}, token="tok-full")
+    answer = await post(base_url, body, signed(signing_key, body))
+    assert answer.json() == {"type": 5}
+    final = await wait_for_final(stand_in, "tok-full")
+    assert "Not started" in final["payload"]["content"] and final["file"] is None
+    for job in (await alice.get("/api/jobs?mine=1")).json()["jobs"]:
+        await alice.delete(f"/api/jobs/{job['id']}")
