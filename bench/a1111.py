@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import statistics
 import sys
@@ -36,6 +37,7 @@ from tornado.netutil import bind_sockets
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import guard  # noqa: E402
+from bench.loadgen import _read_response as read_response  # noqa: E402
 from inference.demo_model import DEMO_MODEL_NAME, build_demo_model  # noqa: E402
 from tests.support.client import ApiClient  # noqa: E402
 from tests.support.processes import Cluster  # noqa: E402
@@ -136,42 +138,62 @@ async def polling_cpu(base_url: str, pid: int, args: argparse.Namespace) -> None
         after = process.cpu_times()
         return ((after.user - before.user) + (after.system - before.system)) / (time.perf_counter() - started) * 100
 
-    sdapis = [httpx.AsyncClient(base_url=base_url, auth=(f"poller{i}", token), timeout=30)
-              for i, (_client, token) in enumerate(callers)]
-    polls = [0]
-    stop = asyncio.Event()
+    host, port = base_url.removeprefix("http://").split(":")
 
-    async def poll(sdapi: httpx.AsyncClient) -> None:
+    def requests_for(path: str, scheme: str) -> list[bytes]:
+        out = []
+        for i, (_client, token) in enumerate(callers):
+            credential = base64.b64encode(f"poller{i}:{token}".encode()).decode() if scheme == "Basic" else token
+            out.append(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {scheme} {credential}\r\n\r\n"
+                       .encode())
+        return out
+
+    async def poll(request: bytes, stop: asyncio.Event, polls: list[int]) -> None:
+        """One caller at 10 Hz on a kept-alive connection (raw asyncio streams: the client costs little)."""
+        reader, writer = await asyncio.open_connection(host, int(port))
         next_at = time.perf_counter()
-        while not stop.is_set():
-            response = await sdapi.get("/sdapi/v1/progress?skip_current_image=false")
-            assert response.status_code == 200
-            polls[0] += 1
-            next_at += 1 / POLL_HZ
-            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        try:
+            while not stop.is_set():
+                writer.write(request)
+                status = await asyncio.wait_for(read_response(reader), 30)
+                assert status == 200, status
+                polls[0] += 1
+                next_at += 1 / POLL_HZ
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        finally:
+            writer.close()
 
-    quiet, busy = [], []
-    for _ in range(args.rounds):
-        quiet.append(await cpu_over(args.seconds))
-        stop.clear()
-        polls[0] = 0
-        tasks = [asyncio.create_task(poll(sdapi)) for sdapi in sdapis]
-        await asyncio.sleep(1.0)  # connections open
-        busy.append(await cpu_over(args.seconds))
-        stop.set()
-        await asyncio.gather(*tasks)
-    rate = polls[0] / (args.seconds + 1.0)
-    print(f"progress polling, {args.pollers} callers at {POLL_HZ} Hz (~{rate:.0f} req/s), each with a job queued "
-          f"(one running on the worker), web process CPU, median of {args.rounds} × {args.seconds:g} s:")
-    print(f"  without polling: {statistics.median(quiet):.1f} % of a core (rounds "
-          f"{', '.join(f'{v:.1f}' for v in quiet)})")
-    print(f"  with polling:    {statistics.median(busy):.1f} % of a core (rounds "
-          f"{', '.join(f'{v:.1f}' for v in busy)})")
-    print(f"  polling costs:   {statistics.median(busy) - statistics.median(quiet):.1f} % of a core")
+    async def measure(requests: list[bytes]) -> tuple[list[float], list[float], list[float], float]:
+        quiet, busy, per_poll = [], [], []
+        rate = 0.0
+        for _ in range(args.rounds):
+            quiet.append(await cpu_over(args.seconds))
+            stop, polls = asyncio.Event(), [0]
+            tasks = [asyncio.create_task(poll(request, stop, polls)) for request in requests]
+            await asyncio.sleep(1.0)  # connections open
+            before, started = polls[0], time.perf_counter()
+            busy.append(await cpu_over(args.seconds))
+            served = polls[0] - before
+            rate = served / (time.perf_counter() - started)
+            per_poll.append((busy[-1] - quiet[-1]) / 100 * args.seconds / max(1, served) * 1000)
+            stop.set()
+            await asyncio.gather(*tasks)
+        return quiet, busy, per_poll, rate
+
+    def show(name: str, quiet: list[float], busy: list[float], per_poll: list[float], rate: float) -> None:
+        cost = statistics.median(busy) - statistics.median(quiet)
+        print(f"  {name}: ~{rate:.0f} req/s, {cost:.1f} % of a core over the idle "
+              f"{statistics.median(quiet):.1f} % (rounds {', '.join(f'{v:.1f}' for v in busy)}), "
+              f"{statistics.median(per_poll):.2f} ms CPU per request -> "
+              f"{statistics.median(per_poll) * args.pollers * POLL_HZ / 10:.0f} % of a core at the full "
+              f"{args.pollers * POLL_HZ} req/s")
+
+    print(f"polling, {args.pollers} callers at {POLL_HZ} Hz, each with a job queued (one running on the worker), "
+          f"web process CPU, median of {args.rounds} × {args.seconds:g} s:")
+    show("GET /sdapi/v1/progress (Basic auth)", *await measure(requests_for("/sdapi/v1/progress", "Basic")))
+    show("reference GET /api/me (bearer)     ", *await measure(requests_for("/api/me", "Bearer")))
     for client, job_id in jobs:
         await client.delete(f"/api/jobs/{job_id}")
-    for sdapi in sdapis:
-        await sdapi.aclose()
     for client, _token in callers:
         await client.aclose()
 
@@ -254,9 +276,12 @@ async def main_async(args: argparse.Namespace) -> None:
             cluster.migrate()
             web_process = await cluster.web()
             await cluster.worker()
-            await overhead(web_process.base_url, args)
-            await polling_cpu(web_process.base_url, web_process.pid, args)
-            await discord_latency(web_process.base_url, key, args)
+            if args.only in (None, "overhead"):
+                await overhead(web_process.base_url, args)
+            if args.only in (None, "polling"):
+                await polling_cpu(web_process.base_url, web_process.pid, args)
+            if args.only in (None, "discord"):
+                await discord_latency(web_process.base_url, key, args)
         finally:
             cluster.stop_all()
             stand_in.stop()
@@ -274,6 +299,7 @@ def main() -> None:
     parser.add_argument("--fill-users", type=int, default=22, help="users whose jobs fill the queue")
     parser.add_argument("--discord-users", type=int, default=10)
     parser.add_argument("--interactions", type=int, default=40)
+    parser.add_argument("--only", choices=("overhead", "polling", "discord"), help="one part only")
     parser.add_argument("--deadline-secs", type=float, default=1200, help="give up (exit 2) past this")
     args = parser.parse_args()
     guard.main(lambda: asyncio.run(main_async(args)), deadline_secs=args.deadline_secs)
