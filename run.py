@@ -140,11 +140,22 @@ async def demo_preset(settings: Settings, model: str, controlnet: str) -> None:
         await runtime.close()
 
 
-async def discord_register(settings: Settings) -> None:
-    from server.discord import register_commands
+async def discord_register(settings: Settings) -> int:
+    from tornado.httpclient import HTTPClientError
 
-    stored = await register_commands(settings)
+    from server.discord import register_commands
+    from server.errors import AppError
+
+    try:
+        stored = await register_commands(settings)
+    except AppError as exc:
+        log.error("%s", exc.message)
+        return 1
+    except (HTTPClientError, OSError) as exc:
+        log.error("Discord refused the commands: %s", exc)
+        return 1
     log.info("registered the slash commands: %s", ", ".join(f"/{command['name']}" for command in stored))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     elif command == "demo-model":
         demo_model(settings, args.overwrite)
     elif command == "discord-register":
-        asyncio.run(discord_register(settings))
+        return asyncio.run(discord_register(settings))
     return 0
 
 
