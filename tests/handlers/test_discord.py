@@ -294,8 +294,10 @@ async def test_discord_register_puts_the_commands(gen_settings):
 async def wait_for_final(stand_in: StandIn, token: str) -> dict[str, Any]:
     for _ in range(600):
         mine = [edit for edit in stand_in.edits if edit["token"] == token and not edit["refused"]]
-        if mine and (mine[-1].get("file") or "Not started" in mine[-1]["payload"].get("content", "")):
-            return mine[-1]
+        last = mine[-1] if mine else None
+        if last and ((last.get("file") and last["file"][1] == "image/png")
+                     or "Not started" in last["payload"].get("content", "")):
+            return last
         await asyncio.sleep(0.05)
     raise AssertionError(f"no final edit for {token}: {stand_in.edits}")
 
