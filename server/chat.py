@@ -59,6 +59,8 @@ MessageListener = Callable[[str, Message, User, list[User]], Awaitable[None]]
 # Told when a message's text changes for readers: (message id, its text now, or None when it is gone:
 # deleted, or hidden by a moderator).
 ChangeListener = Callable[[int, str | None], Awaitable[None]]
+# Rooms that belong to something (``post:<id>``) are owned by its owner: (the part after the prefix) -> user id.
+RoomOwner = Callable[[str], Awaitable[int | None]]
 # A room command (`/imagine <words>`): (author, room, the words after the name) -> the id of the job it started.
 ChatCommand = Callable[[User, str, str], Awaitable[str]]
 COMMAND_RE = re.compile(r"/([a-z]{2,20})(?:\s+(.*))?", re.DOTALL)
@@ -109,6 +111,7 @@ class ChatService:
         self.message_listeners: list[MessageListener] = []
         self.change_listeners: list[ChangeListener] = []
         self.commands: dict[str, ChatCommand] = {}
+        self.room_owners: dict[str, RoomOwner] = {}
         hub.register_history("room:", self._replay_topic, self._topic_seq)
 
     async def check_access(self, viewer: User | None, room: str) -> None:
@@ -302,6 +305,14 @@ class ChatService:
             if event is not None:
                 replay.append((message.seq, with_topic(encode(event), topic, message.seq)))
         return replay
+
+    async def room_owner(self, room: str) -> int | None:
+        """Who owns a room: the owner of what it belongs to (a post's author), else whoever opened it."""
+        for prefix, owner_of in self.room_owners.items():
+            if room.startswith(prefix):
+                return await owner_of(room.removeprefix(prefix))
+        async with self._db() as db:
+            return await db.scalar(select(Room.created_by).where(Room.name == room))
 
     async def room_id(self, name: str, creator_id: int) -> int:
         """The room's id, creating it (owned by ``creator_id``) on first use."""

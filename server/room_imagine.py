@@ -2,8 +2,8 @@
 
 The chat service stores the message with the job's id (`ChatService.commands`); everyone in the
 room watches `job:<id>` (public, so anyone may), and whoever joins mid-render is sent the newest
-preview at once (the job topic's `joined` hook). The room's owner (who opened it) or a moderator
-may turn the command off for that room.
+preview at once (the job topic's `joined` hook). The room's owner (a post's author for the room
+beside it, else whoever opened the room) or a moderator may turn the command off for that room.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class RoomImagine:
         """The room's settings, and whether the viewer may change them."""
         await self._chat.check_access(viewer, room)
         async with self._db() as db:
-            row = (await db.execute(select(Room.imagine_off, Room.created_by).where(Room.name == room))).first()
-        off, owner = (row[0], row[1]) if row else (False, None)
+            off = bool(await db.scalar(select(Room.imagine_off).where(Room.name == room)))
+        owner = await self._chat.room_owner(room)
         manage = viewer is not None and (viewer.is_moderator or (owner is not None and owner == viewer.id))
         return {"name": room, "imagine": not off, "can_manage": manage, "owned": owner is not None}
 
@@ -74,10 +74,10 @@ class RoomImagine:
         """Turn `/imagine` on or off in a room (its owner or a moderator); told to the room at once."""
         await self._chat.check_access(actor, room)
         room_id = await self._chat.room_id(room, actor.id)
+        owner = await self._chat.room_owner(room)
+        if not actor.is_moderator and owner != actor.id:
+            raise Forbidden("Only the room's owner or a moderator may change its settings.", code="not_owner")
         async with self._db() as db:
-            owner = await db.scalar(select(Room.created_by).where(Room.id == room_id))
-            if not actor.is_moderator and owner != actor.id:
-                raise Forbidden("Only the room's owner or a moderator may change its settings.", code="not_owner")
             await db.execute(update(Room).where(Room.id == room_id).values(imagine_off=not enabled))
             await db.commit()
         await self._hub.publish(room_topic(room), {"type": "room.settings", "room": room, "imagine": enabled},

@@ -84,3 +84,26 @@ async def test_owner_turns_imagine_off_and_it_is_refused_clearly(gen_server, use
     await asyncio.sleep(0)
     for ws in (ws_a, ws_b):
         ws.close()
+
+
+async def test_the_room_beside_a_post_is_its_authors(gen_server, users):
+    alice, bob = await users("alice"), await users("bob")
+    ws_a, ws_b = await WsClient.connect(gen_server, api=alice), await WsClient.connect(gen_server, api=bob)
+    await ws_a.request("sub", topic="room:lobby")
+    ack = await ws_a.request("chat.send", room="lobby", text="/imagine a harbour", timeout=30)
+    job_id = ack["message"]["job"]
+    await ws_a.request("sub", topic=f"job:{job_id}", since=0)
+    done = await ws_a.wait_for(lambda e: e.get("job") == job_id and e["type"] in ("gen.done", "gen.error"), 120)
+    assert done["type"] == "gen.done", done
+    post = (await alice.post("/api/posts", {"job": job_id, "title": "Harbour"})).json()["post"]
+    room = f"post:{post['id']}"
+    await ws_b.request("sub", topic=f"room:{room}")
+    assert (await ws_b.request("chat.send", room=room, text="first!"))["type"] == "ack"  # bob opened the room...
+    assert (await bob.get(f"/api/rooms/{room}")).json()["room"]["can_manage"] is False  # ...but it is alice's
+    assert (await bob.patch(f"/api/rooms/{room}", {"imagine": False})).status_code == 403
+    assert (await alice.get(f"/api/rooms/{room}")).json()["room"]["can_manage"] is True
+    assert (await alice.patch(f"/api/rooms/{room}", {"imagine": False})).json()["room"]["imagine"] is False
+    refused = await ws_b.request("chat.send", room=room, text="/imagine a boat")
+    assert refused["type"] == "error" and refused["code"] == "imagine_off"
+    ws_a.close()
+    ws_b.close()
