@@ -218,7 +218,7 @@ class DiscordService:
         try:
             job = await self._jobs.submit(user, params)
         except AppError as exc:
-            await editor.final({"content": f"Not started: {exc.message}"[:2000]})
+            await editor.refuse(f"Not started: {exc.message}")
             return
         await self._follow(user, token, job["id"], str(params.get("prompt", "")), editor)
 
@@ -235,11 +235,11 @@ class DiscordService:
             job = await self._jobs.submit(user, {"kind": "stylize", "preset": options.get("preset"),
                                                  "public": True}, photo)
         except AppError as exc:
-            await editor.final({"content": f"Not started: {exc.message}"[:2000]})
+            await editor.refuse(f"Not started: {exc.message}")
             return
         except Exception:
             log.exception("discord /stylize could not start")
-            await editor.final({"content": "Not started: something went wrong on our side."})
+            await editor.refuse("Not started: something went wrong on our side.")
             return
         await self._follow(user, token, job["id"], str(options.get("preset")), editor)
 
@@ -386,6 +386,19 @@ class DiscordService:
             log.warning("discord edit failed: %s", exc)
         return None
 
+    async def refuse(self, token: str, content: str) -> None:
+        """Take the deferred "thinking…" message away and tell the caller alone (an ephemeral follow-up)."""
+        settings = self._settings
+        hook = f"{settings.discord_api_base}/webhooks/{settings.discord_application_id}/{token}"
+        body = json.dumps({"content": content[:2000], "flags": EPHEMERAL, "allowed_mentions": {"parse": []}})
+        for request in (HTTPRequest(f"{hook}/messages/@original", method="DELETE", request_timeout=HTTP_TIMEOUT_SECS),
+                        HTTPRequest(hook, method="POST", headers={"Content-Type": "application/json"}, body=body,
+                                    request_timeout=HTTP_TIMEOUT_SECS)):
+            try:
+                await self._http.fetch(request)
+            except (HTTPClientError, OSError) as exc:
+                log.warning("discord refusal not delivered: %s", exc)
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -426,6 +439,10 @@ class _Editor:
         if wait > 0:
             await asyncio.sleep(wait)
         await self._send(payload, file)
+
+    async def refuse(self, content: str) -> None:
+        """The job could not start after the deferred answer: say so to the caller alone."""
+        await self._service.refuse(self._token, content)
 
     async def _send(self, payload: dict[str, Any], file: tuple[str, str, bytes] | None) -> None:
         for _ in range(MAX_RETRIES_429):

@@ -41,6 +41,8 @@ class StandIn:
         self.registered: list[Any] = []
         self.auth: list[str] = []
         self.origin = ""
+        self.deleted: list[str] = []  # tokens whose original response was deleted
+        self.followups: list[dict[str, Any]] = []
 
 
 class WebhookEdit(web.RequestHandler):
@@ -75,6 +77,23 @@ class WebhookEdit(web.RequestHandler):
         stand_in.edits.append(edit)
         self.finish({"id": "1"})
 
+    def delete(self, app_id: str, token: str) -> None:
+        self.stand_in.deleted.append(token)
+        self.set_status(204)
+        self.finish()
+
+
+class Followup(web.RequestHandler):
+    def initialize(self, stand_in: StandIn) -> None:
+        self.stand_in = stand_in
+
+    def check_xsrf_cookie(self) -> None:
+        return
+
+    def post(self, app_id: str, token: str) -> None:
+        self.stand_in.followups.append({"token": token, **json.loads(self.request.body)})
+        self.finish({"id": "2"})
+
 
 class Attachment(web.RequestHandler):
     """Discord's CDN: the photo a /stylize names."""
@@ -103,6 +122,7 @@ async def discord_stand_in() -> AsyncIterator[tuple[str, StandIn]]:
     stand_in = StandIn()
     app = web.Application([
         (r"/api/v10/webhooks/([0-9]+)/([^/]+)/messages/@original", WebhookEdit, {"stand_in": stand_in}),
+        (r"/api/v10/webhooks/([0-9]+)/([^/]+)", Followup, {"stand_in": stand_in}),
         (r"/api/v10/applications/([0-9]+)/commands", Commands, {"stand_in": stand_in}),
         (r"/cdn/photo.png", Attachment),
     ])
@@ -331,7 +351,14 @@ async def test_a_full_queue_after_the_deferred_answer_says_so(discord, signing_k
     body = command("imagine", {"prompt": "one more"}, token="tok-full")
     answer = await post(base_url, body, signed(signing_key, body))
     assert answer.json() == {"type": 5}
-    final = await wait_for_final(stand_in, "tok-full")
-    assert "Not started" in final["payload"]["content"] and final["file"] is None
+    for _ in range(200):
+        if stand_in.followups:
+            break
+        await asyncio.sleep(0.05)
+    # The "thinking…" message goes; the reason is told to the caller alone.
+    assert stand_in.deleted == ["tok-full"]
+    [followup] = stand_in.followups
+    assert followup["token"] == "tok-full" and followup["flags"] == 64 and "Not started" in followup["content"]
+    assert not [edit for edit in stand_in.edits if edit["token"] == "tok-full"]
     for job in (await alice.get("/api/jobs?mine=1")).json()["jobs"]:
         await alice.delete(f"/api/jobs/{job['id']}")
