@@ -37,9 +37,12 @@ frontend/dist/index.html: frontend/node_modules/.package-lock.json $(FRONTEND_SO
 
 frontend: frontend/dist/index.html
 
-# Debian's Chromium drives the browser tests (playwright-core downloads no browser).
+# Debian's Chromium drives the browser tests (playwright-core downloads no browser), with the fonts the
+# screenshots need: CJK glyphs (the Chinese pages) and colour emoji (chat), else they render as boxes.
+BROWSER_PACKAGES := chromium fonts-noto-cjk fonts-noto-color-emoji
 chromium:
-	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	@{ test -x $(CHROMIUM) && fc-list 2>/dev/null | grep -qi 'Noto Sans CJK' && fc-list 2>/dev/null | grep -qi 'Noto Color Emoji'; } || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES))
 
 # A tiny random-weight Stable Diffusion model, a ControlNet and a style preset using them, so a fresh machine can
 # generate and stylize end to end. Run on an empty models folder, or when the demo's ControlNet or database is

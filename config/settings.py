@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     inference_enabled: bool = True
     # Previews per second per job; frames in between are dropped, not queued.
     preview_fps: float = Field(8.0, ge=0)
+    # Frames per second per tile on the Live page (the web side thins the previews it already gets).
+    live_tile_fps: float = Field(2.0, gt=0, le=10)
     queue_max_global: int = Field(20, ge=1)
     queue_max_per_user: int = Field(5, ge=1)
     max_init_image_bytes: int = Field(10 * MiB, ge=1024)

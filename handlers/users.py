@@ -53,6 +53,14 @@ class MyAvatarHandler(APIHandler):
         self.write_json({"user": user_json(user, private=True)})
 
 
+class UsersHandler(APIHandler):
+    async def get(self) -> None:
+        """Users whose name starts with `q` (signed in): the @mention autocomplete."""
+        self.require_user()
+        found = await self.users.search(self.get_argument("q", ""))
+        self.write_json({"users": [user_json(user) for user in found]})
+
+
 class UserHandler(APIHandler):
     async def get(self, username: str) -> None:
         """A public profile, with follower, following and post counts."""
@@ -72,6 +80,7 @@ class AvatarHandler(APIHandler):
 default_handlers = [
     (r"/api/me", MeHandler),
     (r"/api/me/avatar", MyAvatarHandler),
+    (r"/api/users", UsersHandler),
     (r"/api/users/([a-zA-Z0-9_]{1,32})", UserHandler),
     (r"/api/users/([a-zA-Z0-9_]{1,32})/avatar", AvatarHandler),
 ]

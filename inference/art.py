@@ -130,14 +130,80 @@ def render(rgb: np.ndarray, style: str, preset: str = "fast") -> np.ndarray:
     if style in ("pencil", "colour_pencil"):
         # A light blur first: pencilSketch draws every speck of sensor noise as a stroke otherwise.
         smooth = cv2.GaussianBlur(bgr, (0, 0), PENCIL_DENOISE_SIGMA_PX)
-        grey, colour = cv2.pencilSketch(smooth, sigma_s=p.pencil_sigma_s, sigma_r=p.pencil_sigma_r,
-                                        shade_factor=p.pencil_shade)
+        grey = _pencil_strokes(smooth, p)
         if style == "pencil":
-            return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
-        return cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
+            return cv2.cvtColor(_graphite_tone(smooth, grey), cv2.COLOR_GRAY2RGB)
+        return _colour_pencil(smooth, grey)
     work = _at_work_scale(bgr, p.work_scale)
     if style == "oil":
         out = cv2.xphoto.oilPainting(work, p.oil_size, p.oil_dyn_ratio)
     else:
-        out = cv2.stylization(work, sigma_s=p.water_sigma_s, sigma_r=p.water_sigma_r)
+        out = _watercolour(work, p)
     return cv2.cvtColor(_back_to(out, bgr.shape), cv2.COLOR_BGR2RGB)
+
+
+# Pencil: strokes where lightness changes, and also where only colour does (a red shape on a blue ground of the
+# same lightness was lost to a sketch of the lightness alone). Each Lab channel is sketched; the darkest stroke wins.
+CHROMA_STRETCH = 2.2  # a/b span about ±60 around 128 in a photo: stretched so their edges draw like lightness edges
+# Pencil shades dark and strongly coloured areas with graphite, so a saturated shape keeps its mass (a sketch of
+# edges alone left a red logo on white as a thin outline on white paper).
+PENCIL_TONE = 0.55
+PENCIL_TONE_SATURATION = 0.7  # how much saturation counts as darkness
+# Colour pencil: the paper shows through the colour (lighter, a touch less saturated), the strokes on top.
+COLOUR_PENCIL_PAPER = 0.25
+# Watercolour: flat washes of lighter, slightly bled colour on textured paper, darker where washes meet.
+WATER_LIGHTEN = 0.22  # towards the paper
+WATER_LEVELS = 10  # colour steps per channel: flat washes instead of the photo's gradients
+WATER_EDGE_DARKEN = 0.45  # pigment pooling at a wash's edge
+WATER_PAPER_GRAIN = 0.06  # depth of the paper's texture
+PAPER_SEED = 1826  # the paper is the same for every photo (results are cached by the photo's hash)
+
+
+def _pencil_strokes(smooth_bgr: np.ndarray, p: Preset) -> np.ndarray:
+    lab = cv2.cvtColor(smooth_bgr, cv2.COLOR_BGR2LAB)
+    strokes = None
+    for channel in range(3):
+        plane = lab[:, :, channel]
+        if channel:  # a, b: stretch the chroma around neutral
+            plane = np.clip((plane.astype(np.float32) - 128) * CHROMA_STRETCH + 128, 0, 255).astype(np.uint8)
+        sketch, _ = cv2.pencilSketch(cv2.cvtColor(plane, cv2.COLOR_GRAY2BGR), sigma_s=p.pencil_sigma_s,
+                                     sigma_r=p.pencil_sigma_r, shade_factor=p.pencil_shade)
+        strokes = sketch if strokes is None else np.minimum(strokes, sketch)
+    return strokes
+
+
+def _graphite_tone(smooth_bgr: np.ndarray, strokes: np.ndarray) -> np.ndarray:
+    lightness = cv2.cvtColor(smooth_bgr, cv2.COLOR_BGR2LAB)[:, :, 0].astype(np.float32)
+    saturation = cv2.cvtColor(smooth_bgr, cv2.COLOR_BGR2HSV)[:, :, 1].astype(np.float32)
+    tone = cv2.GaussianBlur(np.maximum(255 - lightness, saturation * PENCIL_TONE_SATURATION), (0, 0), 2.0)
+    out = strokes.astype(np.float32) * (1 - PENCIL_TONE * tone / 255)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _colour_pencil(smooth_bgr: np.ndarray, strokes: np.ndarray) -> np.ndarray:
+    colour = smooth_bgr.astype(np.float32)
+    colour = colour * (1 - COLOUR_PENCIL_PAPER) + 255 * COLOUR_PENCIL_PAPER
+    out = colour * (strokes.astype(np.float32)[:, :, None] / 255)
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_BGR2RGB)
+
+
+def _watercolour(work_bgr: np.ndarray, p: Preset) -> np.ndarray:
+    washes = cv2.stylization(work_bgr, sigma_s=p.water_sigma_s, sigma_r=p.water_sigma_r)
+    step = 256 // WATER_LEVELS
+    levels = (washes.astype(np.int16) // step) * step + step // 2  # flat areas of one colour
+    washes = np.clip(levels, 0, 255).astype(np.uint8)
+    washes = cv2.medianBlur(washes, 5)  # the colour bleeds a little across the steps
+    out = washes.astype(np.float32) * (1 - WATER_LIGHTEN) + 255 * WATER_LIGHTEN
+    grey = cv2.cvtColor(washes, cv2.COLOR_BGR2GRAY)
+    edges = cv2.GaussianBlur(cv2.morphologyEx(grey, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)), (0, 0), 1.0)
+    out *= 1 - WATER_EDGE_DARKEN * (edges.astype(np.float32)[:, :, None] / 255)
+    out *= _paper(work_bgr.shape[:2])[:, :, None]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _paper(shape: tuple[int, int]) -> np.ndarray:
+    """A grain between 1 - WATER_PAPER_GRAIN and 1, the same for every photo of a size."""
+    noise = np.random.default_rng(PAPER_SEED).random(shape, dtype=np.float32)
+    grain = cv2.GaussianBlur(noise, (0, 0), 1.5)
+    grain = (grain - grain.min()) / max(1e-6, float(grain.max() - grain.min()))
+    return 1 - WATER_PAPER_GRAIN * grain

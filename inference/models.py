@@ -20,6 +20,7 @@ on load, so they are listed as refused rather than loaded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -271,6 +272,19 @@ def _scan(folder: Path, inspect: Callable[[Path], ModelSpec | None], refused: di
     return specs
 
 
+# The hint encoder's last convolution: its output width is the ControlNet's first block width, in either layout.
+HINT_OUTPUT_WEIGHTS = ("controlnet_cond_embedding.conv_out.weight", "input_hint_block.14.weight")
+
+
+def _hint_width(shapes: dict[str, list[int]]) -> int | None:
+    return next((shape[0] for name, shape in shapes.items() if name.endswith(HINT_OUTPUT_WEIGHTS) and shape), None)
+
+
+@functools.lru_cache(maxsize=8)
+def _config_width(config_dir: Path) -> int:
+    return int(json.loads((config_dir / "config.json").read_text())["block_out_channels"][0])
+
+
 def _inspect_controlnet(entry: Path) -> ModelSpec | None:
     if entry.is_dir() and not entry.name.endswith(SIDECAR_SUFFIX) and (entry / "config.json").exists():
         weights = sorted(entry.glob("*.safetensors"))
@@ -298,6 +312,12 @@ def _inspect_controlnet(entry: Path) -> ModelSpec | None:
             config_dir = sidecar
         elif family in BUNDLED_CONTROLNET_CONFIG_FOR_FAMILY:
             config_dir = BUNDLED_CONFIGS / BUNDLED_CONTROLNET_CONFIG_FOR_FAMILY[family]
+            width, expected = _hint_width(shapes), _config_width(config_dir)
+            if width is not None and width != expected:
+                # Known now, from the header, rather than as a shape error when a job loads it.
+                raise ModelLoadError(f"{entry.name}: not the standard {family} ControlNet architecture (its first "
+                                     f"block is {width} wide, the standard one {expected}); put its config.json "
+                                     f"in a folder beside it named {sidecar.name}")
         else:
             raise ModelLoadError(f"{entry.name}: no bundled ControlNet config for family {family}; put its "
                                  f"config.json in a folder beside it named {sidecar.name}")

@@ -212,7 +212,7 @@ class AuthService:
         user = principal.user
         await self._limiter.require(f"password:{user.id}", settings.password_change_limit,
                                     settings.password_change_window_secs, "Too many password changes")
-        check_password(new, settings)
+        check_password(new, settings, "new_password")
         async with self._db() as db:
             stored = await db.scalar(select(User.password_hash).where(User.id == user.id))
         if not await self._executors.run_cpu(self._passwords.verify, stored, str(current)):

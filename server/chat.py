@@ -57,8 +57,8 @@ RoomGuard = Callable[[User | None, str], Awaitable[None]]
 # Told of every stored message: (room, message, author, mentioned users).
 MessageListener = Callable[[str, Message, User, list[User]], Awaitable[None]]
 # Told when a message's text changes for readers: (message id, its text now, or None when it is gone:
-# deleted, or hidden by a moderator).
-ChangeListener = Callable[[int, str | None], Awaitable[None]]
+# deleted, or hidden by a moderator; the usernames it mentions now).
+ChangeListener = Callable[[int, str | None, list[str]], Awaitable[None]]
 # Rooms that belong to something (``post:<id>``) are owned by its owner: (the part after the prefix) -> user id.
 RoomOwner = Callable[[str], Awaitable[int | None]]
 # A room command (`/imagine <words>`): (author, room, the words after the name) -> the id of the job it started.
@@ -199,6 +199,8 @@ class ChatService:
         text = clean_message_text(text)
         await self._limiter.require(f"chat-edit:{editor.id}", self._settings.chat_edit_limit,
                                     self._settings.chat_edit_window_secs, "You are editing too fast")
+        # Mentions follow the text: one taken out by the edit loses its highlight and its notification.
+        mentioned = await self._mentioned_users(text, editor)
         async with self._db() as db:
             message, author = await self._message(db, room, message_id)
             if author.id != editor.id:
@@ -207,11 +209,12 @@ class ChatService:
                 raise Forbidden("A moderator hid this message; it cannot be edited.", code="message_hidden")
             message.seq = await self._next_seq(db, message.room_id)
             message.text = text
+            message.mentions = " ".join(u.username for u in mentioned)
             message.edited_at = utcnow()
             await db.commit()
         payload = message_json(message, author, room)
         await self._hub.publish(room_topic(room), {"type": "chat.edited", "message": payload}, seq=message.seq)
-        await self._changed(message.id, text)
+        await self._changed(message.id, text, payload["mentions"])
         return payload
 
     async def delete(self, actor: User, room: str, message_id: int) -> None:
@@ -229,11 +232,11 @@ class ChatService:
         await self._hub.publish(room_topic(room), {
             "type": "chat.deleted", "message": {"id": message.id, "room": room, "deleted": True},
         }, seq=message.seq)
-        await self._changed(message.id, None)
+        await self._changed(message.id, None, [])
 
-    async def _changed(self, message_id: int, text: str | None) -> None:
+    async def _changed(self, message_id: int, text: str | None, mentions: list[str]) -> None:
         for listener in self.change_listeners:
-            await listener(message_id, text)
+            await listener(message_id, text, mentions)
 
     async def history(self, viewer: User | None, room: str, *, before: int | None = None,
                       limit: int = HISTORY_PAGE_DEFAULT) -> tuple[list[dict[str, Any]], int | None]:
@@ -272,7 +275,8 @@ class ChatService:
         else:
             event = {"type": "chat.edited", "message": message_json(message, author, room)}
         await self._hub.publish(room_topic(room), event, seq=message.seq)
-        await self._changed(message.id, None if hidden else message.text)
+        await self._changed(message.id, None if hidden else message.text,
+                            [] if hidden or not message.mentions else message.mentions.split())
 
     async def describe(self, message_ids: list[str]) -> dict[str, dict[str, Any]]:
         """What a moderator's queue shows of each message."""

@@ -43,11 +43,13 @@ def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub
 
     async def on_message(room: str, message: Message, author: User, mentioned: list[User]) -> None:
         told = {author.id}
+        # A mention in a post's room names the post, so it reads as the artwork's title, not "post:12".
+        post_id = int(room.removeprefix(POST_ROOM_PREFIX)) if room.startswith(POST_ROOM_PREFIX) else None
         for user in mentioned:
-            await notifications.notify(user.id, "mention", author, room=room, message_id=message.id, text=message.text)
+            await notifications.notify(user.id, "mention", author, post_id=post_id, room=room,
+                                       message_id=message.id, text=message.text)
             told.add(user.id)
-        if room.startswith(POST_ROOM_PREFIX):
-            post_id = int(room.removeprefix(POST_ROOM_PREFIX))
+        if post_id is not None:
             owner_id = await posts.owner_of(post_id)
             if owner_id is not None and owner_id not in told:
                 await notifications.notify(owner_id, "message", author, post_id=post_id, room=room,

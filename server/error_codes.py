@@ -137,6 +137,7 @@ CODES: dict[str, str] = {
     "pickle_refused": "A pickle checkpoint can run code when loaded; convert it to .safetensors.",
     "invalid_model_file": "The file is not a safetensors model.",
     "empty_file": "The file is empty.",
+    "not_safetensors": "The file is not a safetensors file at all (e.g. text renamed to .safetensors).",
     "truncated": "The file ends before its data does.",
     "header_too_large": "The safetensors header is over 16 MiB.",
     "bad_header": "The safetensors header is not a JSON object of tensors.",

@@ -6,7 +6,9 @@ then published on ``user:<id>``, where an open page shows it at once.
 Likes and follows are told once per person (``notices_once``): unliking and liking again
 tells nobody twice. Likes of one post are one notification that grows ("Ana and 3 others
 liked your post"): a new liker replaces it with a newer, unread one. A message's
-notifications follow it: edited, they show the new text; deleted or hidden, none.
+notifications follow it: edited, they show the new text (and a mention the edit took out is
+gone); deleted or hidden, they are gone. A notification about a post carries its title, so
+people read the artwork's name, never an internal room name.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.errors import Unavailable
 from server.hub import Hub
 from server.ids import parse_ids
-from server.store.community_tables import NoticeOnce, Notification
+from server.store.community_tables import NoticeOnce, Notification, Post
 from server.store.database import run_transaction
 from server.store.models import User, iso, utcnow
 from server.users import public_user
@@ -47,7 +49,8 @@ def summary(kind: str, actor: User | None, count: int) -> str:
     return f"{who} {SUMMARIES.get(kind, kind)}"
 
 
-def notification_json(notification: Notification, actor: User | None) -> dict[str, Any]:
+def notification_json(notification: Notification, actor: User | None, post_title: str | None = None
+                      ) -> dict[str, Any]:
     return {
         "id": notification.id,
         "kind": notification.kind,
@@ -55,6 +58,7 @@ def notification_json(notification: Notification, actor: User | None) -> dict[st
         "count": notification.actor_count,
         "summary": summary(notification.kind, actor, notification.actor_count),
         "post": notification.post_id,
+        "post_title": post_title,
         "room": notification.room,
         "message": notification.message_id,
         "text": notification.text,
@@ -79,7 +83,8 @@ class NotificationService:
             db.add(notification)
             await db.commit()
             unread = await self._unread(db, user_id)
-        await self._publish(notification, actor, unread)
+            title = await self._post_title(db, post_id)
+        await self._publish(notification, actor, unread, post_title=title)
 
     async def notify_once(self, user_id: int, kind: str, actor: User, *, post_id: int | None = None,
                           text: str = "") -> None:
@@ -114,11 +119,13 @@ class NotificationService:
         told = await run_transaction(self._db, tell)
         if told is not None:
             notification, replaces, unread = told
-            await self._publish(notification, actor, unread, replaces=replaces)
+            async with self._db() as db:
+                title = await self._post_title(db, post_id)
+            await self._publish(notification, actor, unread, replaces=replaces, post_title=title)
 
     async def _publish(self, notification: Notification, actor: User, unread: int, *,
-                       replaces: int | None = None) -> None:
-        payload = notification_json(notification, actor)
+                       replaces: int | None = None, post_title: str | None = None) -> None:
+        payload = notification_json(notification, actor, post_title)
         # `kind`, `room`, `message`, `from` and `text` also at the top level, as the first mention events had them;
         # `replaces`: the id of the notification this one takes the place of (a post's grouped likes).
         try:
@@ -128,20 +135,31 @@ class NotificationService:
         except Unavailable:  # stored: the list and the unread count show it; only the live push is lost
             log.warning("notification %s stored but not pushed: live updates are unavailable", notification.id)
 
-    async def message_changed(self, message_id: int, text: str | None) -> None:
-        """A message was edited (``text``), deleted or hidden (None): its notifications say so, stored and live."""
+    async def message_changed(self, message_id: int, text: str | None, mentions: list[str]) -> None:
+        """A message was edited (``text``, mentioning ``mentions`` now), deleted or hidden (None): its
+        notifications show the new text, and those about a message (or a mention) that is gone are dropped."""
         shown = (text or "")[:TEXT_MAX_CHARS]
+        still_mentioned = {name.lower() for name in mentions}
         async with self._db() as db:
-            rows = (await db.execute(select(Notification.id, Notification.user_id)
-                                     .where(Notification.message_id == message_id))).all()
+            rows = (await db.execute(
+                select(Notification.id, Notification.user_id, Notification.kind, User.username)
+                .join(User, User.id == Notification.user_id).where(Notification.message_id == message_id))).all()
             if not rows:
                 return
-            await db.execute(update(Notification).where(Notification.message_id == message_id).values(text=shown))
+            gone = [(nid, uid) for nid, uid, kind, username in rows
+                    if text is None or (kind == "mention" and username.lower() not in still_mentioned)]
+            kept = [(nid, uid) for nid, uid, _kind, _username in rows if (nid, uid) not in gone]
+            if gone:
+                await db.execute(delete(Notification).where(Notification.id.in_([nid for nid, _ in gone])))
+            if kept:
+                await db.execute(update(Notification).where(Notification.id.in_([nid for nid, _ in kept]))
+                                 .values(text=shown))
             await db.commit()
-        by_user: dict[int, list[int]] = {}
-        for notification_id, user_id in rows:
-            by_user.setdefault(user_id, []).append(notification_id)
-        for user_id, ids in by_user.items():
+            unread = {uid: await self._unread(db, uid) for uid in {uid for _, uid in gone}}
+        for user_id, ids in _by_user(gone).items():
+            await self._hub.publish(f"user:{user_id}", {"type": "notify.removed", "ids": ids,
+                                                        "unread": unread[user_id]}, sequenced=False)
+        for user_id, ids in _by_user(kept).items():
             await self._hub.publish(f"user:{user_id}", {"type": "notify.changed", "ids": ids, "text": shown},
                                     sequenced=False)
 
@@ -149,14 +167,14 @@ class NotificationService:
                    ) -> tuple[list[dict[str, Any]], int, int | None]:
         """Newest first: the page, the unread count and the cursor of the next page."""
         limit = max(1, min(limit, PAGE_MAX))
-        query = (select(Notification, User).outerjoin(User, User.id == Notification.actor_id)
-                 .where(Notification.user_id == user.id))
+        query = (select(Notification, User, Post.title).outerjoin(User, User.id == Notification.actor_id)
+                 .outerjoin(Post, Post.id == Notification.post_id).where(Notification.user_id == user.id))
         if before is not None:
             query = query.where(Notification.id < before)
         async with self._db() as db:
             rows = (await db.execute(query.order_by(Notification.id.desc()).limit(limit + 1))).all()
             unread = await self._unread(db, user.id)
-        page = [notification_json(n, actor) for n, actor in rows[:limit]]
+        page = [notification_json(n, actor, title) for n, actor, title in rows[:limit]]
         return page, unread, (page[-1]["id"] if len(rows) > limit else None)
 
     async def mark_read(self, user: User, ids: Any = None) -> int:
@@ -176,6 +194,17 @@ class NotificationService:
         return unread
 
     @staticmethod
+    async def _post_title(db: AsyncSession, post_id: int | None) -> str | None:
+        return None if post_id is None else await db.scalar(select(Post.title).where(Post.id == post_id))
+
+    @staticmethod
     async def _unread(db: AsyncSession, user_id: int) -> int:
         return await db.scalar(select(func.count()).select_from(Notification).where(
             Notification.user_id == user_id, Notification.read_at.is_(None))) or 0
+
+
+def _by_user(rows: list[tuple[int, int]]) -> dict[int, list[int]]:
+    by_user: dict[int, list[int]] = {}
+    for notification_id, user_id in rows:
+        by_user.setdefault(user_id, []).append(notification_id)
+    return by_user

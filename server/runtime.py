@@ -34,6 +34,7 @@ from server.jobs.queue import JobQueue
 from server.jobs.records import JobRecords
 from server.jobs.redis_queue import RedisJobQueue
 from server.jobs.stylize import StylizeParser
+from server.live import LiveService
 from server.metrics import HttpMetrics
 from server.modelhub.service import ModelHub
 from server.originals import Originals
@@ -86,6 +87,7 @@ class Runtime:
     modelhub: ModelHub
     presets: PresetService
     shares: ShareService
+    live: LiveService
     a1111: A1111Service
     imagine: RoomImagine
     discord: DiscordService
@@ -161,6 +163,8 @@ class Runtime:
         jobs = JobService(records, queue, kinds, hub, blobs, executors, settings)
         originals = Originals(blobs, executors)
         jobs.wire(topics)
+        live = LiveService(db, hub, jobs, tile_fps=settings.live_tile_fps)
+        live.wire(topics)
         collab = CollabService(db, hub, limiter, executors, jobs, settings)
         collab.wire(topics, jobs)
         auth = AuthService(db, passwords, limiter, executors, settings, principals)
@@ -178,7 +182,7 @@ class Runtime:
                                       gallery_cache_ttl_secs=settings.gallery_cache_ttl_secs, originals=originals),
             collab=collab,
             modelhub=ModelHub.build(settings, db, cache, client, blobs, executors).start(),
-            presets=presets, shares=ShareService(db, originals),
+            presets=presets, shares=ShareService(db, originals), live=live,
             a1111=A1111Service(jobs, hub, db, executors),
             imagine=RoomImagine(db, chat, jobs, hub, settings),
             discord=DiscordService(settings, db, cache, hub, jobs, presets),
@@ -226,6 +230,7 @@ class Runtime:
         await self.auth.close()
         await self.jobs.queue.close()
         await self.collab.close_all()
+        await self.live.close()
         await self.modelhub.close()
         await self.hub.close()
         if self.redis is not None:

@@ -41,7 +41,8 @@ class TopicPolicy:
         """The topic's kind and id, if ``principal`` may subscribe; raises otherwise."""
         match = TOPIC_RE.fullmatch(topic) if isinstance(topic, str) else None
         if match is None or match.group(1) not in self._kinds:
-            raise InvalidInput(f"{str(topic)[:80]!r} is not a topic (room:<name>, user:<id>, job:<id>, collab:<id>).",
+            raise InvalidInput(f"{str(topic)[:80]!r} is not a topic (room:<name>, user:<id>, job:<id>, collab:<id>, "
+                               "live:all).",
                                code="bad_topic")
         kind, ident = match.groups()
         if not await self._kinds[kind].authorize(principal, ident):

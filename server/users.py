@@ -21,6 +21,8 @@ from server.text import clean_text
 
 USERNAME_MAX_CHARS = 32
 USERNAME_RE = re.compile(r"[a-z0-9_]{3,32}")
+USERNAME_PREFIX_RE = re.compile(r"[a-z0-9_]{1,32}")
+USER_SEARCH_MAX = 10  # names an autocomplete shows at once
 # No whitespace or control characters (docs/openapi.yaml has the same pattern).
 EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s\x00-\x1f\x7f-\x9f]+\.[^@\s\x00-\x1f\x7f-\x9f]{2,}$")
 DISPLAY_NAME_MAX_CHARS = 64
@@ -47,14 +49,15 @@ def normalise_username(username: str) -> str:
     return username.strip().lower()
 
 
-def check_password(password: str, settings: Settings) -> None:
-    """Refuse, never truncate, a password outside the configured bounds."""
+def check_password(password: str, settings: Settings, field: str = "password") -> None:
+    """Refuse, never truncate, a password outside the configured bounds (``field``: the input it came in)."""
     if not isinstance(password, str) or len(password) < settings.password_min_chars:
-        raise InvalidInput(f"`password` must be at least {settings.password_min_chars} characters.", code="weak_password")
+        raise InvalidInput(f"`password` must be at least {settings.password_min_chars} characters.",
+                           code="weak_password", data={"field": field})
     if len(password) > settings.password_max_chars:
         raise InvalidInput(
             f"`password` must be at most {settings.password_max_chars} characters but is {len(password)}.",
-            code="password_too_long",
+            code="password_too_long", data={"field": field},
         )
 
 
@@ -63,7 +66,7 @@ def _clean_email(email: str | None) -> str | None:
         return None
     email = email.strip()
     if len(email) > EMAIL_MAX_CHARS or not EMAIL_RE.match(email):
-        raise InvalidInput(f"`email` {email[:80]!r} is not an e-mail address.")
+        raise InvalidInput(f"`email` {email[:80]!r} is not an e-mail address.", data={"field": "email"})
     return email
 
 
@@ -97,7 +100,8 @@ class UserService:
         username = normalise_username(username)
         if not USERNAME_RE.fullmatch(username):
             raise InvalidInput(
-                "`username` must be 3–32 characters of a–z, 0–9 and _.", code="invalid_username"
+                "`username` must be 3–32 characters of a–z, 0–9 and _.", code="invalid_username",
+                data={"field": "username"},
             )
         check_password(password, self._settings)
         email = _clean_email(email)
@@ -108,7 +112,8 @@ class UserService:
             try:
                 await db.commit()
             except IntegrityError:
-                raise Conflict(f"The username {username!r} is taken.", code="username_taken") from None
+                raise Conflict(f"The username {username!r} is taken.", code="username_taken",
+                               data={"field": "username"}) from None
         return user
 
     async def get(self, user_id: int) -> User:
@@ -126,6 +131,18 @@ class UserService:
         if user is None:
             raise NotFound(f"No user is called {username[:64]!r}.", code="user_not_found")
         return user
+
+    async def search(self, prefix: str, limit: int = USER_SEARCH_MAX) -> list[User]:
+        """Users whose name starts with ``prefix`` (a–z, 0–9, _), in name order: the @mention autocomplete."""
+        prefix = prefix.strip().lower().removeprefix("@")
+        if not USERNAME_PREFIX_RE.fullmatch(prefix):
+            raise InvalidInput("`q` must be 1–32 letters, digits or _ (the start of a username).", data={"field": "q"})
+        limit = max(1, min(limit, USER_SEARCH_MAX))
+        # `_` is a wildcard in LIKE: escaped, so "an_" finds "an_a", not "anna".
+        pattern = prefix.replace("_", "\\_") + "%"
+        async with self._sessions() as db:
+            return list(await db.scalars(select(User).where(User.username.like(pattern, escape="\\"))
+                                         .order_by(User.username).limit(limit)))
 
     async def update_profile(
         self, user_id: int, *, display_name: str | None = None, bio: str | None = None, email: str | None = None,

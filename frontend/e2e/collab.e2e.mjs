@@ -103,7 +103,8 @@ await runE2E('collab', async ({ browser, page: alice, log }) => {
     byTestId(alice, 'collab-prompt').pressSequentially('red fox ', { delay: 35 }),
     byTestId(bob, 'collab-prompt').pressSequentially('blue moon ', { delay: 35 }),
   ])
-  await waitEditor(alice, (t) => t && t.includes('red fox') && t.includes('blue moon'), 'both phrases')
+  // Whole phrases, trailing spaces included: each side's last key may still be on its way to the other.
+  await waitEditor(alice, (t) => t && t.includes('red fox ') && t.includes('blue moon '), 'both phrases')
   const finalText = await promptText(alice)
   await waitText(bob, finalText)
   assert.equal(await promptText(bob), finalText)

@@ -95,7 +95,7 @@ await runE2E('community', async ({ browser, page: pageA, log }) => {
   await byTestId(pageA, 'notif-item').first().waitFor()
   const texts = await byTestId(pageA, 'notif-text').allInnerTexts()
   assert.equal(texts.length, 2, `one like and one message, the like told once: ${texts.join(' / ')}`)
-  assert.match(texts[0], /wrote in your post's room/)
+  assert.match(texts[0], new RegExp(`wrote beside your post “${title}”`), 'named by its title, not post:<id>')
   assert.match(texts[1], new RegExp(`liked your post ${title}`))
   await pageA.locator('[data-testid="notif-item"][data-kind="like"]').click()
   await waitBadge(pageA, 1)

@@ -15,6 +15,7 @@ export interface NavItem {
 export const NAV_ITEMS: NavItem[] = [
   { label: 'nav.home', to: { name: 'home' }, match: 'home' },
   { label: 'nav.gallery', to: { name: 'gallery' }, match: 'gallery' },
+  { label: 'nav.live', to: { name: 'live' }, match: 'live' },
   // Shown to guests too: the route sends them to log in and back.
   { label: 'nav.generate', to: { name: 'generate' }, match: 'generate' },
   { label: 'nav.models', to: { name: 'models' }, match: 'models' },

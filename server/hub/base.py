@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
+from server.hub import frames
+
 
 @dataclass(frozen=True)
 class Reset:
@@ -50,6 +52,11 @@ class Hub(Protocol):
     def register_history(self, prefix: str, source: HistorySource, current_seq: Callable[[str], Awaitable[int]]) -> None:
         """Durable topics starting with ``prefix`` replay from ``source`` instead of the hub's history."""
 
+    def deliver_local(self, topic: str, event: dict[str, Any]) -> None:
+        """To this process's subscribers of ``topic`` alone (no seq, no history, not published)."""
+
+    def local_subscribers(self, topic: str) -> int: ...
+
     async def close(self) -> None: ...
 
 
@@ -91,6 +98,15 @@ class HubCore:
             self._epochs.pop(topic, None)
             return True
         return False
+
+    def deliver_local(self, topic: str, event: dict[str, Any]) -> None:
+        """An event made in this process for this process's subscribers alone, never published: each process
+        makes its own (the live feed's frames, thinned from what it already receives)."""
+        self._fan_out(topic, None, frames.with_topic(frames.encode(event), topic, None))
+
+    def local_subscribers(self, topic: str) -> int:
+        """How many of this process's subscribers watch ``topic``."""
+        return len(self._subscribers.get(topic, ()))
 
     def _fan_out(self, topic: str, seq: int | None, frame: bytes) -> None:
         # Copied because a subscriber may unsubscribe (e.g. a slow socket closing) while we iterate.

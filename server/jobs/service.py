@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from typing import Any, Awaitable, Callable
@@ -59,6 +60,18 @@ def image_ref(image: GeneratedImage) -> dict[str, Any]:
             "width": image.width, "height": image.height, "seed": image.seed}
 
 
+# An art image's parameters text names its style (server/worker/art.py writes "Art studio: <style>, ...").
+_ART_STYLE = re.compile(r"Art studio: ([a-z_]+),")
+
+
+def job_image_ref(job: GenerationJob, image: GeneratedImage) -> dict[str, Any]:
+    """`image_ref`, plus which style an art job's image is, so a reloaded page can lay the styles out."""
+    ref = image_ref(image)
+    if job.kind == "art" and (match := _ART_STYLE.match(image.parameters)):
+        ref["style"] = match.group(1)
+    return ref
+
+
 def job_json(job: GenerationJob, images: list[GeneratedImage], *, place: int | None = None,
              progress: tuple[int, int] | None = None) -> dict[str, Any]:
     settings = json.loads(job.settings)
@@ -76,7 +89,7 @@ def job_json(job: GenerationJob, images: list[GeneratedImage], *, place: int | N
         "total": total,
         "attempts": job.attempts,
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-        "images": [image_ref(image) for image in images],
+        "images": [job_image_ref(job, image) for image in images],
         "created_at": iso(job.created_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "timings": json.loads(job.timings or "{}"),
     }

@@ -99,6 +99,8 @@ def check_stream(f: BinaryIO, size: int) -> CheckedFile:
         raise InvalidModelFile(f"The file is truncated: {size} bytes, shorter than the 8-byte header length.",
                                code="truncated")
     (header_len,) = struct.unpack("<Q", head)
+    if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+        _refuse_non_safetensors(head, f.read(1))
     if header_len > MAX_HEADER_BYTES:
         raise InvalidModelFile(
             f"The header claims {header_len:,} bytes; at most {MAX_HEADER_BYTES:,} are accepted.",
@@ -117,6 +119,17 @@ def check_stream(f: BinaryIO, size: int) -> CheckedFile:
     checked = CheckedFile(size_bytes=size, header_bytes=header_len, tensors=tensors, metadata=metadata)
     checked.kind, checked.base = detect_kind_and_base(tensors)
     return checked
+
+
+def _refuse_non_safetensors(head: bytes, first_header_byte: bytes) -> None:
+    """A header length that cannot be right and no JSON object after it: not a damaged safetensors file
+    (whose header still starts with `{`) but another kind of file with the name, e.g. text renamed."""
+    if first_header_byte == b"{":
+        return
+    what = "text" if all(32 <= b < 127 or b in b"\t\r\n" for b in head) else "something else"
+    raise InvalidModelFile(
+        f"This is not a safetensors file: it starts with {what} ({_shown(head.decode('latin-1'))!r}), where a "
+        "safetensors file starts with the length of its header and then a JSON header.", code="not_safetensors")
 
 
 def _refuse_foreign_formats(head: bytes) -> None:

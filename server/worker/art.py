@@ -92,6 +92,7 @@ def render_style(rgb: np.ndarray, style: str, preset: str) -> Rendered:
 
 
 def parameters(style: str, preset: str) -> str:
+    # The web side reads the style back from this text (server/jobs/service.job_image_ref): keep the prefix.
     return f"Art studio: {style}, preset: {preset}, filters: OpenCV {cv2.__version__}"
 
 

@@ -77,6 +77,8 @@ async def test_four_styles_arrive_as_separate_events_then_done(server, new_clien
     assert {i["id"] for i in done["images"]} == {e["image"]["id"] for e in results}
     record = (await alice.get(f"/api/jobs/{job['id']}")).json()["job"]
     assert record["status"] == "done" and len(record["images"]) == 4 and record["step"] == record["total"] == 4
+    # A reloaded page lays the styles out from the stored job alone.
+    assert {i["id"]: i["style"] for i in record["images"]} == {e["image"]["id"]: e["style"] for e in results}
     ws.close()
 
 

@@ -56,32 +56,48 @@ async def test_notifications_follow_their_message_and_hidden_messages_cannot_be_
             await ws_alice.request("sub", topic=f"room:{room}")
             await ws_bob.request("sub", topic=f"room:{room}")
             rude = (await ws_bob.request("chat.send", room=room, text="@alice something rude"))["message"]
-            await ws_alice.wait_type("notify", kind="mention")
+            mention = await ws_alice.wait_type("notify", kind="mention")
+            # Named by the artwork, not by the room's internal name.
+            assert mention["notification"]["post"] == post["id"]
+            assert mention["notification"]["post_title"] == post["title"]
 
             edited = await ws_bob.request("chat.edit", room=room, message=rude["id"], text="@alice something kind")
             assert edited["type"] == "ack"
             await ws_alice.wait_type("chat.edited")
             changed = await ws_alice.wait_type("notify.changed")
             assert changed["text"] == "@alice something kind"
-            texts = {n["text"] for n in (await alice.get("/api/notifications")).json()["notifications"]}
-            assert texts == {"@alice something kind"}
+            listed = (await alice.get("/api/notifications")).json()["notifications"]
+            assert {n["text"] for n in listed} == {"@alice something kind"}
+            assert {n["post_title"] for n in listed} == {post["title"]}
 
             # Hidden by a moderator: gone from the notifications, and its author may not edit it back into view.
             await mona.post(f"/api/moderation/message/{rude['id']}/hide")
             await ws_alice.wait_type("chat.deleted")
-            assert (await ws_alice.wait_type("notify.changed"))["text"] == ""
+            removed = await ws_alice.wait_type("notify.removed")
+            assert removed["ids"] == [mention["id"]] and removed["unread"] == 0
             refused = await ws_bob.request("chat.edit", room=room, message=rude["id"], text="@alice back again")
             assert refused["type"] == "error" and refused["code"] == "message_hidden"
             await ws_alice.request("ping")
             assert [e for e in ws_alice.events if e.get("type") == "chat.edited"] == []
-            assert {n["text"] for n in (await alice.get("/api/notifications")).json()["notifications"]} == {""}
+            assert (await alice.get("/api/notifications")).json()["notifications"] == []
 
             # Deleted: the same.
             other = (await ws_bob.request("chat.send", room=room, text="second thoughts"))["message"]
             await ws_alice.wait_type("notify", kind="message")
             await ws_bob.request("chat.delete", room=room, message=other["id"])
-            await ws_alice.wait_type("notify.changed")
-            assert {n["text"] for n in (await alice.get("/api/notifications")).json()["notifications"]} == {""}
+            await ws_alice.wait_type("notify.removed")
+            assert (await alice.get("/api/notifications")).json()["notifications"] == []
+
+            # An edit that takes the mention out takes its highlight and its notification with it.
+            ping = (await ws_bob.request("chat.send", room=room, text="@mona look"))["message"]
+            assert ping["mentions"] == ["mona"]
+            unping = await ws_bob.request("chat.edit", room=room, message=ping["id"], text="never mind")
+            assert unping["message"]["mentions"] == []
+            assert [n for n in (await mona.get("/api/notifications")).json()["notifications"]
+                    if n["kind"] == "mention"] == []
+            # The post's owner is still told of the message in her post's room, with the new text.
+            listed = (await alice.get("/api/notifications")).json()["notifications"]
+            assert [n["text"] for n in listed] == ["never mind"]
 
             # A hidden post's room shows nobody who is in it, except to its owner and moderators.
             await mona.post(f"/api/moderation/post/{post['id']}/hide")
@@ -94,3 +110,21 @@ async def test_notifications_follow_their_message_and_hidden_messages_cannot_be_
                 ws.close()
             for client in (alice, bob, mona):
                 await client.aclose()
+
+
+async def test_user_search_by_name_start_for_mentions(users, gen_server):
+    ana = await users("ana_lee")
+    await users("anna")
+    await users("bob")
+    found = await ana.get("/api/users", params={"q": "an"})
+    assert [u["username"] for u in found.json()["users"]] == ["ana_lee", "anna"]
+    # `_` is a letter of the name here, not LIKE's wildcard; a leading @ is what was typed.
+    found = await ana.get("/api/users", params={"q": "@ana_"})
+    assert [u["username"] for u in found.json()["users"]] == ["ana_lee"]
+    bad = await ana.get("/api/users", params={"q": "a%"})
+    assert bad.status_code == 400 and bad.json()["error"]["data"]["field"] == "q"
+    stranger = ApiClient(gen_server)
+    try:
+        assert (await stranger.get("/api/users", params={"q": "an"})).status_code == 401
+    finally:
+        await stranger.aclose()

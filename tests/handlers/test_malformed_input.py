@@ -39,6 +39,14 @@ async def test_malformed_ids_are_refused_with_400(api):
         assert field in response.json()["error"]["message"], response.text
 
 
+async def test_a_job_list_cursor_that_names_no_job_of_mine_is_a_400(api):
+    await api.register("mallory")
+    for cursor in ("zzz", "0" * 32, "%C2%B9"):
+        response = await api.request("GET", f"/api/jobs?mine=1&before={cursor}")
+        assert response.status_code == 400 and error_code(response) == "invalid_cursor", (cursor, response.text)
+        assert "`before`" in response.json()["error"]["message"]
+
+
 async def test_a_collab_member_id_past_bigint_is_a_400(api):
     await api.register("owner")
     session = (await api.post("/api/collab/sessions", {"title": "t"})).json()["session"]["id"]

@@ -3,6 +3,7 @@ rendered live over the WebSocket, another style of the same photo with nothing u
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
@@ -542,3 +543,36 @@ async def test_a_moderator_sets_a_cover_that_keeps_no_metadata(stylize, people):
     assert response.status_code == 415
     response = await mona.put("/api/presets/no-such/cover", content=cover, headers={"Content-Type": "image/jpeg"})
     assert response.status_code == 404
+
+
+async def test_a_lora_published_on_the_hub_renders_in_a_preset_and_shows(stylize, people):
+    """The hub's files in use, not only listed: a preset with a published LoRA renders, and the LoRA changes the
+    picture (same photo, same seed, the same preset without it)."""
+    from tests.handlers.test_modelhub_generate import tiny_unet_lora
+
+    _base_url, _runtime, _models = stylize
+    mona, alice = await people("mona", moderator=True), await people("alice")
+    model = (await mona.post("/api/hub/models", {"name": "Hub ink"})).json()["model"]
+    response = await mona.put(f"/api/hub/versions/{model['versions'][0]['id']}/files/ink.safetensors",
+                              content=tiny_unet_lora())
+    assert response.status_code == 201, response.text
+    lora = response.json()["file"]["engine_name"]
+    await create_preset(mona, name="plain")
+    await create_preset(mona, name="inked", loras=[{"name": lora, "weight": 1.0}])
+
+    async def render(preset: str) -> bytes:
+        response = await post_photo(alice, encode(photo(128, 96), "PNG"), content_type="image/png", preset=preset,
+                                    seed="7")
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job"]["id"]
+        for _ in range(600):
+            job = (await alice.get(f"/api/jobs/{job_id}")).json()["job"]
+            if job["status"] not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.1)
+        assert job["status"] == "done", job["error"]
+        return (await alice.get(job["images"][0]["url"])).content
+
+    plain, inked = await render("plain"), await render("inked")
+    pixels = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16) for png in (plain, inked)]
+    assert pixels[0].shape == pixels[1].shape and np.abs(pixels[0] - pixels[1]).mean() > 1, "the LoRA shows"

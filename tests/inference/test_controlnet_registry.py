@@ -39,7 +39,10 @@ def test_a_single_file_family_comes_from_its_shapes_and_picks_a_bundled_config(t
     folder = tmp_path / CONTROLNET_FOLDER
     folder.mkdir()
     attention = "down_blocks__1__attentions__0__transformer_blocks__0__attn2__to_k__weight"
-    fake_controlnet(folder / "sd15-canny.safetensors", **{attention: (320, 768)})
+    fake_controlnet(folder / "sd15-canny.safetensors", **{attention: (320, 768)},
+                    controlnet_cond_embedding__conv_out__weight=(320, 256, 3, 3))
+    fake_controlnet(folder / "narrow-canny.safetensors", **{attention: (32, 768)},
+                    controlnet_cond_embedding__conv_out__weight=(32, 16, 3, 3))
     fake_controlnet(folder / "xl-canny.safetensors", add_embedding__linear_1__weight=(1280, 2816))
     fake_controlnet(folder / "sd21-canny.safetensors", **{attention: (320, 1024)})
     save_file({"model.diffusion_model.x": np.zeros(2, np.float16)}, str(folder / "not-a-controlnet.safetensors"))
@@ -49,6 +52,9 @@ def test_a_single_file_family_comes_from_its_shapes_and_picks_a_bundled_config(t
     assert registry.controlnet("sd15-canny").config_dir == BUNDLED_CONFIGS / "controlnet-sd15"
     assert registry.controlnet("xl-canny").config_dir == BUNDLED_CONFIGS / "controlnet-sdxl"
     assert "sd21-canny.config" in registry.refused[f"{CONTROLNET_FOLDER}/sd21-canny.safetensors"]
+    # A non-standard width is told from the header, not met as a shape error when a job loads it.
+    narrow = registry.refused[f"{CONTROLNET_FOLDER}/narrow-canny.safetensors"]
+    assert "32 wide" in narrow and "narrow-canny.config" in narrow
     assert "not a ControlNet" in registry.refused[f"{CONTROLNET_FOLDER}/not-a-controlnet.safetensors"]
     assert "pickle" in registry.refused[f"{CONTROLNET_FOLDER}/old.pth"]
     # An SD 2.x file loads with its config beside it, as any non-standard one does.

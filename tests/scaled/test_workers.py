@@ -85,6 +85,12 @@ async def test_two_web_and_two_workers_share_the_queue(cluster: Cluster, databas
         for web in (web1, web2):
             maps = Path(f"/proc/{web.pid}/maps").read_text()
             assert "torch" not in maps, "a web process must not load torch"
+        # Moderators see the workers that heartbeat now, from either web process; others are refused.
+        assert error_code(await bob.get("/api/workers")) == "forbidden"
+        cluster.cli("moderator", "alice")
+        announced = (await alice.get("/api/workers")).json()["workers"]
+        assert sorted(w["id"] for w in announced) == sorted(worker_id(w) for w in workers)
+        assert all(w["running"] == [] and w["heartbeat_age_s"] < 5 and MODEL in w["models"] for w in announced)
     finally:
         for client in (alice, bob):
             await client.aclose()

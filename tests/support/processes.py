@@ -94,9 +94,13 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def migrate(self) -> None:
-        subprocess.run([sys.executable, "run.py", "--log-level", "warning", "migrate"], cwd=ROOT, check=True,
+    def cli(self, *args: str) -> None:
+        """A one-off `run.py` command (migrate, moderator …) against the cluster's database."""
+        subprocess.run([sys.executable, "run.py", "--log-level", "warning", *args], cwd=ROOT, check=True,
                        env={**os.environ, "VA_DATA_DIR": str(self.data_dir), **self.env}, timeout=120)
+
+    def migrate(self) -> None:
+        self.cli("migrate")
 
     async def web(self, *, with_worker: bool = False, **extra_env: str) -> Process:
         """A web process that takes and watches jobs but runs none (or, `with_worker`, the embedded default)."""

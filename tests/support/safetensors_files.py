@@ -55,6 +55,7 @@ def bad_files() -> dict[str, tuple[bytes, str]]:
         "truncated_in_length": (good[:5], "truncated"),
         "header_length_past_end": (raw(one, b"\0" * 16, length=10_000), "truncated"),
         "header_of_100_mb": (struct.pack("<Q", 100 * 1024 * 1024) + b"{" + b" " * 100, "header_too_large"),
+        "text_renamed": (b"# My LoRA\nTrained on 40 photos of my cat.\n" * 4, "not_safetensors"),
         "header_not_json": (raw(b"this is not json at all", b""), "bad_header"),
         "header_json_array": (raw(b"[1, 2, 3]", b""), "bad_header"),
         "unknown_dtype": (raw({"t": {"dtype": "Q7", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16),

@@ -1,5 +1,6 @@
 import { http } from './http'
-import type { MessagePage, PublicUser } from './types'
+import type { ChatMessage, MessagePage, PublicUser } from './types'
+import { realtime, type ServerEvent } from '@/realtime/socket'
 
 /** Room names: 1–64 characters of a–z 0–9 _ - : . (a room beside a post is `post:<id>`). */
 export const ROOM_NAME_RE = /^[a-z0-9_\-:.]{1,64}$/
@@ -26,6 +27,34 @@ export async function fetchMessages(room: string, before?: number | null, limit 
 /** Who is in the room now. */
 export async function fetchPresence(room: string): Promise<PublicUser[]> {
   return (await http.get<{ users: PublicUser[] }>(`${roomPath(room)}/presence`)).users
+}
+
+// The chat ops on the shared socket (docs/PROTOCOL.md): each answers with the stored message.
+
+interface MessageAck extends ServerEvent {
+  message?: ChatMessage
+}
+
+/**
+ * Sends a message. `ref` makes a retry safe: the same ref with the same text is stored once, so the
+ * socket may resend it after a reconnect.
+ */
+export async function sendMessage(room: string, text: string, ref: string, timeoutMs: number): Promise<ChatMessage | null> {
+  const ack = await realtime.request<MessageAck>({ op: 'chat.send', room, text }, { ref, retry: true, timeoutMs })
+  return ack.message ?? null
+}
+
+export async function editMessage(room: string, message: number, text: string): Promise<ChatMessage | null> {
+  return (await realtime.request<MessageAck>({ op: 'chat.edit', room, message, text })).message ?? null
+}
+
+export async function deleteMessage(room: string, message: number): Promise<void> {
+  await realtime.request({ op: 'chat.delete', room, message })
+}
+
+/** Fire and forget: the room shows "… is typing" for a few seconds. */
+export function sendTyping(room: string): void {
+  realtime.send({ op: 'typing', room })
 }
 
 /** A room's settings: may `/imagine` be used there, and may the caller change that. */

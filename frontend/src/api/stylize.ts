@@ -5,7 +5,7 @@
  */
 
 import { ApiError, XSRF_COOKIE, XSRF_HEADER, http, readCookie } from './http'
-import type { JobImage, PublicUser } from './types'
+import type { Job, JobImage, PublicUser } from './types'
 
 export interface PresetProblem {
   code: 'missing_model' | 'missing_lora' | 'missing_controlnet' | 'controlnet_base_mismatch' | string
@@ -26,18 +26,6 @@ export interface Preset {
   retired: boolean
   steps: number
   strength: number | null
-}
-
-export interface StylizeJob {
-  id: string
-  kind: 'stylize'
-  status: string
-  preset: string
-  subject: string
-  width: number
-  height: number
-  steps: number
-  place: number | null
 }
 
 export interface Share {
@@ -71,7 +59,7 @@ export interface StylizeRequest {
 }
 
 /** Queues a stylize job; answers at once with the job (202), whose events follow on `job:<id>`. */
-export async function submitStylize(request: StylizeRequest): Promise<StylizeJob> {
+export async function submitStylize(request: StylizeRequest): Promise<Job> {
   const params = new URLSearchParams({ preset: String(request.preset) })
   if (request.subject?.trim()) params.set('subject', request.subject.trim())
   if (request.photoOf) params.set('photo_of', request.photoOf)
@@ -91,7 +79,7 @@ export async function submitStylize(request: StylizeRequest): Promise<StylizeJob
       const body = parseJson(xhr.responseText)
       if (xhr.status === 202 && body && typeof body === 'object' && 'job' in body) {
         request.onProgress?.(1)
-        resolve((body as { job: StylizeJob }).job)
+        resolve((body as { job: Job }).job)
       } else {
         reject(toError(xhr.status, body))
       }

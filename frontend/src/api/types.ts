@@ -87,6 +87,8 @@ export interface ModelCatalogue {
 }
 
 export type JobKind = 'txt2img' | 'img2img'
+/** Every kind of job on the one lifecycle: generation, the art studio's styles, a stylized photo. */
+export type AnyJobKind = JobKind | 'art' | 'stylize'
 export type JobStatus = 'queued' | 'running' | 'done' | 'failed' | 'cancelled'
 
 /** One picture of a job (also in `gen.done`). */
@@ -99,6 +101,8 @@ export interface JobImage {
   width: number
   height: number
   seed: number
+  /** An art job's image: which of the styles it is. */
+  style?: string
 }
 
 /** What a person chooses for a job: the fields of `gen.submit` / POST /api/jobs, bar the init image. */
@@ -119,7 +123,13 @@ export interface GenerationSettings {
   public: boolean
 }
 
-export interface Job extends GenerationSettings {
+export interface Job extends Omit<GenerationSettings, 'kind'> {
+  kind: AnyJobKind
+  /** An art job's preset ('fast' | 'quality'), a stylize job's preset id. */
+  preset?: string | number
+  /** A stylize job's style, as its moderator titled it, and the words its author added. */
+  preset_title?: string
+  subject?: string
   id: string
   status: JobStatus
   /** 1 = next; only while queued. */
@@ -244,6 +254,8 @@ export interface AppNotification {
   /** The server's own sentence, in English. */
   summary?: string
   post: number | null
+  /** That post's title: people read the artwork's name, never the room's internal one. */
+  post_title?: string | null
   room: string | null
   message: number | null
   text: string

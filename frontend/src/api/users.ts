@@ -31,3 +31,8 @@ export async function deleteAvatar(): Promise<User> {
 export async function fetchUser(username: string): Promise<User> {
   return (await http.get<UserEnvelope>(`/api/users/${encodeURIComponent(username)}`)).user
 }
+
+/** Users whose name starts with `prefix` (at most 10, signed in): the @mention autocomplete. */
+export async function searchUsers(prefix: string): Promise<User[]> {
+  return (await http.get<{ users: User[] }>(`/api/users?q=${encodeURIComponent(prefix)}`)).users
+}

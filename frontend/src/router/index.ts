@@ -56,6 +56,10 @@ export const routes: RouteRecordRaw[] = [
   },
   {
     // ?sort=top&period=week&feed=following&tag=…&model=…
+    path: '/live', name: 'live', component: () => import('@/views/LiveView.vue'),
+    meta: { title: 'live.title' },
+  },
+  {
     path: '/gallery', name: 'gallery', component: () => import('@/views/GalleryView.vue'),
     meta: { title: 'gallery.title' },
   },

@@ -1,7 +1,7 @@
 /**
  * My notifications: the first page and the unread count over HTTP, then live `notify` (a new one; a post's
  * grouped likes name the one it `replaces`), `notify.read` (marked read, maybe in another tab) and
- * `notify.changed` (the quoted message was edited, deleted or hidden) on `user:<id>` through the shared socket.
+ * `notify.changed` (the quoted message was edited), `notify.removed` (its message deleted or hidden, or the mention edited out) on `user:<id>` through the shared socket.
  * Follows the session: signing out forgets them, signing in as someone else starts again.
  */
 
@@ -98,6 +98,11 @@ export const useNotifications = defineStore('notifications', () => {
           add(event.notification)
           if (typeof event.unread === 'number') unread.value = event.unread
           if (loading.value) liveDuringLoad = true
+        } else if (event.type === 'notify.removed' && Array.isArray(event.ids)) {
+          // Its message was deleted or hidden, or an edit took the mention out: nothing left to tell.
+          const ids = new Set(event.ids as number[])
+          items.value = items.value.filter((n) => !ids.has(n.id))
+          if (typeof event.unread === 'number') unread.value = event.unread
         } else if (event.type === 'notify.changed' && Array.isArray(event.ids)) {
           const ids = new Set(event.ids as number[])
           const text = typeof event.text === 'string' ? event.text : ''

@@ -8,7 +8,7 @@
  */
 
 import { computed, onScopeDispose, reactive, ref, shallowRef, watch, type Ref } from 'vue'
-import { fetchMessages, fetchPresence, roomTopic } from '@/api/rooms'
+import { deleteMessage, editMessage, fetchMessages, fetchPresence, roomTopic, sendMessage, sendTyping } from '@/api/rooms'
 import type { ChatMessage, PublicUser } from '@/api/types'
 import { newRef, realtime, RealtimeError, type ServerEvent, type Subscription } from '@/realtime/socket'
 
@@ -248,13 +248,10 @@ export function useChatRoom(room: Ref<string>, me: Ref<PublicUser | null>, onOth
     entry.error = null
     lastError.value = null
     try {
-      const ack = await realtime.request<ChatEvent>(
-        { op: 'chat.send', room: room.value, text: entry.text },
-        { ref: entry.ref, retry: true, timeoutMs: SEND_TIMEOUT_MS },
-      )
+      const stored = await sendMessage(room.value, entry.text, entry.ref, SEND_TIMEOUT_MS)
       if (run !== generation) return
       pending.value = pending.value.filter((p) => p.ref !== entry.ref)
-      if (ack.message) upsert(ack.message)
+      if (stored) upsert(stored)
     } catch (err) {
       if (run !== generation) return
       entry.status = 'failed'
@@ -274,12 +271,12 @@ export function useChatRoom(room: Ref<string>, me: Ref<PublicUser | null>, onOth
   }
 
   async function edit(id: number, text: string): Promise<void> {
-    const ack = await realtime.request<ChatEvent>({ op: 'chat.edit', room: room.value, message: id, text })
-    if (ack.message) upsert(ack.message)
+    const stored = await editMessage(room.value, id, text)
+    if (stored) upsert(stored)
   }
 
   async function destroy(id: number): Promise<void> {
-    await realtime.request({ op: 'chat.delete', room: room.value, message: id })
+    await deleteMessage(room.value, id)
     remove(id)
   }
 
@@ -288,7 +285,7 @@ export function useChatRoom(room: Ref<string>, me: Ref<PublicUser | null>, onOth
     const now = Date.now()
     if (now - lastTypingSent < TYPING_SEND_INTERVAL_MS || realtime.state.value !== 'open') return
     lastTypingSent = now
-    realtime.send({ op: 'typing', room: room.value })
+    sendTyping(room.value)
   }
 
   watch(room, (name) => void start(name), { immediate: true })
