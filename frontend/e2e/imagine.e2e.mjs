@@ -60,7 +60,9 @@ await runE2E('imagine', async ({ browser, page: pageA, log }) => {
 
   log('B reloads mid-render; the message continues live')
   await pageB.reload()
-  await byTestId(pageB, 'chat-job-preview').waitFor({ timeout: 1000 })
+  await byTestId(pageB, 'chat-job').waitFor()
+  // A frame at once (or, if it finished meanwhile, the image).
+  await pageB.locator('[data-testid="chat-job-preview"], [data-testid="chat-job-image"]').first().waitFor({ timeout: 1000 })
   const afterReload = await previewStep(pageB)
   await pageB.waitForFunction((step) => {
     const el = document.querySelector('[data-testid="chat-job"]')
