@@ -140,6 +140,24 @@ async def demo_preset(settings: Settings, model: str, controlnet: str) -> None:
         await runtime.close()
 
 
+async def discord_register(settings: Settings) -> int:
+    from tornado.httpclient import HTTPClientError
+
+    from server.discord import register_commands
+    from server.errors import AppError
+
+    try:
+        stored = await register_commands(settings)
+    except AppError as exc:
+        log.error("%s", exc.message)
+        return 1
+    except (HTTPClientError, OSError) as exc:
+        log.error("Discord refused the commands: %s", exc)
+        return 1
+    log.info("registered the slash commands: %s", ", ".join(f"/{command['name']}" for command in stored))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
     parser.add_argument("--log-level", default="info")
@@ -155,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     moderator = commands.add_parser("moderator", help="grant (or --revoke) the moderator role")
     moderator.add_argument("username")
     moderator.add_argument("--revoke", action="store_true")
+    commands.add_parser("discord-register", help="register the Discord slash commands (/imagine, /stylize, /link) "
+                                                 "with discord_application_id and discord_bot_token")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
 
@@ -174,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(set_moderator(settings, args.username, not args.revoke))
     elif command == "demo-model":
         demo_model(settings, args.overwrite)
+    elif command == "discord-register":
+        return asyncio.run(discord_register(settings))
     return 0
 
 

@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import DirectoryPath, Field, IPvAnyNetwork, field_validator, model_validator
+from pydantic import DirectoryPath, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -183,6 +183,24 @@ class Settings(BaseSettings):
     # address for link previews: Open Graph `og:image` must be an absolute URL (none: each request's Host).
     stylize_max_upload_bytes: int = Field(20 * MiB, ge=1024, le=32 * MiB)
     public_url: str | None = Field(None, pattern=r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
+
+    # `/imagine <prompt>` in a room (issue 18): the model (none: the first installed), steps and square side
+    # (none: the model's native side) of the public job it starts.
+    imagine_model: str | None = None
+    imagine_steps: int = Field(20, ge=1, le=150)
+    imagine_side_px: int | None = Field(None, ge=64, le=2048, multiple_of=8)
+
+    # Discord interactions (issue 18): `POST /discord/interactions` answers 404 until the application's public key
+    # (hex) is set; the application id and bot token edit responses and register the commands
+    # (`run.py discord-register`); `discord_api_base` is Discord's API (tests point it at a local stand-in);
+    # `discord_guilds`: the servers (guild ids) the bot answers in, every one when empty (JSON list in the env).
+    discord_public_key: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    discord_application_id: str | None = Field(None, pattern=r"^[0-9]{1,32}$")
+    discord_bot_token: SecretStr | None = None
+    discord_api_base: str = Field("https://discord.com/api/v10", pattern=r"^https?://[^\s?#]+$")
+    discord_guilds: list[str] = Field(default_factory=list)
+    # Webhook edits of one response come at most this often (Discord rate-limits them; a 429 is waited out).
+    discord_edit_interval_secs: float = Field(3.0, ge=0.0)
 
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictBool
 
 from handlers.base import APIHandler
 from server.chat import check_room_name
@@ -30,6 +30,22 @@ class RoomPresenceHandler(APIHandler):
         """Who is in the room now (rooms the viewer may read)."""
         viewer = self.viewer
         self.write_json({"users": await self.runtime.chat.presence(viewer, room)})
+
+
+class RoomSettingsBody(BaseModel):
+    imagine: StrictBool
+
+
+class RoomHandler(APIHandler):
+    async def get(self, room: str) -> None:
+        """The room's settings (`imagine`: may `/imagine` be used here) and whether the viewer may change them."""
+        self.write_json({"room": await self.runtime.imagine.describe(self.viewer, room)})
+
+    async def patch(self, room: str) -> None:
+        """Turn `/imagine` on or off (the room's owner or a moderator)."""
+        user = self.require_user().user
+        body = self.parse(RoomSettingsBody)
+        self.write_json({"room": await self.runtime.imagine.set_imagine(user, room, body.imagine)})
 
 
 class RoomArgs(BaseModel):
@@ -83,6 +99,7 @@ async def typing(call: OpCall[RoomArgs]) -> None:
 
 
 default_handlers = [
+    (r"/api/rooms/([^/]{1,64})", RoomHandler),
     (r"/api/rooms/([^/]{1,64})/messages", RoomMessagesHandler),
     (r"/api/rooms/([^/]{1,64})/presence", RoomPresenceHandler),
 ]

@@ -8,8 +8,8 @@ import time
 
 from tornado import web
 
-from handlers import (art, auth, collab, community, health, images, jobs, live, modelhub, posts, presets, rooms,
-                      shares, stylize, tokens, users, ws)
+from handlers import (a1111, art, auth, collab, community, discord, health, images, jobs, live, modelhub, posts,
+                      presets, rooms, shares, stylize, tokens, users, ws)
 from handlers.base import NotFoundHandler, SecurityHeaders
 from handlers.frontend import FrontendHandler
 from server.clientaddr import ClientAddresses
@@ -34,7 +34,7 @@ def redact(uri: str) -> str:
 
 
 FEATURE_HANDLERS = [auth, users, tokens, rooms, jobs, images, art, modelhub, posts, community, collab, presets, stylize,
-                    shares, live, ws, health]
+                    shares, live, ws, health, a1111, discord]
 
 
 def make_app(runtime: Runtime) -> web.Application:

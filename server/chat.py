@@ -61,6 +61,11 @@ MessageListener = Callable[[str, Message, User, list[User]], Awaitable[None]]
 # Told when a message's text changes for readers: (message id, its text now, or None when it is gone:
 # deleted, or hidden by a moderator; the usernames it mentions now).
 ChangeListener = Callable[[int, str | None, list[str]], Awaitable[None]]
+# Rooms that belong to something (``post:<id>``) are owned by its owner: (the part after the prefix) -> user id.
+RoomOwner = Callable[[str], Awaitable[int | None]]
+# A room command (`/imagine <words>`): (author, room, the words after the name) -> the id of the job it started.
+ChatCommand = Callable[[User, str, str], Awaitable[str]]
+COMMAND_RE = re.compile(r"/([a-z]{2,20})(?:\s+(.*))?", re.DOTALL)
 
 
 def clean_message_text(text: Any) -> str:
@@ -81,6 +86,7 @@ def message_json(message: Message, author: User, room: str) -> dict[str, Any]:
         "edited_at": iso(message.edited_at),
         "deleted": deleted,
         "hidden": hidden,
+        "job": message.job_id,
     }
 
 
@@ -107,6 +113,8 @@ class ChatService:
         self.room_guards: dict[str, RoomGuard] = {}
         self.message_listeners: list[MessageListener] = []
         self.change_listeners: list[ChangeListener] = []
+        self.commands: dict[str, ChatCommand] = {}
+        self.room_owners: dict[str, RoomOwner] = {}
         hub.register_history("room:", self._replay_topic, self._topic_seq)
 
     async def check_access(self, viewer: User | None, room: str) -> None:
@@ -131,7 +139,15 @@ class ChatService:
                                     self._settings.chat_send_window_secs, "You are sending too fast")
         mentioned = await self._mentioned_users(text, author)
         room_id = await self._room_id(room, author.id)
-        message = await self._insert(room, room_id, author, text, mentioned, client_ref)
+        if client_ref is not None and COMMAND_RE.fullmatch(text):
+            # A retried command must not start a second job: answer the stored message at once.
+            async with self._db() as db:
+                earlier = await db.scalar(select(Message).where(
+                    Message.room_id == room_id, Message.author_id == author.id, Message.client_ref == client_ref))
+            if earlier is not None and earlier.text == text:
+                return message_json(earlier, author, room)
+        job_id = await self._command(author, room, text)
+        message = await self._insert(room, room_id, author, text, mentioned, client_ref, job_id)
         if isinstance(message, dict):
             return message  # a retry
         payload = message_json(message, author, room)
@@ -140,15 +156,23 @@ class ChatService:
             await listener(room, message, author, mentioned)
         return payload
 
+    async def _command(self, author: User, room: str, text: str) -> str | None:
+        """Run a room command the text starts with (its job id), or None: other `/words` are plain text."""
+        match = COMMAND_RE.fullmatch(text)
+        command = self.commands.get(match.group(1)) if match else None
+        if command is None:
+            return None
+        return await command(author, room, (match.group(2) or "").strip())
+
     async def _insert(self, room: str, room_id: int, author: User, text: str, mentioned: list[User],
-                      client_ref: str | None) -> Message | dict[str, Any]:
+                      client_ref: str | None, job_id: str | None = None) -> Message | dict[str, Any]:
         """The stored message, or, for a retry of ``client_ref``, the message it stored before."""
         for _ in range(2):
             try:
                 # One transaction (shared with the messages sent meanwhile): the seq bump, the row, the
                 # commit. A repeated ref trips the unique index, which rolls the bump back too.
                 return await self._writer.insert(room_id, author.id, text, " ".join(u.username for u in mentioned),
-                                                 client_ref)
+                                                 client_ref, job_id)
             except IntegrityError:
                 if client_ref is None:
                     raise
@@ -282,6 +306,18 @@ class ChatService:
             if event is not None:
                 replay.append((message.seq, with_topic(encode(event), topic, message.seq)))
         return replay
+
+    async def room_owner(self, room: str) -> int | None:
+        """Who owns a room: the owner of what it belongs to (a post's author), else whoever opened it."""
+        for prefix, owner_of in self.room_owners.items():
+            if room.startswith(prefix):
+                return await owner_of(room.removeprefix(prefix))
+        async with self._db() as db:
+            return await db.scalar(select(Room.created_by).where(Room.name == room))
+
+    async def room_id(self, name: str, creator_id: int) -> int:
+        """The room's id, creating it (owned by ``creator_id``) on first use."""
+        return await self._room_id(name, creator_id)
 
     async def _room_id(self, name: str, creator_id: int) -> int:
         """The room's id, creating the room on first use. Rooms are never renamed or

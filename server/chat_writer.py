@@ -31,6 +31,7 @@ class _Pending:
     text: str
     mentions: str
     client_ref: str | None
+    job_id: str | None
     future: asyncio.Future[Message]
 
 
@@ -41,11 +42,11 @@ class MessageWriter:
         self._writer: asyncio.Task | None = None
 
     async def insert(self, room_id: int, author_id: int, text: str, mentions: str,
-                     client_ref: str | None) -> Message:
+                     client_ref: str | None, job_id: str | None = None) -> Message:
         """Store one message with the room's next seq; returns it once committed (IntegrityError for a
         ``client_ref`` this author already used in the room)."""
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(room_id, author_id, text, mentions, client_ref, future))
+        self._queue.append(_Pending(room_id, author_id, text, mentions, client_ref, job_id, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches(), name="chat-message-writer")
         return await asyncio.shield(future)  # a sender that goes away must not cancel the others' batch
@@ -82,7 +83,8 @@ class MessageWriter:
                 seq = next_seq[item.room_id]
                 next_seq[item.room_id] = seq + 1
                 messages.append(Message(room_id=item.room_id, author_id=item.author_id, seq=seq, created_seq=seq,
-                                        text=item.text, mentions=item.mentions, client_ref=item.client_ref))
+                                        text=item.text, mentions=item.mentions, client_ref=item.client_ref,
+                                        job_id=item.job_id))
             db.add_all(messages)
             await db.commit()
         return messages

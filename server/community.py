@@ -60,6 +60,12 @@ def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub
     chat.message_listeners.append(on_message)
     chat.change_listeners.append(notifications.message_changed)
     chat.room_guards[POST_ROOM_PREFIX] = posts.check_room
+
+    async def post_room_owner(ident: str) -> int | None:
+        """The room beside a post is its author's (they may turn `/imagine` off there)."""
+        return await posts.owner_of(int(ident)) if ident.isdigit() else None
+
+    chat.room_owners[POST_ROOM_PREFIX] = post_room_owner
     jobs.add_image_grant(posts.may_see_image)
     jobs.add_job_guard(posts.withholds_job)
     moderation.register("post", Target(set_hidden=posts.set_hidden, describe=posts.describe))

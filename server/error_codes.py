@@ -73,7 +73,7 @@ CODES: dict[str, str] = {
     "invalid_batch": "`batch` is out of range.",
     "invalid_clip_skip": "`clip_skip` is out of range.",
     "invalid_strength": "`strength` is not in (0, 1].",
-    "invalid_prompt": "The prompt is not a string.",
+    "invalid_prompt": "The prompt is not a string (or empty where one is needed).",
     "prompt_too_long": "The prompt is over 2,000 characters.",
     "prompt_blocked": "The prompt asks for something this service does not make.",
     "invalid_image": "The image is not one that can be read (or its data breaks off).",
@@ -98,6 +98,11 @@ CODES: dict[str, str] = {
     "worker_lost": "The job stopped its worker too many times and is not tried again.",
     "unknown_kind": "No worker here runs this kind of job.",
     "inference_error": "The engine refused the job.",
+    # Front doors (A1111 API, rooms, Discord)
+    "imagine_off": "The room's owner (or a moderator) turned `/imagine` off in this room.",
+    "no_model": "No model is installed, so nothing can be generated yet.",
+    "bad_signature": "A Discord interaction without a valid, recent Ed25519 signature (X-Signature-Ed25519/-Timestamp).",
+    "unknown_interaction": "A signed Discord interaction of a type this bot does not handle (only PING and slash commands).",
     "cancelled": "The job was cancelled.",
     # Stylize: presets, photos, shares
     "unknown_preset": "No such style preset.",

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from config import Settings
 from inference.models import ModelRegistry
 from inference.screening import PromptScreen
+from server.a1111 import A1111Service
 from server.auth import AuthService
 from server.blobs import BlobStore
 from server.cache import Cache, MemoryCache, RedisCache
@@ -22,6 +23,7 @@ from server.chat import ChatService
 from server.collab.service import CollabService
 from server.community import Community, build_community
 from server.credential_watch import announce_change
+from server.discord import DiscordService
 from server.executors import Executors
 from server.hub import Hub, MemoryHub, RedisHub
 from server.jobs import JobService
@@ -43,6 +45,7 @@ from server.presence import MemoryPresence, Presence, RedisPresence
 from server.principals import PrincipalCache, journal_for
 from server.ratelimit import LIMITER_MEMORY_ENTRIES, RateLimiter
 from server.realtime import CLOSE_GOING_AWAY, Connection, Flusher
+from server.room_imagine import RoomImagine
 from server.room_sockets import wire_rooms
 from server import redis_client
 from server.store import database
@@ -85,6 +88,9 @@ class Runtime:
     presets: PresetService
     shares: ShareService
     live: LiveService
+    a1111: A1111Service
+    imagine: RoomImagine
+    discord: DiscordService
     # Open socket connections, so shutdown can close them, and tasks to finish before closing.
     connections: set[Connection] = field(default_factory=set)
     background: set = field(default_factory=set)
@@ -177,7 +183,11 @@ class Runtime:
             collab=collab,
             modelhub=ModelHub.build(settings, db, cache, client, blobs, executors).start(),
             presets=presets, shares=ShareService(db, originals), live=live,
+            a1111=A1111Service(jobs, hub, db, executors),
+            imagine=RoomImagine(db, chat, jobs, hub, settings),
+            discord=DiscordService(settings, db, cache, hub, jobs, presets),
         )
+        runtime.imagine.wire()
         runtime.modelhub.wire(runtime.community.moderation)
         runtime.shares.wire(jobs, runtime.community.posts)
         return runtime
@@ -216,6 +226,7 @@ class Runtime:
         self.connections.clear()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
+        await self.discord.close()
         await self.auth.close()
         await self.jobs.queue.close()
         await self.collab.close_all()

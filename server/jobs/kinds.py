@@ -72,30 +72,51 @@ class JobKinds:
                                code="invalid_kind")
         return await self._generation(params, image)
 
-    async def _generation(self, params: dict[str, Any], init_image: bytes | None) -> JobSpec:
-        unknown = set(params) - set(GENERATION_FIELDS) - {"public", "init_image"}
+    async def _generation(self, params: dict[str, Any], image: bytes | None) -> JobSpec:
+        """txt2img/img2img, optionally with ControlNet `controls` (unit settings without their image).
+
+        A job has one input image: the init image of an img2img job, and the image every ControlNet
+        unit follows (the worker gives it to each, see `server.worker.generation.engine_request`).
+        """
+        unknown = set(params) - set(GENERATION_FIELDS) - {"public", "init_image", "controls"}
         if unknown:
             raise InvalidInput(f"Unknown fields: {', '.join(sorted(unknown))}.")
-        if init_image is not None and len(init_image) > self._settings.max_init_image_bytes:
+        if image is not None and len(image) > self._settings.max_init_image_bytes:
             raise InvalidInput(f"`init_image` must be at most {self._settings.max_init_image_bytes // 2**20} MiB.",
                                code="image_too_large")
         fields = {name: params[name] for name in GENERATION_FIELDS if params.get(name) is not None}
         if "model" not in fields or "prompt" not in fields:
             raise InvalidInput("`model` and `prompt` are required.")
+        controls = params.get("controls") or []
+        if not isinstance(controls, list) or not all(isinstance(unit, dict) and "image" not in unit
+                                                     for unit in controls):
+            raise InvalidInput("`controls` must be a list of ControlNet unit settings (their image is the job's).",
+                               code="invalid_control", data={"field": "controls"})
+        if controls and image is None:
+            raise InvalidInput("ControlNet units need an image to follow.", code="invalid_image",
+                               data={"field": "controls"})
         names = self.registry.names()
         if fields["model"] not in names:
             # A model may have been added since the last scan (reads headers only, on the I/O pool).
             names = frozenset(await self._executors.run_io(self.registry.refresh))
+        kind = fields.get("kind", "txt2img")
         try:
-            request = GenerationRequest(**fields, init_image=init_image)
-            request.validate(names, self._screen, self.registry.lora_names() if request.loras else ())
+            units = [{**unit, "image": image} for unit in controls]
+            request = GenerationRequest(**fields, init_image=image if kind == "img2img" else None, controls=units)
+            family = self.registry.get(request.model).family if controls and request.model in names else None
+            request.validate(names, self._screen, self.registry.lora_names() if request.loras else (),
+                             model_family=family, known_controlnets=self.registry.controlnet_families())
         except TypeError as exc:  # a field of the wrong shape for the dataclass (e.g. a map of loras)
             raise InvalidInput(f"The request does not fit: {exc}.") from None
         except InvalidRequest as exc:
             raise InvalidInput(str(exc), code=exc.code, data={"field": exc.field} if exc.field else None) from None
+        if kind == "txt2img" and image is not None and not controls:
+            raise InvalidInput("`init_image` is only for img2img.", code="invalid_image", data={"field": "init_image"})
         request = request.with_seed()
-        stored = {name: getattr(request, name) for name in GENERATION_FIELDS}
-        return JobSpec(kind=request.kind, model=request.model, settings=stored, image=init_image)
+        stored: dict[str, Any] = {name: getattr(request, name) for name in GENERATION_FIELDS}
+        if request.controls:
+            stored["controls"] = [unit.settings() for unit in request.controls]
+        return JobSpec(kind=request.kind, model=request.model, settings=stored, image=image)
 
     async def _art(self, params: dict[str, Any], photo: bytes | None) -> JobSpec:
         unknown = set(params) - set(ART_FIELDS) - {"public"}

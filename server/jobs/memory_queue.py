@@ -11,7 +11,7 @@ import asyncio
 import time
 
 from server.jobs.fairqueue import Entry, FairQueue
-from server.jobs.queue import (CancelListener, Lease, PlacePublisher, QueuedJob, QueueFull, QueueStats,
+from server.jobs.queue import (CancelListener, LatestPreview, Lease, PlacePublisher, QueuedJob, QueueFull, QueueStats,
                                WorkerInfo)
 
 # Cancel requests for jobs that never came to run are forgotten past this many (bounded memory).
@@ -26,6 +26,7 @@ class MemoryJobQueue:
         self._leases: dict[str, str] = {}  # job id -> worker id
         self._places: dict[str, int] = {}
         self._progress: dict[str, tuple[int, int]] = {}
+        self._previews: dict[str, LatestPreview] = {}
         self._cancels: dict[str, None] = {}
         self._listeners: list[CancelListener] = []
         self._workers: dict[str, WorkerInfo] = {}
@@ -128,6 +129,7 @@ class MemoryJobQueue:
     def _forget(self, job_id: str) -> None:
         self._leases.pop(job_id, None)
         self._progress.pop(job_id, None)
+        self._previews.pop(job_id, None)
         self._cancels.pop(job_id, None)
 
     async def hand_back(self, lease: Lease, worker_id: str) -> None:
@@ -167,6 +169,13 @@ class MemoryJobQueue:
 
     async def set_progress(self, job_id: str, step: int, total: int) -> None:
         self._progress[job_id] = (step, total)
+
+    async def set_preview(self, job_id: str, preview: LatestPreview) -> None:
+        if job_id in self._leases:  # a frame published after the job ended is not kept forever
+            self._previews[job_id] = preview
+
+    async def preview(self, job_id: str) -> LatestPreview | None:
+        return self._previews.get(job_id)
 
     async def readmit(self, jobs: list[QueuedJob]) -> int:
         added = 0

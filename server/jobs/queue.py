@@ -95,6 +95,21 @@ class QueueStats:
     dead_letters: int
 
 
+@dataclass(frozen=True)
+class LatestPreview:
+    """A running job's newest preview frame (previews are not in the topic's history: they are large)."""
+
+    step: int
+    total: int
+    mime: str
+    image: bytes
+
+    def event(self, job_id: str) -> dict[str, Any]:
+        """As the `gen.preview` event a watcher would have seen."""
+        return {"type": "gen.preview", "job": job_id, "step": self.step, "total": self.total, "mime": self.mime,
+                "image": self.image}
+
+
 PlacePublisher = Callable[[str, int], Awaitable[None]]
 CancelListener = Callable[[str], None]
 
@@ -160,6 +175,12 @@ class JobQueue(Protocol):
     async def cancel_requested(self, job_id: str) -> bool: ...
 
     async def set_progress(self, job_id: str, step: int, total: int) -> None: ...
+
+    async def set_preview(self, job_id: str, preview: "LatestPreview") -> None:
+        """Keep a running job's newest preview frame, for whoever starts watching late."""
+
+    async def preview(self, job_id: str) -> "LatestPreview | None":
+        """The newest preview frame of a running job, if one was kept."""
 
     async def readmit(self, jobs: list[QueuedJob]) -> int:
         """Put jobs back from the database (no caps, jobs already known are skipped); how many were added."""

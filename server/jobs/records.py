@@ -81,6 +81,14 @@ class JobRecords:
             by_job.setdefault(image.job_id, []).append(image)
         return jobs, by_job
 
+    async def unfinished(self, owner_id: int, *, limit: int = 10) -> list[GenerationJob]:
+        """An owner's queued and running jobs, newest first."""
+        async with self._db() as db:
+            return list(await db.scalars(
+                select(GenerationJob).where(GenerationJob.owner_id == owner_id,
+                                            GenerationJob.status.in_(("queued", "running")))
+                .order_by(GenerationJob.created_at.desc(), GenerationJob.id.desc()).limit(limit)))
+
     async def cancel_waiting(self, job_id: str) -> bool:
         """Cancel a job that no worker took; False when it is no longer waiting."""
         return await self._set(job_id, {"status": "cancelled", "finished_at": utcnow()},

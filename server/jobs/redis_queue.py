@@ -31,11 +31,12 @@ import time
 import uuid
 from typing import Any
 
+import msgpack
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from server.jobs.queue import (AFFINITY_LOOKAHEAD_USERS, CancelListener, Lease, PlacePublisher, QueuedJob,
-                               QueueFull, QueueStats, QueueUnavailable, WorkerInfo)
+from server.jobs.queue import (AFFINITY_LOOKAHEAD_USERS, CancelListener, LatestPreview, Lease, PlacePublisher,
+                               QueuedJob, QueueFull, QueueStats, QueueUnavailable, WorkerInfo)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ PLACES_LOCK_MS = 5000
 WORKER_EXPIRY_HEARTBEATS = 3
 LISTEN_RETRY_SECS = 0.5
 CLOSE_WAIT_SECS = 5.0
+# A job's newest preview outlives no job: the longest renders take minutes, and the key expires by itself.
+PREVIEW_KEPT_MS = 15 * 60 * 1000
 
 _JOB_OF = "string.match(%s, '^([^|]+)|')"
 
@@ -514,6 +517,21 @@ class RedisJobQueue:
 
     async def set_progress(self, job_id: str, step: int, total: int) -> None:
         await self._redis.hset(self._p + "progress", job_id, f"{step}/{total}")
+
+    async def set_preview(self, job_id: str, preview: LatestPreview) -> None:
+        # Expires by itself: a job's end does not have to remember it (one more key in the Lua scripts).
+        value = msgpack.packb([preview.step, preview.total, preview.mime, preview.image])
+        await self._redis.set(self._p + "preview:" + job_id, value, px=PREVIEW_KEPT_MS)
+
+    async def preview(self, job_id: str) -> LatestPreview | None:
+        try:
+            value = await self._redis.get(self._p + "preview:" + job_id)
+        except RedisError:  # a live extra: a watcher waits for the next frame instead
+            return None
+        if not value:
+            return None
+        step, total, mime, image = msgpack.unpackb(value)
+        return LatestPreview(step, total, mime, image)
 
     async def readmit(self, jobs: list[QueuedJob]) -> int:
         added = 0

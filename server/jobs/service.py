@@ -111,8 +111,14 @@ class JobService:
         self._job_guards: list[JobGuard] = []
 
     def wire(self, topics: TopicPolicy) -> None:
-        """`job:<id>` topics: watched by whom `may_watch` admits."""
-        topics.register("job", self.may_watch)
+        """`job:<id>` topics: watched by whom `may_watch` admits; a late watcher gets the newest preview."""
+        topics.register("job", self.may_watch, joined=self._show_latest_preview)
+
+    async def _show_latest_preview(self, socket: Any, job_id: str) -> None:
+        """Previews are not replayed (large, stale at once), so one who joins mid-render is shown the newest."""
+        preview = await self.queue.preview(job_id)
+        if preview is not None:
+            socket.emit({**preview.event(job_id), "topic": f"job:{job_id}"})
 
     def add_watch_grant(self, grant: WatchGrant) -> None:
         """Let ``grant(principal, job_id)`` admit watchers beyond the owner (and everyone, when public)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -49,6 +49,8 @@ class User(Base):
     # sha256 of the re-encoded avatar in the blob store.
     avatar_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     is_moderator: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # The checkpoint the A1111 API uses for this user when a request names none (`POST /sdapi/v1/options`).
+    sdapi_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow, onupdate=utcnow)
 
@@ -96,6 +98,8 @@ class Room(Base):
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
     # The room topic's seq: bumped in the same transaction as the change it numbers.
     last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    # `/imagine` turned off here by the room's owner or a moderator.
+    imagine_off: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
 
 
 class Message(Base):
@@ -123,6 +127,8 @@ class Message(Base):
     deleted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
     # Set by a moderator: the message is gone for everyone but its author and moderators.
     hidden_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    # The job a room command started (`/imagine`): the message shows it rendering, then its image.
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class GenerationJob(Base):
@@ -172,4 +178,15 @@ class GeneratedImage(Base):
     seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
     # The A1111 `parameters` text, also inside the PNG.
     parameters: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)
+
+
+class DiscordLink(Base):
+    """A Discord user who linked an account here (`/link <code>`): their commands run as that user."""
+
+    __tablename__ = "discord_links"
+    __table_args__ = (Index("ix_discord_links_user", "user_id"), MYSQL_TABLE_ARGS)
+
+    discord_user_id: Mapped[str] = mapped_column(String(32), primary_key=True)  # a snowflake, as Discord sends it
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, nullable=False, default=utcnow)

@@ -36,7 +36,7 @@ from server.blobs import BlobStore
 from server.executors import Executors
 from server.hub import Hub
 from server.images import make_thumbnail
-from server.jobs.queue import JobQueue, Lease, QueuedJob, WorkerInfo
+from server.jobs.queue import JobQueue, LatestPreview, Lease, QueuedJob, WorkerInfo
 from server.jobs.records import JobRecords
 from server.jobs.service import image_ref
 from server.store.models import GeneratedImage, GenerationJob, utcnow
@@ -323,6 +323,8 @@ class JobRunner:
         elif isinstance(event, Preview):
             # Not sequenced: previews are large and stale a moment later; a reconnecting client waits for the next.
             await self._hub.publish(topic, event.to_message(), sequenced=False)
+            # ...so the newest one is kept apart, for whoever starts watching mid-render (a room, `/sdapi` progress).
+            await self.queue.set_preview(job_id, LatestPreview(event.step, event.total, event.mime, event.image))
         elif isinstance(event, Progress):
             message = event.to_message()
             running = self._running.get(job_id)

@@ -29,7 +29,7 @@ async def test_every_api_route_is_documented(runtime):
     served = {
         route_as_spec_path(rule.matcher.regex.pattern)
         for rule in app.wildcard_router.rules
-        if rule.matcher.regex.pattern.startswith(("/api/", "/healthz", "/readyz", "/metrics"))
+        if rule.matcher.regex.pattern.startswith(("/api/", "/sdapi/", "/discord/", "/healthz", "/readyz", "/metrics"))
         and ".*" not in rule.matcher.regex.pattern
     }
     documented = {re.sub(r"\{[^}]+\}", "{}", path) for path in spec_paths()}

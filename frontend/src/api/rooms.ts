@@ -56,3 +56,21 @@ export async function deleteMessage(room: string, message: number): Promise<void
 export function sendTyping(room: string): void {
   realtime.send({ op: 'typing', room })
 }
+
+/** A room's settings: may `/imagine` be used there, and may the caller change that. */
+export interface RoomSettings {
+  name: string
+  imagine: boolean
+  can_manage: boolean
+  /** Someone opened the room (the first to speak in it owns it). */
+  owned: boolean
+}
+
+export async function fetchRoomSettings(room: string): Promise<RoomSettings> {
+  return (await http.get<{ room: RoomSettings }>(roomPath(room))).room
+}
+
+/** Turn `/imagine` on or off (the room's owner or a moderator). */
+export async function setRoomImagine(room: string, imagine: boolean): Promise<RoomSettings> {
+  return (await http.patch<{ room: RoomSettings }>(roomPath(room), { imagine })).room
+}

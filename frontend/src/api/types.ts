@@ -44,6 +44,8 @@ export interface ChatMessage {
   deleted: boolean
   /** Hidden by a moderator: only its author and moderators still get it (in the HTTP history). */
   hidden?: boolean
+  /** The public job a `/imagine <prompt>` message started (watch `job:<id>`), or null. */
+  job?: string | null
 }
 
 export interface MessagePage {

@@ -1,0 +1,85 @@
+"""`/imagine <prompt>` in any chat room: a public job of the sender, shown rendering in the room.
+
+The chat service stores the message with the job's id (`ChatService.commands`); everyone in the
+room watches `job:<id>` (public, so anyone may), and whoever joins mid-render is sent the newest
+preview at once (the job topic's `joined` hook). The room's owner (a post's author for the room
+beside it, else whoever opened the room) or a moderator may turn the command off for that room.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from config import Settings
+from server.chat import ChatService, room_topic
+from server.errors import Forbidden, InvalidInput, Unavailable
+from server.hub import Hub
+from server.jobs import JobService
+from server.store.models import Room, User
+
+COMMAND = "imagine"
+
+
+class RoomImagine:
+    def __init__(self, db: async_sessionmaker[AsyncSession], chat: ChatService, jobs: JobService, hub: Hub,
+                 settings: Settings):
+        self._db = db
+        self._chat = chat
+        self._jobs = jobs
+        self._hub = hub
+        self._settings = settings
+
+    def wire(self) -> None:
+        """Register `/imagine` with the chat service."""
+        self._chat.commands[COMMAND] = self.imagine
+
+    async def imagine(self, author: User, room: str, prompt: str) -> str:
+        """Start the public job a `/imagine` asks for (caps, fairness and screening as any job); its id."""
+        if not prompt:
+            raise InvalidInput("Write what to imagine: /imagine <prompt>.", code="invalid_prompt",
+                               data={"field": "text"})
+        if await self._is_off(room):
+            raise Forbidden("/imagine is turned off in this room by its owner.", code="imagine_off")
+        model = self._settings.imagine_model or await self._first_model()
+        params: dict[str, Any] = {"kind": "txt2img", "model": model, "prompt": prompt,
+                                  "steps": self._settings.imagine_steps, "public": True}
+        if self._settings.imagine_side_px:
+            params["width"] = params["height"] = self._settings.imagine_side_px
+        job = await self._jobs.submit(author, params)
+        return job["id"]
+
+    async def _first_model(self) -> str:
+        names = sorted(model["name"] for model in (await self._jobs.catalogue())["models"])
+        if not names:
+            raise Unavailable("No model is installed, so nothing can be imagined yet.", code="no_model")
+        return names[0]
+
+    async def _is_off(self, room: str) -> bool:
+        async with self._db() as db:
+            return bool(await db.scalar(select(Room.imagine_off).where(Room.name == room)))
+
+    async def describe(self, viewer: User | None, room: str) -> dict[str, Any]:
+        """The room's settings, and whether the viewer may change them."""
+        await self._chat.check_access(viewer, room)
+        async with self._db() as db:
+            off = bool(await db.scalar(select(Room.imagine_off).where(Room.name == room)))
+        owner = await self._chat.room_owner(room)
+        manage = viewer is not None and (viewer.is_moderator or (owner is not None and owner == viewer.id))
+        return {"name": room, "imagine": not off, "can_manage": manage, "owned": owner is not None}
+
+    async def set_imagine(self, actor: User, room: str, enabled: bool) -> dict[str, Any]:
+        """Turn `/imagine` on or off in a room (its owner or a moderator); told to the room at once."""
+        await self._chat.check_access(actor, room)
+        room_id = await self._chat.room_id(room, actor.id)
+        owner = await self._chat.room_owner(room)
+        if not actor.is_moderator and owner != actor.id:
+            raise Forbidden("Only the room's owner or a moderator may change its settings.", code="not_owner")
+        async with self._db() as db:
+            await db.execute(update(Room).where(Room.id == room_id).values(imagine_off=not enabled))
+            await db.commit()
+        await self._hub.publish(room_topic(room), {"type": "room.settings", "room": room, "imagine": enabled},
+                                sequenced=False)
+        return await self.describe(actor, room)

@@ -1,0 +1,31 @@
+"""`/imagine` in a room, in three Chromium contexts (frontend/e2e/imagine.e2e.mjs)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+import pytest
+
+from inference.demo_model import DEMO_MODEL_NAME, build_demo_model
+from tests.conftest import make_settings
+from tests.e2e.conftest import require_browser
+from tests.support.server import running_server
+
+
+@pytest.fixture
+async def imagine_server(embedded_backend, tmp_path) -> AsyncIterator[str]:
+    """`demo-tiny`, long renders (150 steps at 128 px) and a preview only every 2 s: a page that joins
+    mid-render shows a frame at once only because the server keeps the newest one."""
+    require_browser()
+    data = tmp_path / "data"
+    await asyncio.to_thread(build_demo_model, data / "models" / DEMO_MODEL_NAME)
+    settings = make_settings(embedded_backend, data, preview_fps=0.5, imagine_steps=150, imagine_side_px=128)
+    async with running_server(settings) as (base_url, _runtime):
+        yield base_url
+
+
+@pytest.mark.browser
+async def test_imagine_in_a_room_renders_live_for_everyone(imagine_server, run_e2e):
+    output = await run_e2e("imagine.e2e.mjs", imagine_server)
+    assert output.rstrip().lower().endswith("pass"), output
