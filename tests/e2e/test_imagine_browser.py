@@ -15,12 +15,12 @@ from tests.support.server import running_server
 
 @pytest.fixture
 async def imagine_server(embedded_backend, tmp_path) -> AsyncIterator[str]:
-    """`demo-tiny`, long renders (150 steps at 128 px) and a preview only every 2 s: a page that joins
+    """`demo-tiny`, long renders (150 steps at 192 px: still running when a third page joins, even on a quiet machine) and a preview only every 2 s: a page that joins
     mid-render shows a frame at once only because the server keeps the newest one."""
     require_browser()
     data = tmp_path / "data"
     await asyncio.to_thread(build_demo_model, data / "models" / DEMO_MODEL_NAME)
-    settings = make_settings(embedded_backend, data, preview_fps=0.5, imagine_steps=150, imagine_side_px=128)
+    settings = make_settings(embedded_backend, data, preview_fps=0.5, imagine_steps=150, imagine_side_px=192)
     async with running_server(settings) as (base_url, _runtime):
         yield base_url
 
