@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from tornado import web
 
-from handlers.base import APIHandler
+from handlers.base import SESSION_COOKIE, APIHandler
 from inference.requests import MAX_CONTROL_UNITS
 from server.a1111 import (A1111Service, Img2ImgRequest, OptionsUpdate, PngInfoRequest, SdapiInvalid,
                           Txt2ImgRequest)
@@ -60,9 +60,10 @@ class SdapiHandler(APIHandler):
         return principal
 
     def check_xsrf_cookie(self) -> None:
-        # Basic credentials a browser cached could ride on a forged request; every state change here
-        # also needs `Content-Type: application/json`, which a cross-site form cannot send (no CORS).
-        if self._basic() is None:
+        # Only a browser session can ride on a forged request: with Basic credentials (a state change here also
+        # needs `Content-Type: application/json`, which a cross-site form cannot send) or none at all (then the
+        # answer is A1111's 401 with its Basic challenge, not an XSRF refusal) there is nothing to protect.
+        if self._basic() is None and self.get_cookie(SESSION_COOKIE) is not None:
             super().check_xsrf_cookie()
 
     def require_caller(self) -> Principal:

@@ -3,19 +3,16 @@ notifications live on the bell, Remix, NSFW blur; and a moderator hiding a post 
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 import pytest
 
-from inference.demo_model import DEMO_MODEL_NAME
 from tests.support.client import ApiClient
+from tests.support.jobs import finished_job
 
 pytestmark = pytest.mark.browser
 
 SCROLL_JOBS = 4  # of 8 images each, one post per image: more than one gallery page (24)
-JOB_POLL_SECS = 0.1
-JOB_TIMEOUT_SECS = 60
 
 
 async def test_publish_gallery_like_room_notifications_remix_and_nsfw(demo_server, run_e2e):
@@ -39,20 +36,6 @@ async def test_moderator_hides_a_reported_post_from_the_queue(demo_server, run_e
     assert output.rstrip().lower().endswith("pass"), output
 
 
-async def _finished_job(client: ApiClient, **fields) -> dict:
-    response = await client.post("/api/jobs", json={"model": DEMO_MODEL_NAME, "prompt": "a tile", "width": 64,
-                                                    "height": 64, "steps": 1, **fields})
-    assert response.status_code == 202, response.text
-    job_id = response.json()["job"]["id"]
-    for _ in range(int(JOB_TIMEOUT_SECS / JOB_POLL_SECS)):
-        job = (await client.get(f"/api/jobs/{job_id}")).json()["job"]
-        if job["status"] not in ("queued", "running"):
-            assert job["status"] == "done", job
-            return job
-        await asyncio.sleep(JOB_POLL_SECS)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
 async def test_gallery_loads_the_next_page_as_it_scrolls(demo_server, run_e2e):
     base_url, _runtime = demo_server
     client = ApiClient(base_url)
@@ -60,7 +43,7 @@ async def test_gallery_loads_the_next_page_as_it_scrolls(demo_server, run_e2e):
     try:
         await client.register(f"painter_{secrets.token_hex(4)}")
         for n in range(SCROLL_JOBS):
-            job = await _finished_job(client, batch=8, seed=1000 * n)
+            job = await finished_job(client, batch=8, seed=1000 * n)
             for image in job["images"]:
                 published += 1
                 response = await client.post("/api/posts", json={"job": job["id"], "images": [image["id"]],

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 import pytest
 
-from inference.demo_model import DEMO_MODEL_NAME
 from tests.e2e.conftest import ROOT
 from tests.support.client import ApiClient
+from tests.support.jobs import finished_job
 from tests.support.ws import WsClient
 
 pytestmark = pytest.mark.browser
 
 PASSWORD = "correct horse battery"
-JOB_POLL_SECS = 0.1
-JOB_TIMEOUT_SECS = 60
-
-
-async def finished_job(client: ApiClient, **fields) -> dict:
-    response = await client.post("/api/jobs", json={"model": DEMO_MODEL_NAME, "prompt": "a lighthouse", "width": 64,
-                                                    "height": 64, "steps": 1, **fields})
-    assert response.status_code == 202, response.text
-    job_id = response.json()["job"]["id"]
-    for _ in range(int(JOB_TIMEOUT_SECS / JOB_POLL_SECS)):
-        job = (await client.get(f"/api/jobs/{job_id}")).json()["job"]
-        if job["status"] not in ("queued", "running"):
-            assert job["status"] == "done", job
-            return job
-        await asyncio.sleep(JOB_POLL_SECS)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 async def registered(base_url: str, *prefixes: str) -> list[str]:

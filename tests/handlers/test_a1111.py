@@ -105,11 +105,17 @@ async def test_basic_auth_and_bearer(gen_server, users):
         bare = await anon.get("/sdapi/v1/sd-models")
         assert bare.status_code == 401 and bare.headers["www-authenticate"].startswith("Basic")
         assert set(bare.json()) == {"error", "detail"}
+        # No credentials at all: A1111's challenge, not an XSRF refusal (there is no session to forge a request on).
+        posted = await anon.post("/sdapi/v1/txt2img", json={"prompt": "a fox"})
+        assert posted.status_code == 401 and posted.headers["www-authenticate"].startswith("Basic")
         assert (await anon.get("/sdapi/v1/sd-models", auth=("alice", "va_wrong"))).status_code == 401
         assert (await anon.get("/sdapi/v1/sd-models", auth=("mallory", secret))).status_code == 401
         assert (await anon.get("/sdapi/v1/sd-models", auth=("alice", secret))).status_code == 200
         bearer = await anon.get("/sdapi/v1/sd-models", headers={"Authorization": f"Bearer {secret}"})
         assert bearer.status_code == 200
+    # A browser session still needs its XSRF proof for a state change.
+    forged = await browser.request("POST", "/sdapi/v1/options", xsrf=False, json={"sd_model_checkpoint": MODEL})
+    assert forged.status_code == 403, forged.text
     [item] = (await sdapi.get("/sdapi/v1/sd-models")).json()
     assert set(item) == SD_MODEL_ITEM and item["model_name"] == MODEL and item["title"].startswith(MODEL + " [")
     samplers = (await sdapi.get("/sdapi/v1/samplers")).json()

@@ -1,28 +1,10 @@
 """Community end to end: publish from a real generation, gallery and feeds, likes, follows,
 the post's room, notifications live, reports and moderation, bad input."""
 
-import asyncio
-
-
 from tests.support.client import ApiClient, error_code
+from tests.support.jobs import finished_job
 from tests.support.server import running_server
 from tests.support.ws import WsClient
-
-SMALL = {"kind": "txt2img", "model": "demo-tiny", "prompt": "a lighthouse at dusk", "width": 64, "height": 64,
-         "steps": 2, "sampler": "Euler"}
-
-
-async def finished_job(client: ApiClient, **overrides) -> dict:
-    response = await client.post("/api/jobs", json={**SMALL, **overrides})
-    assert response.status_code == 202, response.text
-    job_id = response.json()["job"]["id"]
-    for _ in range(600):
-        job = (await client.get(f"/api/jobs/{job_id}")).json()["job"]
-        if job["status"] in ("done", "failed", "cancelled"):
-            assert job["status"] == "done", job
-            return job
-        await asyncio.sleep(0.1)
-    raise AssertionError("the job did not finish")
 
 
 async def publish(client: ApiClient, job: dict, **fields) -> dict:

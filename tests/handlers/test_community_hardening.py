@@ -3,7 +3,8 @@ hidden things hidden on every path (both backends)."""
 
 from __future__ import annotations
 
-from tests.handlers.test_community import finished_job, publish
+from tests.handlers.test_community import publish
+from tests.support.jobs import finished_job
 from tests.support.client import ApiClient, error_code
 from tests.support.server import running_server
 from tests.support.ws import WsClient

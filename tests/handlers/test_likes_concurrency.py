@@ -4,7 +4,8 @@ post row was locked first), and the count is exactly the number of likes left.""
 import asyncio
 import random
 
-from tests.handlers.test_community import finished_job, publish
+from tests.handlers.test_community import publish
+from tests.support.jobs import finished_job
 
 LIKERS = 12
 ROUNDS = 12

@@ -26,7 +26,9 @@ async def test_live_lists_public_renders_and_thins_their_previews(users, gen_ser
         assert (await watcher.request("sub", topic="live:all"))["type"] == "ack"
         private = (await ana.post("/api/jobs", json={**JOB, "steps": 2})).json()["job"]
         await _wait_status(ana, private["id"], "done")
-        public = (await ana.post("/api/jobs", json={**JOB, "steps": 80, "public": True})).json()["job"]
+        # Long enough (80 steps at 192²) to outlast the feed's once-a-second look for new renders on a fast machine.
+        public = (await ana.post("/api/jobs", json={**JOB, "steps": 80, "width": 192, "height": 192,
+                                                    "public": True})).json()["job"]
         await _wait_status(ana, public["id"], "running")
         listed = (await ana.get("/api/live")).json()
         running = [card for card in listed["running"] if card["id"] == public["id"]]
