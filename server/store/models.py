@@ -138,6 +138,8 @@ class GenerationJob(Base):
     __table_args__ = (
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
         Index("ix_jobs_status", "status"),
+        # Live's queries: the public jobs running now, and the newest finished ones (server/live.py).
+        Index("ix_jobs_public_status_finished", "public", "status", "finished_at"),
         MYSQL_TABLE_ARGS,
     )
 
