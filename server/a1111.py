@@ -38,7 +38,7 @@ from server.errors import AppError, InvalidInput
 from server.executors import Executors
 from server.hub import Hub, frames
 from server.jobs import JobService
-from server.jobs.records import FINISHED
+from server.jobs.records import FINAL_EVENTS, FINISHED
 from server.store.models import GenerationJob, User
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class _Waiter:
 
     def deliver(self, topic: str, seq: int | None, frame: bytes) -> None:
         event = frames.decode(frame)
-        if isinstance(event, dict) and event.get("type") in ("gen.done", "gen.error", "gen.cancelled"):
+        if isinstance(event, dict) and event.get("type") in FINAL_EVENTS:
             self.done.set()
 
     def reset(self, topic: str, epoch: str) -> None:

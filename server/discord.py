@@ -37,6 +37,7 @@ from server.cache import Cache
 from server.errors import AppError, InvalidInput, NotFound, Unauthenticated
 from server.hub import Hub, frames
 from server.jobs import JobService
+from server.jobs.records import FINAL_EVENTS
 from server.presets import PresetService
 from server.store.models import DiscordLink, User
 
@@ -58,7 +59,6 @@ LINK_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read alo
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 HTTP_TIMEOUT_SECS = 30.0
 MAX_RETRIES_429 = 5
-FINAL_EVENTS = ("gen.done", "gen.error", "gen.cancelled")
 
 COMMANDS: list[dict[str, Any]] = [
     {"name": "imagine", "type": 1, "description": "Paint a picture from words",

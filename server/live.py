@@ -19,12 +19,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.auth import Principal
-from server.hub import Hub
+from server.hub import Hub, frames
+from server.jobs.records import FINAL_EVENTS
 from server.jobs import JobService
 from server.store.models import GeneratedImage, GenerationJob, User, iso
 from server.topics import TopicPolicy
@@ -39,7 +39,6 @@ PROMPT_SHOWN_CHARS = 300
 # How often the feed asks the database which public jobs run now, in ticks (a job is followed from its
 # first preview anyway; this only finds new ones and forgets ended ones).
 REFRESH_EVERY_TICKS = 2
-FINAL_EVENTS = {"gen.done", "gen.error", "gen.cancelled"}
 
 
 @dataclass
@@ -204,8 +203,8 @@ class LiveService:
         if tile is None:
             return
         try:
-            event = msgpack.unpackb(frame, raw=False)
-        except (ValueError, msgpack.UnpackException):
+            event = frames.decode(frame)
+        except frames.BadFrame:
             return
         kind = event.get("type") if isinstance(event, dict) else None
         if kind == "gen.preview":

@@ -64,8 +64,7 @@ class RoomImagine:
     async def describe(self, viewer: User | None, room: str) -> dict[str, Any]:
         """The room's settings, and whether the viewer may change them."""
         await self._chat.check_access(viewer, room)
-        async with self._db() as db:
-            off = bool(await db.scalar(select(Room.imagine_off).where(Room.name == room)))
+        off = await self._is_off(room)
         owner = await self._chat.room_owner(room)
         manage = viewer is not None and (viewer.is_moderator or (owner is not None and owner == viewer.id))
         return {"name": room, "imagine": not off, "can_manage": manage, "owned": owner is not None}

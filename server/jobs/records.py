@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.store.models import GeneratedImage, GenerationJob, utcnow
 
 FINISHED = ("done", "failed", "cancelled")
+# The events that end a job's topic, one per finished status.
+FINAL_EVENTS = ("gen.done", "gen.error", "gen.cancelled")
 
 
 class JobRecords:
