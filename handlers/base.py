@@ -249,6 +249,11 @@ class APIHandler(BaseHandler):
             field = ".".join(str(part) for part in first["loc"]) or "body"
             raise InvalidInput(f"`{field}`: {first['msg']}.", data={"field": field}) from None
 
+    def compute_etag(self) -> str | None:
+        # JSON answers are `no-store`, so no client revalidates them: hashing every body was wasted work.
+        # Content-addressed bytes name their own ETag (write_blob).
+        return None
+
     def write_json(self, value: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable
 
 from pydantic import BaseModel, StrictBool
 
@@ -10,7 +10,7 @@ from handlers.base import APIHandler
 from server.chat import check_room_name
 from server.errors import InvalidInput
 from server.ids import parse_id
-from server.realtime import MAX_REF_CHARS, OpCall, op
+from server.realtime import MAX_REF_CHARS, Later, OpCall, op
 
 
 class RoomMessagesHandler(APIHandler):
@@ -74,11 +74,16 @@ def subscribed_room(call: OpCall[Any]) -> str:
 
 
 @op("chat.send", SendArgs)
-async def chat_send(call: OpCall[SendArgs]) -> dict[str, Any]:
-    """Store a message (a retried `ref` with the same text is answered with the stored one)."""
+async def chat_send(call: OpCall[SendArgs]) -> Later:
+    """Store a message (a retried `ref` with the same text is answered with the stored one). Acked once
+    committed; the socket's next frame is read meanwhile (the messages keep their order)."""
     client_ref = str(call.ref)[:MAX_REF_CHARS] if call.ref is not None else None
-    stored = await call.services.chat.send(call.user, subscribed_room(call), call.args.text, client_ref)
-    return {"type": "ack", "message": stored}
+    stored = await call.services.chat.accept(call.user, subscribed_room(call), call.args.text, client_ref)
+    return Later(_acked(stored))
+
+
+async def _acked(stored: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "ack", "message": await stored}
 
 
 @op("chat.edit", EditArgs)

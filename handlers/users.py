@@ -18,8 +18,9 @@ class ProfileUpdate(BaseModel):
 
 class MeHandler(APIHandler):
     async def get(self) -> None:
-        """The signed-in user. Also hands the browser its XSRF cookie."""
-        self.xsrf_token  # noqa: B018 - reading it sets the `_xsrf` cookie
+        """The signed-in user. Also hands a browser its XSRF cookie (a bearer-token script needs none)."""
+        if self.bearer_token() is None:
+            self.xsrf_token  # noqa: B018 - reading it sets the `_xsrf` cookie
         principal = self.require_user()
         self.write_json({"user": user_json(principal.user, private=True)})
 

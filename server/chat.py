@@ -9,6 +9,7 @@ transaction per batch (server/chat_writer.py: a group commit).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, Awaitable, Callable
 
@@ -129,10 +130,16 @@ class ChatService:
         await self.check_access(principal.user if principal is not None else None, room)
         return True
 
-    async def send(self, author: User, room: str, text: Any, client_ref: str | None = None) -> dict[str, Any]:
-        """Store a message, then publish it. A retry (the same ``client_ref`` with the same text, within
-        ``chat_ref_ttl_secs``) returns the first; the same ref with other text is refused, never acked as
-        stored; an older ref is forgotten and the message stored."""
+    async def accept(self, author: User, room: str, text: Any, client_ref: str | None = None
+                     ) -> asyncio.Future[dict[str, Any]]:
+        """Check a message and queue it to be stored; returns the stored message's future (stored, then
+        published). Messages accepted one after another take their seqs in that order, so a socket reads
+        its next frame while this one waits for its batch's commit (one sender's messages share batches).
+        The future runs to the end (stored and published) whether or not anyone waits for it.
+
+        A retry (the same ``client_ref`` with the same text, within ``chat_ref_ttl_secs``) answers the
+        first; the same ref with other text is refused, never acked as stored; an older ref is forgotten
+        and the message stored."""
         text = clean_message_text(text)
         await self.check_access(author, room)
         await self._limiter.require(f"chat-send:{author.id}", self._settings.chat_send_limit,
@@ -145,9 +152,18 @@ class ChatService:
                 earlier = await db.scalar(select(Message).where(
                     Message.room_id == room_id, Message.author_id == author.id, Message.client_ref == client_ref))
             if earlier is not None and earlier.text == text:
-                return message_json(earlier, author, room)
+                answered: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+                answered.set_result(message_json(earlier, author, room))
+                return answered
         job_id = await self._command(author, room, text)
-        message = await self._insert(room, room_id, author, text, mentioned, client_ref, job_id)
+        mentions = " ".join(u.username for u in mentioned)
+        queued = self._writer.enqueue(room_id, author.id, text, mentions, client_ref, job_id)
+        return asyncio.ensure_future(self._publish_stored(queued, room, room_id, author, text, mentioned,
+                                                          client_ref, job_id))
+
+    async def _publish_stored(self, queued: Awaitable[Message], room: str, room_id: int, author: User, text: str,
+                              mentioned: list[User], client_ref: str | None, job_id: str | None) -> dict[str, Any]:
+        message = await self._stored(queued, room, room_id, author, text, mentioned, client_ref, job_id)
         if isinstance(message, dict):
             return message  # a retry
         payload = message_json(message, author, room)
@@ -164,15 +180,15 @@ class ChatService:
             return None
         return await command(author, room, (match.group(2) or "").strip())
 
-    async def _insert(self, room: str, room_id: int, author: User, text: str, mentioned: list[User],
-                      client_ref: str | None, job_id: str | None = None) -> Message | dict[str, Any]:
+    async def _stored(self, queued: Awaitable[Message], room: str, room_id: int, author: User, text: str,
+                      mentioned: list[User], client_ref: str | None, job_id: str | None) -> Message | dict[str, Any]:
         """The stored message, or, for a retry of ``client_ref``, the message it stored before."""
-        for _ in range(2):
+        for attempt in range(2):
             try:
                 # One transaction (shared with the messages sent meanwhile): the seq bump, the row, the
                 # commit. A repeated ref trips the unique index, which rolls the bump back too.
-                return await self._writer.insert(room_id, author.id, text, " ".join(u.username for u in mentioned),
-                                                 client_ref, job_id)
+                return await (queued if attempt == 0 else self._writer.insert(
+                    room_id, author.id, text, " ".join(u.username for u in mentioned), client_ref, job_id))
             except IntegrityError:
                 if client_ref is None:
                     raise

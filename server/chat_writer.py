@@ -45,11 +45,18 @@ class MessageWriter:
                      client_ref: str | None, job_id: str | None = None) -> Message:
         """Store one message with the room's next seq; returns it once committed (IntegrityError for a
         ``client_ref`` this author already used in the room)."""
+        return await self.enqueue(room_id, author_id, text, mentions, client_ref, job_id)
+
+    def enqueue(self, room_id: int, author_id: int, text: str, mentions: str,
+                client_ref: str | None, job_id: str | None = None) -> asyncio.Future[Message]:
+        """Queue one message for the next batch; the future is its stored row (or the IntegrityError).
+        Messages queued one after another get their seqs in that order. Awaiting it through
+        ``asyncio.shield`` is what keeps a sender that goes away from cancelling the others' batch."""
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(room_id, author_id, text, mentions, client_ref, job_id, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches(), name="chat-message-writer")
-        return await asyncio.shield(future)  # a sender that goes away must not cancel the others' batch
+        return asyncio.shield(future)
 
     async def _write_batches(self) -> None:
         while self._queue:

@@ -3,7 +3,7 @@
 from server.realtime.connection import (CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_SLOW,
                                         CLOSE_UNSUPPORTED, MAX_REF_CHARS, Connection)
 from server.realtime.flusher import Flusher
-from server.realtime.ops import NoArgs, Op, OpCall, OpRegistry, op
+from server.realtime.ops import Later, NoArgs, Op, OpCall, OpRegistry, op
 
 __all__ = ["CLOSE_GOING_AWAY", "CLOSE_NORMAL", "CLOSE_POLICY", "CLOSE_TOO_SLOW", "CLOSE_UNSUPPORTED", "MAX_REF_CHARS", "Connection",
-           "Flusher", "NoArgs", "Op", "OpCall", "OpRegistry", "op"]
+           "Flusher", "Later", "NoArgs", "Op", "OpCall", "OpRegistry", "op"]

@@ -27,7 +27,7 @@ from server.errors import NOT_REQUEST_FAILURES, AppError, InvalidInput, Unauthen
 from server.hub import Hub, Reset
 from server.hub import frames
 from server.realtime.flusher import Flusher
-from server.realtime.ops import OpCall, OpRegistry
+from server.realtime.ops import Later, OpCall, OpRegistry
 from server.topics import TopicPolicy
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class Connection:
         self._outbox_bytes = 0
         self._flusher = flusher
         self._in_flight_bytes = 0
+        self._answering: set[asyncio.Future] = set()  # ops whose reply comes `Later`
         self._window_start = time.monotonic()
         self._window_frames = 0
         self._closed = False
@@ -214,30 +215,47 @@ class Connection:
         ref = message.get("ref") if isinstance(message, dict) else None
         if not isinstance(ref, (str, int)) or (isinstance(ref, str) and len(ref) > MAX_REF_CHARS):
             ref = None
+        name = message.get("op") if isinstance(message, dict) else None
+        reply = await self._answer(self._run_op(message, ref), name, ref)
+        if isinstance(reply, Later):
+            answering = asyncio.ensure_future(self._answer(reply.reply, name, ref))
+            self._answering.add(answering)  # held: the loop keeps only a weak reference to a task
+            answering.add_done_callback(self._answering.discard)
+
+    async def _run_op(self, message: Any, ref: str | int | None) -> dict[str, Any] | Later | None:
+        if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+            raise InvalidInput("A frame must be a map with a string `op`.", code="bad_frame")
+        op = self.ops.get(message["op"])
+        if op is None:
+            raise InvalidInput(f"Unknown op {message['op'][:40]!r}.", code="unknown_op")
+        if op.signed_in and self.principal is None:
+            raise Unauthenticated("Sign in to do that.")
+        args = op.arguments({k: v for k, v in message.items() if k not in ("op", "ref")})
+        return await op.run(OpCall(socket=self, args=args, services=self._services, ref=ref))
+
+    async def _answer(self, reply: Awaitable[dict[str, Any] | Later | None], name: Any, ref: str | int | None
+                      ) -> Later | None:
+        """Send what ``reply`` comes to (a `Later` is returned, to be answered in its turn); an error
+        becomes an `error` frame, never a crash."""
         try:
-            if not isinstance(message, dict) or not isinstance(message.get("op"), str):
-                raise InvalidInput("A frame must be a map with a string `op`.", code="bad_frame")
-            op = self.ops.get(message["op"])
-            if op is None:
-                raise InvalidInput(f"Unknown op {message['op'][:40]!r}.", code="unknown_op")
-            if op.signed_in and self.principal is None:
-                raise Unauthenticated("Sign in to do that.")
-            args = op.arguments({k: v for k, v in message.items() if k not in ("op", "ref")})
-            reply = await op.run(OpCall(socket=self, args=args, services=self._services, ref=ref))
+            result = await reply
         except AppError as exc:
             self._emit({"type": "error", **exc.to_json(), **({"ref": ref} if ref is not None else {})})
-            return
+            return None
         except NOT_REQUEST_FAILURES:
             raise
         except BaseException:  # anything else, a native library's panic included (PyO3's is a BaseException)
-            log.exception("op %r failed", message.get("op"))
+            log.exception("op %r failed", name)
             self._emit({"type": "error", "code": "internal_error", "message": "Something went wrong on our side.",
                         **({"ref": ref} if ref is not None else {})})
-            return
-        if reply is not None:
+            return None
+        if isinstance(result, Later):
+            return result
+        if result is not None:
             if ref is not None:
-                reply["ref"] = ref
-            self._emit(reply)
+                result["ref"] = ref
+            self._emit(result)
+        return None
 
     def _flooding(self) -> bool:
         now = time.monotonic()

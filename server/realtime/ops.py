@@ -63,7 +63,16 @@ class OpCall(Generic[ArgsT]):
         return self.socket.principal.user
 
 
-OpRun = Callable[[OpCall[Any]], Awaitable[dict[str, Any] | None]]
+@dataclass(frozen=True)
+class Later:
+    """An op's reply that comes once ``reply`` finishes. The op has done what must happen in frame order
+    (e.g. queued a chat message for its commit), so the socket goes on to its next frame meanwhile instead
+    of waiting for a database round trip per frame. What ``reply`` raises is the op's `error` frame."""
+
+    reply: Awaitable[dict[str, Any] | None]
+
+
+OpRun = Callable[[OpCall[Any]], Awaitable[dict[str, Any] | Later | None]]
 
 
 @dataclass(frozen=True)

@@ -264,3 +264,36 @@ async def test_sub_with_since_on_a_watched_topic_still_replays(connect, new_clie
     assert ack["type"] == "ack"
     replayed = await ws.collect("chat.msg", 3)
     assert [e["message"]["text"] for e in replayed] == ["m0", "m1", "m2"]
+
+
+async def test_one_sockets_pipelined_messages_keep_their_order(connect, new_client):
+    """A socket's next frame is read while its last message waits for its commit: frames sent back to back
+    are stored and published in the order sent, each acked, and a refused one among them loses none of
+    the others."""
+    BURST = 18  # with the first and the refused one, 20: the default send limit per 10 s
+    alice, bob = await signed_in(new_client, "alice"), await signed_in(new_client, "bob")
+    ws_a, ws_b = await connect(alice), await connect(bob)
+    for ws in (ws_a, ws_b):
+        await ws.request("sub", topic="room:pipeline")
+    await ws_a.send("chat.send", room="pipeline", text="first use", ref="taken")
+    await ws_a.wait_for(lambda e: e.get("ref") == "taken" and e["type"] == "ack")
+    for i in range(BURST):
+        if i == 8:  # the same ref with other text: refused, never stored
+            await ws_a.send("chat.send", room="pipeline", text="other text", ref="taken")
+        await ws_a.send("chat.send", room="pipeline", text=f"burst {i}", ref=f"b{i}")
+    acks = {}
+    refused = None
+    while len(acks) < BURST or refused is None:
+        event = await ws_a.wait_for(lambda e: e.get("ref") in {f"b{i}" for i in range(BURST)} | {"taken"})
+        if event["type"] == "error":
+            assert event["ref"] == "taken", event
+            refused = event
+        else:
+            acks[event["ref"]] = event["message"]
+    assert refused["code"] == "ref_reused"
+    seqs = [acks[f"b{i}"]["seq"] for i in range(BURST)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == BURST
+    received = await ws_b.collect("chat.msg", BURST + 1)
+    assert [e["message"]["text"] for e in received[1:]] == [f"burst {i}" for i in range(BURST)]
+    history = (await bob.get("/api/rooms/pipeline/messages?limit=100")).json()["messages"]
+    assert "other text" not in [m["text"] for m in history] and len(history) == BURST + 1
