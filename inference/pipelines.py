@@ -39,6 +39,7 @@ from inference.caches import TTLCache, to_cpu
 from inference.construction import construction_lock
 from inference.control import ControlImage, PhotoSource
 from inference.errors import GenerationFailed, ModelLoadError
+from inference.inpaint import FILL, LatentMask, composite, fill_masked, mask_at_size
 from inference.models import ModelSpec
 from inference.previews import X0Tap
 from inference.requests import ControlUnit, GenerationRequest
@@ -353,16 +354,22 @@ def decode_latents(vae: Any, latents: torch.Tensor, *, force_float32: bool = Fal
             vae.to(original)  # the cache accounts the model at its loaded precision
 
 
-def _stop_on_flag(hooks: StepHooks, tap: X0Tap, state: dict[str, Any]) -> Callable[..., dict]:
+def _stop_on_flag(hooks: StepHooks, tap: X0Tap, state: dict[str, Any],
+                  mask: LatentMask | None = None) -> Callable[..., dict]:
     def callback(pipe: Any, index: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
         state["steps_run"] = index + 1
         total = pipe.num_timesteps
         state["total"] = total
-        hooks.on_step(index + 1, total, tap.take(kwargs["latents"]))
+        latents = kwargs["latents"]
+        changed = {}
+        if mask is not None:  # inpainting: the kept area goes back to the init image's, noised to the next step
+            latents = changed["latents"] = mask.blend(pipe, index, latents)
+        x0 = tap.take(latents)
+        hooks.on_step(index + 1, total, mask.preview(x0) if mask is not None else x0)
         if hooks.should_stop():
             # diffusers' cooperative interrupt: every later step is skipped at once.
             pipe._interrupt = True
-        return {}
+        return changed
 
     return callback
 
@@ -442,6 +449,8 @@ def _generate(
     timings["encode_prompt_s"] = time.perf_counter() - started
 
     kwargs: dict[str, Any] = {}
+    latent_mask: LatentMask | None = None
+    inpaint: tuple[Any, Any] | None = None  # (the init image at size, the mask at size) when inpainting
     if units:
         started = time.perf_counter()
         out.control_images = [photos.control(unit, width, height) for unit, _ in units]
@@ -465,15 +474,24 @@ def _generate(
     if req.kind == "img2img":
         assert req.init_image is not None
         started = time.perf_counter()
+        mask = mask_at_size(req.mask, width, height) if req.mask is not None else None
+        filled = mask is not None and req.inpainting_fill == FILL
         key = latent_cache_key(spec, photos.digest(req.init_image), width, height)
+        if filled:  # the encoded picture depends on the mask too
+            key += ("fill", photos.digest(req.mask))
         init = latent_cache.get(key) if latent_cache is not None else None
         out.latent_cache_hit = init is not None
         if init is None:
-            photo = Image.fromarray(photos.photo(req.init_image, width, height))
+            rgb = photos.photo(req.init_image, width, height)
+            photo = Image.fromarray(fill_masked(rgb, mask) if filled else rgb)
             init = encode_init_image(loaded, photo, device)
             if latent_cache is not None:
                 latent_cache.put(key, to_cpu(init))
-        kwargs.update(image=init.to(device=device, dtype=dtype), strength=req.strength)
+        init = init.to(device=device, dtype=dtype)
+        if mask is not None:
+            inpaint = (photos.photo(req.init_image, width, height), mask)
+            latent_mask, init = LatentMask.make(mask, init, out.seeds, req.inpainting_fill)
+        kwargs.update(image=init, strength=req.strength)
         timings["encode_image_s"] = time.perf_counter() - started
 
     scheduler = make_scheduler(req.sampler, loaded.scheduler_config)
@@ -489,7 +507,7 @@ def _generate(
             num_images_per_prompt=req.batch,
             generator=generators,
             output_type="latent",
-            callback_on_step_end=_stop_on_flag(hooks, tap, state),
+            callback_on_step_end=_stop_on_flag(hooks, tap, state, latent_mask),
             **embeds,
             **kwargs,
         )
@@ -506,5 +524,7 @@ def _generate(
     if upcast:
         loaded.vae_needs_float32 = out.vae_upcast = True
     out.images = pipe.image_processor.postprocess(images, output_type="pil")
+    if inpaint is not None:
+        out.images = [composite(image, *inpaint) for image in out.images]
     timings["decode_s"] = time.perf_counter() - started
     return out

@@ -6,12 +6,13 @@ import asyncio
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from inference.engine import Engine, EngineConfig
-from inference.errors import GenerationCancelled, GenerationFailed
+from inference.errors import GenerationCancelled, GenerationFailed, InvalidRequest
 from inference.events import Cancelled, Done, Failed, JobEvent, Preview, Progress, Started
 from inference.models import ModelRegistry
 from inference.pipelines import load_model
@@ -238,3 +239,71 @@ async def test_events_reach_the_loop_thread_only(engine: Engine) -> None:
     await engine.submit(req(), lambda event: seen.add(threading.get_ident()))
     await asyncio.sleep(0)
     assert seen == {loop_thread}
+
+
+def _half_mask(width: int = 64, height: int = 64, *, feather: float = 0.0) -> bytes:
+    """White (repaint) on the right half, black (keep) on the left."""
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (width // 2, 0, width, height))
+    if feather:
+        mask = mask.filter(ImageFilter.GaussianBlur(feather))
+    out = io.BytesIO()
+    mask.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _rgb(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DDIM"])
+async def test_inpainting_keeps_the_unmasked_half_exactly(engine: Engine, sampler: str) -> None:
+    init = png_bytes(64, 64)
+    original = _rgb(init)
+    events, result = await run(engine, req(kind="img2img", init_image=init, mask=_half_mask(), strength=0.9,
+                                           steps=5, sampler=sampler))
+    out = _rgb(result.images[0].png)
+    assert np.array_equal(out[:, :32], original[:, :32])  # the composite puts the original pixels back
+    assert np.abs(out[:, 32:] - original[:, 32:]).mean() > 10  # the rest was repainted
+    assert [e.step for e in events if isinstance(e, Progress)] == [1, 2, 3, 4]
+
+
+@pytest.mark.timeout(120)
+async def test_inpainting_blends_the_latents_each_step(engine: Engine) -> None:
+    """Without the per-step blend the repainted half would ignore its kept neighbour; with it, the
+    kept latents steer the denoising, so the repainted half differs from a plain img2img's."""
+    init = png_bytes(64, 64)
+    common = dict(kind="img2img", init_image=init, strength=0.9, steps=4, sampler="Euler")
+    _, plain = await run(engine, req(**common))
+    _, masked = await run(engine, req(**common, mask=_half_mask()))
+    assert not np.array_equal(_rgb(plain.images[0].png)[:, 40:], _rgb(masked.images[0].png)[:, 40:])
+
+
+@pytest.mark.timeout(120)
+async def test_inpainting_fills_and_a_black_mask_keeps_everything(engine: Engine) -> None:
+    init = png_bytes(64, 64)
+    outs = []
+    for fill in (0, 1, 2, 3):
+        _, result = await run(engine, req(kind="img2img", init_image=init, mask=_half_mask(feather=3),
+                                          inpainting_fill=fill, strength=0.9, steps=3))
+        out = _rgb(result.images[0].png)
+        assert np.array_equal(out[:, :20], _rgb(init)[:, :20])  # far from the feathered edge: the original
+        outs.append(out)
+    assert len({out.tobytes() for out in outs}) == 4  # each fill starts the repainted area from something else
+    black = io.BytesIO()
+    Image.new("L", (64, 64), 0).save(black, format="PNG")
+    _, kept = await run(engine, req(kind="img2img", init_image=init, mask=black.getvalue(), strength=1.0, steps=3))
+    assert np.array_equal(_rgb(kept.images[0].png), _rgb(init))
+
+
+async def test_a_mask_is_only_for_img2img_and_must_be_an_image(engine: Engine) -> None:
+    with pytest.raises(InvalidRequest) as txt2img:
+        engine.validate(req(mask=_half_mask()))
+    assert txt2img.value.field == "mask"
+    with pytest.raises(InvalidRequest) as broken:
+        engine.validate(req(kind="img2img", init_image=png_bytes(), mask=b"not an image"))
+    assert broken.value.field == "mask"
+    with pytest.raises(InvalidRequest) as fill:
+        engine.validate(req(kind="img2img", init_image=png_bytes(), mask=_half_mask(), inpainting_fill=4))
+    assert fill.value.field == "inpainting_fill"

@@ -1,0 +1,113 @@
+"""Inpainting with a normal (4-channel) checkpoint, as AUTOMATIC1111 and diffusers do it.
+
+The mask (white = repaint, black = keep; already inverted and blurred by whoever made the
+request) becomes a latent mask. After every denoising step the kept latents are put back:
+the init image's latents noised to the timestep the next step starts from (diffusers'
+StableDiffusionInpaintPipeline for `num_channels_unet == 4`, A1111's `p.mask`/`p.nmask`).
+After decoding, the kept area is composited back from the original pixels with the
+blurred mask (A1111's overlay), so what was kept is the init image's, pixel for pixel.
+
+`inpainting_fill` says what the repainted area starts from, in A1111's numbering:
+0 the surrounding colours blurred into it, 1 the original, 2 fresh latent noise, 3 zeros.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image, ImageFilter, ImageOps
+
+FILL = 0  # A1111's "fill": the masked area painted with blurred colours of its surroundings
+ORIGINAL = 1
+LATENT_NOISE = 2
+LATENT_NOTHING = 3
+# A1111's masking.fill: ever smaller blurs layered, so far colours fill the middle and near ones the edges.
+FILL_BLURS = ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1))
+VAE_SCALE = 8
+
+
+def mask_at_size(data: bytes, width: int, height: int) -> np.ndarray:
+    """The mask as float32 in 0..1 (1 = repaint), stretched to width x height like the init image."""
+    with Image.open(io.BytesIO(data)) as opened:
+        grey = ImageOps.exif_transpose(opened).convert("L")
+    if grey.size != (width, height):
+        grey = grey.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(grey, dtype=np.float32) / 255.0
+
+
+def fill_masked(photo: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A1111's `inpainting_fill` 0: the repainted area filled from the colours around it."""
+    image = Image.fromarray(photo).convert("RGBA")
+    keep = Image.fromarray(np.round((1.0 - mask) * 255).astype(np.uint8))
+    masked = Image.new("RGBa", image.size)
+    masked.paste(image.convert("RGBa"), mask=keep)
+    filled = Image.new("RGBA", image.size)
+    for radius, repeats in FILL_BLURS:
+        blurred = masked.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
+        for _ in range(repeats):
+            filled.alpha_composite(blurred)
+    return np.asarray(filled.convert("RGB"))
+
+
+@dataclass
+class LatentMask:
+    """What the denoising loop needs to keep the unmasked latents the init image's."""
+
+    keep: torch.Tensor  # (1, 1, h, w): 1 where the init image stays
+    init: torch.Tensor  # the init latents (batch, c, h, w), before any noise
+    noise: torch.Tensor  # the noise the pipeline adds to them (same seeds, same draw)
+
+    @classmethod
+    def make(cls, mask: np.ndarray, init: torch.Tensor, seeds: list[int], fill: int) -> tuple["LatentMask", torch.Tensor]:
+        """The latent mask, and the init latents the pipeline should start from (`fill` applied)."""
+        height, width = init.shape[-2:]
+        small = Image.fromarray(np.round(mask * 255).astype(np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
+        # A1111's `mask_round`: a latent is either repainted or kept; the pixel composite does the feathering.
+        repaint = torch.from_numpy(np.around(np.asarray(small, dtype=np.float32) / 255.0))
+        keep = (1.0 - repaint)[None, None].to(device=init.device, dtype=init.dtype)
+        batch = init.expand(len(seeds), -1, -1, -1)
+        # The pipeline draws its img2img noise first from generators seeded so: the same draw is the same noise.
+        noise = randn_tensor(tuple(batch.shape), generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+                             device=init.device, dtype=init.dtype)
+        start = init
+        if fill == LATENT_NOTHING:
+            start = init * keep
+        elif fill == LATENT_NOISE:
+            fresh = randn_tensor(tuple(batch.shape), generator=[torch.Generator("cpu").manual_seed(s + 1)
+                                                                 for s in seeds], device=init.device, dtype=init.dtype)
+            start = batch * keep + fresh * (1.0 - keep)
+        return cls(keep=keep, init=start.expand(len(seeds), -1, -1, -1), noise=noise), start
+
+    def blend(self, pipe: Any, index: int, latents: torch.Tensor) -> torch.Tensor:
+        """After step `index`: kept latents = the init latents noised to where the next step starts."""
+        scheduler = pipe.scheduler
+        schedule = scheduler.timesteps
+        following = len(schedule) - pipe.num_timesteps + index + 1
+        init = self.init.to(latents.dtype)
+        if following < len(schedule):
+            # Schedulers with a step index (Euler, DPM++, UniPC) noise to it; DDIM to the timestep given.
+            init = scheduler.add_noise(init, self.noise.to(latents.dtype), schedule[following:following + 1])
+        return init * self.keep + latents * (1.0 - self.keep)
+
+    def preview(self, x0: torch.Tensor) -> torch.Tensor:
+        """The predicted image with the kept area shown as it will end."""
+        if x0.shape != self.init.shape:
+            return x0
+        return self.init.to(x0.dtype) * self.keep + x0 * (1.0 - self.keep)
+
+
+def composite(result: Image.Image, photo: np.ndarray, mask: np.ndarray) -> Image.Image:
+    """A1111's overlay: the original pixels over the result where the (blurred) mask keeps them.
+
+    A1111 doubles the mask for the overlay so the repainted area shows fully a little inside
+    the feathered edge and the blend happens on the kept side.
+    """
+    alpha = np.clip(mask * 2.0, 0.0, 1.0)[..., None]
+    generated = np.asarray(result.convert("RGB"), dtype=np.float32)
+    mixed = photo.astype(np.float32) * (1.0 - alpha) + generated * alpha
+    return Image.fromarray(np.clip(np.round(mixed), 0, 255).astype(np.uint8))
