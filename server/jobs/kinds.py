@@ -91,6 +91,9 @@ class JobKinds:
                 raise InvalidInput(f"`{name}` must be at most {self._settings.max_init_image_bytes // 2**20} MiB.",
                                    code="image_too_large", data={"field": name})
         fields = {name: params[name] for name in (*GENERATION_FIELDS, *MASK_FIELDS) if params.get(name) is not None}
+        if mask is None and any(name in params for name in MASK_FIELDS):
+            raise InvalidInput("`inpainting_fill` is only for a request with a mask.", code="invalid_mask",
+                               data={"field": "inpainting_fill"})
         if "model" not in fields or "prompt" not in fields:
             raise InvalidInput("`model` and `prompt` are required.")
         controls = params.get("controls") or []
