@@ -28,7 +28,7 @@ LATENT_NOISE = 2
 LATENT_NOTHING = 3
 # A1111's masking.fill: ever smaller blurs layered, so far colours fill the middle and near ones the edges.
 FILL_BLURS = ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1))
-VAE_SCALE = 8
+FRESH_SEED_OFFSET = 2**32  # seeds are 32-bit: this is none of them
 
 
 def mask_at_size(data: bytes, width: int, height: int) -> np.ndarray:
@@ -63,7 +63,8 @@ class LatentMask:
     noise: torch.Tensor  # the noise the pipeline adds to them (same seeds, same draw)
 
     @classmethod
-    def make(cls, mask: np.ndarray, init: torch.Tensor, seeds: list[int], fill: int) -> tuple["LatentMask", torch.Tensor]:
+    def make(cls, mask: np.ndarray, init: torch.Tensor, seeds: list[int],
+             fill: int) -> tuple["LatentMask", torch.Tensor]:
         """The latent mask, and the init latents the pipeline should start from (`fill` applied)."""
         height, width = init.shape[-2:]
         small = Image.fromarray(np.round(mask * 255).astype(np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
@@ -78,8 +79,9 @@ class LatentMask:
         if fill == LATENT_NOTHING:
             start = init * keep
         elif fill == LATENT_NOISE:
-            fresh = randn_tensor(tuple(batch.shape), generator=[torch.Generator("cpu").manual_seed(s + 1)
-                                                                 for s in seeds], device=init.device, dtype=init.dtype)
+            # Seeded apart from every image's own noise (seed + 1 is the next image's seed).
+            apart = [torch.Generator("cpu").manual_seed(s + FRESH_SEED_OFFSET) for s in seeds]
+            fresh = randn_tensor(tuple(batch.shape), generator=apart, device=init.device, dtype=init.dtype)
             start = batch * keep + fresh * (1.0 - keep)
         return cls(keep=keep, init=start.expand(len(seeds), -1, -1, -1), noise=noise), start
 

@@ -310,8 +310,9 @@ class A1111Service:
             params["strength"] = request.denoising_strength
             if request.mask is not None:
                 params["inpainting_fill"] = check_inpainting(request)
-        # Every image of the request decoded and fitted in one trip to the CPU pool.
-        inputs = await self._executors.run_cpu(decode_inputs, request)
+        # Every image of the request decoded and fitted in one trip to the CPU pool (none: no trip).
+        inputs = (await self._executors.run_cpu(decode_inputs, request) if img2img or request.alwayson_scripts
+                  else Inputs(image=None, mask=None, controls=[]))
         if inputs.controls:
             params["controls"] = inputs.controls
         try:
