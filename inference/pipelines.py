@@ -39,7 +39,8 @@ from inference.caches import TTLCache, to_cpu
 from inference.construction import construction_lock
 from inference.control import ControlImage, PhotoSource
 from inference.errors import GenerationFailed, ModelLoadError
-from inference.inpaint import FILL, LatentMask, composite, fill_masked, mask_at_size
+from inference.images import upright_size
+from inference.inpaint import FILL, LatentMask, Region, fill_masked
 from inference.models import ModelSpec
 from inference.previews import X0Tap
 from inference.requests import ControlUnit, GenerationRequest
@@ -450,7 +451,7 @@ def _generate(
 
     kwargs: dict[str, Any] = {}
     latent_mask: LatentMask | None = None
-    inpaint: tuple[Any, Any] | None = None  # (the init image at size, the mask at size) when inpainting
+    region: Region | None = None  # what an inpainting denoises, and how its answer is made
     if units:
         started = time.perf_counter()
         out.control_images = [photos.control(unit, width, height) for unit, _ in units]
@@ -474,23 +475,25 @@ def _generate(
     if req.kind == "img2img":
         assert req.init_image is not None
         started = time.perf_counter()
-        mask = mask_at_size(req.mask, width, height) if req.mask is not None else None
-        filled = mask is not None and req.inpainting_fill == FILL
+        if req.mask is not None:
+            region = Region.make(lambda w, h: photos.photo(req.init_image, w, h), req.mask, width, height,
+                                 whole=upright_size(req.init_image) if req.inpaint_full_res else None,
+                                 padding=req.inpaint_full_res_padding)
+        filled = region is not None and req.inpainting_fill == FILL
         key = latent_cache_key(spec, photos.digest(req.init_image), width, height)
-        if filled:  # the encoded picture depends on the mask too
-            key += ("fill", photos.digest(req.mask))
+        if region is not None:  # a cut-out, or a filled picture, depends on the mask too
+            key += ("inpaint", region.box, photos.digest(req.mask) if filled else None)
         init = latent_cache.get(key) if latent_cache is not None else None
         out.latent_cache_hit = init is not None
         if init is None:
-            rgb = photos.photo(req.init_image, width, height)
-            photo = Image.fromarray(fill_masked(rgb, mask) if filled else rgb)
+            rgb = region.photo if region is not None else photos.photo(req.init_image, width, height)
+            photo = Image.fromarray(fill_masked(rgb, region.mask) if region is not None and filled else rgb)
             init = encode_init_image(loaded, photo, device)
             if latent_cache is not None:
                 latent_cache.put(key, to_cpu(init))
         init = init.to(device=device, dtype=dtype)
-        if mask is not None:
-            inpaint = (photos.photo(req.init_image, width, height), mask)
-            latent_mask, init = LatentMask.make(mask, init, out.seeds, req.inpainting_fill)
+        if region is not None:
+            latent_mask, init = LatentMask.make(region.mask, init, out.seeds, req.inpainting_fill)
         kwargs.update(image=init, strength=req.strength)
         timings["encode_image_s"] = time.perf_counter() - started
 
@@ -524,7 +527,7 @@ def _generate(
     if upcast:
         loaded.vae_needs_float32 = out.vae_upcast = True
     out.images = pipe.image_processor.postprocess(images, output_type="pil")
-    if inpaint is not None:
-        out.images = [composite(image, *inpaint) for image in out.images]
+    if region is not None:
+        out.images = [region.finish(image) for image in out.images]
     timings["decode_s"] = time.perf_counter() - started
     return out

@@ -4,8 +4,8 @@ Scripts written for A1111 call txt2img/img2img and poll progress; here each call
 its caller, admitted by the same fair queue, caps and prompt screening as the browser, and the
 answer has A1111's shapes (its pydantic models in `modules/api/models.py`, field for field).
 What differs from A1111 is written in docs/openapi.yaml (tag `a1111`): progress, interrupt and
-options are the caller's own, not the server's; inpainting is the whole picture's only (no
-"only masked"); hires fix, scripts, face restoration and tiling are refused rather than ignored.
+options are the caller's own, not the server's; hires fix, scripts, face restoration and tiling
+are refused rather than ignored.
 
 Nothing here imports torch: images are re-framed with PIL on the CPU pool (img2img resize modes).
 """
@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inference.images import probe_image, upright_size
 from inference.errors import InvalidRequest
-from inference.requests import INPAINTING_FILLS, MAX_BATCH
+from inference.requests import INPAINTING_FILLS, MAX_BATCH, MAX_INPAINT_PADDING_PX
 from inference.sampler_names import DEFAULT_SAMPLER, SAMPLERS
 from server.auth import Principal
 from server.errors import AppError, InvalidInput
@@ -309,7 +309,7 @@ class A1111Service:
                 raise SdapiInvalid("`denoising_strength` is required for img2img.", loc=["denoising_strength"])
             params["strength"] = request.denoising_strength
             if request.mask is not None:
-                params["inpainting_fill"] = check_inpainting(request)
+                params.update(check_inpainting(request))
         # Every image of the request decoded and fitted in one trip to the CPU pool (none: no trip).
         inputs = (await self._executors.run_cpu(decode_inputs, request) if img2img or request.alwayson_scripts
                   else Inputs(image=None, mask=None, controls=[]))
@@ -543,25 +543,31 @@ class Inputs:
 def decode_inputs(request: Txt2ImgRequest) -> Inputs:
     """Every image of a request decoded, checked and fitted (CPU pool, one trip for them all)."""
     image = mask = None
+    only_masked = isinstance(request, Img2ImgRequest) and request.mask is not None and request.inpaint_full_res
     if isinstance(request, Img2ImgRequest):
         assert request.init_images
         data = decode_image(request.init_images[0], ["init_images", 0])
+        # "Only masked" cuts its region out of the whole init image (the engine does): it is not fitted here.
+        resize_mode = 0 if only_masked else request.resize_mode
         if request.mask is not None:
             blur = request.mask_blur
             mask = prepare_mask(request.mask, data, invert=bool(request.inpainting_mask_invert),
                                 blur=(request.mask_blur_x, request.mask_blur_y) if blur is None else (blur, blur),
-                                resize_mode=request.resize_mode, width=request.width, height=request.height)
-        image = _pil_guard(reframe, ["init_images", 0], data, request.resize_mode, request.width, request.height)
+                                resize_mode=resize_mode, width=request.width, height=request.height)
+        image = _pil_guard(reframe, ["init_images", 0], data, resize_mode, request.width, request.height)
     controls, control_image = controlnet_units(request.alwayson_scripts, image)
+    if controls and only_masked:  # the units would follow the whole picture, the denoising a cut-out of it
+        raise SdapiInvalid("`inpaint_full_res`: ControlNet units with \"only masked\" inpainting are not supported "
+                           "here; send `inpaint_full_res: false`.", loc=["inpaint_full_res"],
+                           kind="value_error.unsupported")
     return Inputs(image=(image or control_image) if controls else image, mask=mask, controls=controls)
 
 
-def check_inpainting(request: Img2ImgRequest) -> int:
-    """The mask settings this server follows (the whole picture inpainted), else 422; the fill to use."""
-    if request.inpaint_full_res:
-        raise SdapiInvalid("`inpaint_full_res`: inpainting only the masked area at full resolution is not supported "
-                           "by this server; send `inpaint_full_res: false` (the whole picture is inpainted).",
-                           loc=["inpaint_full_res"], kind="value_error.unsupported")
+def check_inpainting(request: Img2ImgRequest) -> dict[str, Any]:
+    """The mask settings, checked (422 naming the field); the job's inpainting fields."""
+    if not 0 <= request.inpaint_full_res_padding <= MAX_INPAINT_PADDING_PX:
+        raise SdapiInvalid(f"`inpaint_full_res_padding` must be 0..{MAX_INPAINT_PADDING_PX} px.",
+                           loc=["inpaint_full_res_padding"])
     if not request.mask_round:
         raise SdapiInvalid("`mask_round`: an unrounded latent mask is not supported by this server; send true.",
                            loc=["mask_round"], kind="value_error.unsupported")
@@ -575,7 +581,8 @@ def check_inpainting(request: Img2ImgRequest) -> int:
         value = getattr(request, name)
         if value is not None and not 0 <= value <= MAX_MASK_BLUR_PX:
             raise SdapiInvalid(f"`{name}` must be 0..{MAX_MASK_BLUR_PX} px.", loc=[name])
-    return request.inpainting_fill
+    return {"inpainting_fill": request.inpainting_fill, "inpaint_full_res": request.inpaint_full_res,
+            "inpaint_full_res_padding": request.inpaint_full_res_padding}
 
 
 def prepare_mask(value: Any, init_image: bytes, *, invert: bool, blur: tuple[int, int], resize_mode: int,

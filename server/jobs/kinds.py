@@ -32,7 +32,7 @@ KINDS = (*GENERATION_KINDS, ART_KIND, STYLIZE_KIND)
 GENERATION_FIELDS = ("kind", "model", "prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed",
                      "sampler", "batch", "strength", "loras")
 # An inpainting job's too (its mask is a blob beside the init image, named in the settings by MASK_BLOB).
-MASK_FIELDS = ("inpainting_fill",)
+MASK_FIELDS = ("inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding")
 MASK_BLOB = "mask_sha256"
 ART_FIELDS = ("kind", "preset")
 # Filters need a neighbourhood to work with; a 1×1 "photo" is a mistake, not art.
@@ -92,8 +92,8 @@ class JobKinds:
                                    code="image_too_large", data={"field": name})
         fields = {name: params[name] for name in (*GENERATION_FIELDS, *MASK_FIELDS) if params.get(name) is not None}
         if mask is None and any(name in params for name in MASK_FIELDS):
-            raise InvalidInput("`inpainting_fill` is only for a request with a mask.", code="invalid_mask",
-                               data={"field": "inpainting_fill"})
+            raise InvalidInput(f"`{', '.join(MASK_FIELDS)}` are only for a request with a mask.",
+                               code="invalid_mask", data={"field": "mask"})
         if "model" not in fields or "prompt" not in fields:
             raise InvalidInput("`model` and `prompt` are required.")
         controls = params.get("controls") or []

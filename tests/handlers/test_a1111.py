@@ -297,7 +297,8 @@ async def test_bad_input_is_422_and_queues_nothing(gen_server, users):
         ({**inpaint, "mask": "%%% not base64 %%%"}, ["body", "mask"]),
         ({**inpaint, "mask": b64(b"GIF89a, or so it says")}, ["body", "mask"]),
         ({**inpaint, "mask": b64(encode(photo())[:200])}, ["body", "mask"]),  # a header, then nothing
-        ({**inpaint, "inpaint_full_res": True}, ["body", "inpaint_full_res"]),
+        ({**inpaint, "inpaint_full_res_padding": 999}, ["body", "inpaint_full_res_padding"]),
+        ({**inpaint, "mask_round": False}, ["body", "mask_round"]),
         ({**inpaint, "inpainting_fill": 4}, ["body", "inpainting_fill"]),
         ({**inpaint, "mask_blur": 500}, ["body", "mask_blur"]),
         ({**inpaint, "latent_mask": b64(encode(photo()))}, ["body", "latent_mask"]),
@@ -350,4 +351,25 @@ async def test_img2img_with_a_mask_inpaints_only_the_white_half(gen_server, user
     assert np.abs(black - original).max() <= 1
     jobs = await my_jobs(browser)
     assert len(jobs) == 3 and all(job["status"] == "done" for job in jobs)
+    await sdapi.aclose()
+
+
+async def test_only_masked_inpainting_repaints_the_masks_surroundings_and_answers_the_whole_picture(gen_server,
+                                                                                                  users):
+    _browser, sdapi = await sdapi_client(gen_server, users, "alice")
+    init = photo(96, 64, variant=4)
+    original = np.asarray(init, dtype=np.int16)
+    mask = Image.new("L", (96, 64), 0)
+    mask.paste(255, (64, 24, 80, 40))  # a 16 px square on the right
+    response = await sdapi.post("/sdapi/v1/img2img", json={
+        **SMALL, "init_images": [b64(encode(init))], "mask": b64(encode(mask)), "denoising_strength": 0.9,
+        "inpaint_full_res": True, "inpaint_full_res_padding": 4, "mask_blur": 0, "inpainting_fill": 1, "seed": 8})
+    assert response.status_code == 200, response.text
+    out = pixels(response.json()["images"][0])
+    assert out.shape == original.shape  # the whole init image, as A1111 answers "only masked"
+    inside = np.abs(out[24:40, 64:80] - original[24:40, 64:80]).mean()
+    assert inside > 10, inside
+    kept = np.ones(original.shape[:2], bool)
+    kept[24:40, 64:80] = False
+    assert np.abs(out[kept] - original[kept]).max() <= 1  # everything but the square is the init image's
     await sdapi.aclose()

@@ -13,6 +13,7 @@ from PIL import Image, ImageFilter
 
 from inference.engine import Engine, EngineConfig
 from inference.errors import GenerationCancelled, GenerationFailed, InvalidRequest
+from inference.inpaint import crop_box
 from inference.events import Cancelled, Done, Failed, JobEvent, Preview, Progress, Started
 from inference.models import ModelRegistry
 from inference.pipelines import load_model
@@ -307,3 +308,34 @@ async def test_a_mask_is_only_for_img2img_and_must_be_an_image(engine: Engine) -
     with pytest.raises(InvalidRequest) as fill:
         engine.validate(req(kind="img2img", init_image=png_bytes(), mask=_half_mask(), inpainting_fill=4))
     assert fill.value.field == "inpainting_fill"
+
+
+def test_only_masked_crop_box_is_padded_grown_to_the_aspect_and_kept_inside() -> None:
+    mask = np.zeros((64, 96), np.float32)
+    mask[24:40, 64:80] = 1.0
+    assert crop_box(mask, 4, 64, 64) == (60, 20, 84, 44)  # padded, already square
+    assert crop_box(mask, 0, 128, 64) == (56, 24, 88, 40)  # grown sideways to 2:1
+    assert crop_box(mask, 0, 64, 128) == (64, 16, 80, 48)
+    edge = np.zeros((64, 96), np.float32)
+    edge[0:8, 90:96] = 1.0
+    assert crop_box(edge, 0, 64, 64) == (88, 0, 96, 8)
+    assert crop_box(edge, 0, 256, 64) == (64, 0, 96, 8)  # shifted back inside the image
+    assert crop_box(np.zeros((8, 8), np.float32), 4, 64, 64) is None
+
+
+@pytest.mark.timeout(120)
+async def test_only_masked_inpainting_answers_the_whole_init_image(engine: Engine) -> None:
+    init = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(init, "PNG")
+    mask = Image.new("L", (96, 64), 0)
+    mask.paste(255, (64, 24, 80, 40))
+    masked = io.BytesIO()
+    mask.save(masked, format="PNG")
+    _, result = await run(engine, req(kind="img2img", init_image=init.getvalue(), mask=masked.getvalue(),
+                                      inpaint_full_res=True, inpaint_full_res_padding=8, strength=0.9, steps=3))
+    out, original = _rgb(result.images[0].png), _rgb(init.getvalue())
+    assert out.shape == original.shape
+    kept = np.ones((64, 96), bool)
+    kept[24:40, 64:80] = False
+    assert np.array_equal(out[kept], original[kept])
+    assert np.abs(out[24:40, 64:80] - original[24:40, 64:80]).mean() > 10
