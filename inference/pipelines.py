@@ -39,6 +39,8 @@ from inference.caches import TTLCache, to_cpu
 from inference.construction import construction_lock
 from inference.control import ControlImage, PhotoSource
 from inference.errors import GenerationFailed, ModelLoadError
+from inference.images import upright_size
+from inference.inpaint import FILL, LatentMask, Region, fill_masked
 from inference.models import ModelSpec
 from inference.previews import X0Tap
 from inference.requests import ControlUnit, GenerationRequest
@@ -353,16 +355,22 @@ def decode_latents(vae: Any, latents: torch.Tensor, *, force_float32: bool = Fal
             vae.to(original)  # the cache accounts the model at its loaded precision
 
 
-def _stop_on_flag(hooks: StepHooks, tap: X0Tap, state: dict[str, Any]) -> Callable[..., dict]:
+def _stop_on_flag(hooks: StepHooks, tap: X0Tap, state: dict[str, Any],
+                  mask: LatentMask | None = None) -> Callable[..., dict]:
     def callback(pipe: Any, index: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
         state["steps_run"] = index + 1
         total = pipe.num_timesteps
         state["total"] = total
-        hooks.on_step(index + 1, total, tap.take(kwargs["latents"]))
+        latents = kwargs["latents"]
+        changed = {}
+        if mask is not None:  # inpainting: the kept area goes back to the init image's, noised to the next step
+            latents = changed["latents"] = mask.blend(pipe, index, latents)
+        x0 = tap.take(latents)
+        hooks.on_step(index + 1, total, mask.preview(x0) if mask is not None else x0)
         if hooks.should_stop():
             # diffusers' cooperative interrupt: every later step is skipped at once.
             pipe._interrupt = True
-        return {}
+        return changed
 
     return callback
 
@@ -442,6 +450,8 @@ def _generate(
     timings["encode_prompt_s"] = time.perf_counter() - started
 
     kwargs: dict[str, Any] = {}
+    latent_mask: LatentMask | None = None
+    region: Region | None = None  # what an inpainting denoises, and how its answer is made
     if units:
         started = time.perf_counter()
         out.control_images = [photos.control(unit, width, height) for unit, _ in units]
@@ -465,15 +475,26 @@ def _generate(
     if req.kind == "img2img":
         assert req.init_image is not None
         started = time.perf_counter()
+        if req.mask is not None:
+            region = Region.make(lambda w, h: photos.photo(req.init_image, w, h), req.mask, width, height,
+                                 whole=upright_size(req.init_image) if req.inpaint_full_res else None,
+                                 padding=req.inpaint_full_res_padding)
+        filled = region is not None and req.inpainting_fill == FILL
         key = latent_cache_key(spec, photos.digest(req.init_image), width, height)
+        if region is not None:  # a cut-out, or a filled picture, depends on the mask too
+            key += ("inpaint", region.box, photos.digest(req.mask) if filled else None)
         init = latent_cache.get(key) if latent_cache is not None else None
         out.latent_cache_hit = init is not None
         if init is None:
-            photo = Image.fromarray(photos.photo(req.init_image, width, height))
+            rgb = region.photo if region is not None else photos.photo(req.init_image, width, height)
+            photo = Image.fromarray(fill_masked(rgb, region.mask) if region is not None and filled else rgb)
             init = encode_init_image(loaded, photo, device)
             if latent_cache is not None:
                 latent_cache.put(key, to_cpu(init))
-        kwargs.update(image=init.to(device=device, dtype=dtype), strength=req.strength)
+        init = init.to(device=device, dtype=dtype)
+        if region is not None:
+            latent_mask, init = LatentMask.make(region.mask, init, out.seeds, req.inpainting_fill)
+        kwargs.update(image=init, strength=req.strength)
         timings["encode_image_s"] = time.perf_counter() - started
 
     scheduler = make_scheduler(req.sampler, loaded.scheduler_config)
@@ -489,7 +510,7 @@ def _generate(
             num_images_per_prompt=req.batch,
             generator=generators,
             output_type="latent",
-            callback_on_step_end=_stop_on_flag(hooks, tap, state),
+            callback_on_step_end=_stop_on_flag(hooks, tap, state, latent_mask),
             **embeds,
             **kwargs,
         )
@@ -506,5 +527,7 @@ def _generate(
     if upcast:
         loaded.vae_needs_float32 = out.vae_upcast = True
     out.images = pipe.image_processor.postprocess(images, output_type="pil")
+    if region is not None:
+        out.images = [region.finish(image) for image in out.images]
     timings["decode_s"] = time.perf_counter() - started
     return out

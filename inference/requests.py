@@ -32,6 +32,9 @@ MAX_CONTROL_UNITS = 3  # A1111's default; every unit is one more ControlNet forw
 MIN_CONTROL_SCALE, MAX_CONTROL_SCALE = 0.0, 2.0
 MIN_CANNY_THRESHOLD, MAX_CANNY_THRESHOLD = 1, 255  # A1111's slider range, on 8-bit gradients
 DEFAULT_CANNY_LOW, DEFAULT_CANNY_HIGH = 100, 200
+# A1111's `inpainting_fill` values, in its order (the engine's meaning is in inference/inpaint.py).
+INPAINTING_FILLS = ("fill", "original", "latent noise", "latent nothing")
+MAX_INPAINT_PADDING_PX = 256  # A1111's slider
 FAMILY_LABEL = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 
 
@@ -85,6 +88,11 @@ class GenerationRequest:
     batch: int = 1
     init_image: bytes | None = field(default=None, repr=False)
     strength: float = 0.75
+    # Inpainting (img2img only): white repaints, black keeps, grey feathers; see inference/inpaint.py.
+    mask: bytes | None = field(default=None, repr=False)
+    inpainting_fill: int = 1  # A1111's: what the repainted area starts from (INPAINTING_FILLS)
+    inpaint_full_res: bool = False  # A1111's "only masked": the mask's surroundings denoised at the request's size
+    inpaint_full_res_padding: int = 0  # px around the mask's box, in the init image
     clip_skip: int = 1  # A1111 convention: 1 uses the last layer, 2 the one before it
     # (name, weight) of LoRAs under the models folder's `loras/`, applied for this request only.
     loras: tuple[tuple[str, float], ...] = ()
@@ -171,8 +179,24 @@ class GenerationRequest:
                     f"`strength` has to be in (0, 1] but is {self.strength!r}.",
                                                code="invalid_strength", field="strength"
                 )
+            if self.mask is not None:
+                probe_image(self.mask, field="mask")
+            if not _is_int(self.inpainting_fill) or not 0 <= self.inpainting_fill < len(INPAINTING_FILLS):
+                raise InvalidRequest(f"`inpainting_fill` has to be 0..{len(INPAINTING_FILLS) - 1} "
+                                     f"({', '.join(INPAINTING_FILLS)}) but is {self.inpainting_fill!r}.",
+                                     code="invalid_mask", field="inpainting_fill")
+            if not isinstance(self.inpaint_full_res, bool):
+                raise InvalidRequest("`inpaint_full_res` must be true or false.", code="invalid_mask",
+                                     field="inpaint_full_res")
+            if (not _is_int(self.inpaint_full_res_padding)
+                    or not 0 <= self.inpaint_full_res_padding <= MAX_INPAINT_PADDING_PX):
+                raise InvalidRequest(f"`inpaint_full_res_padding` has to be 0..{MAX_INPAINT_PADDING_PX} px "
+                                     f"but is {self.inpaint_full_res_padding!r}.", code="invalid_mask",
+                                     field="inpaint_full_res_padding")
         elif self.init_image is not None:
             raise InvalidRequest("`init_image` is only for img2img.", code="invalid_image", field="init_image")
+        elif self.mask is not None:
+            raise InvalidRequest("`mask` is only for img2img.", code="invalid_mask", field="mask")
         _check_loras(self.loras, known_loras)
         _check_controls(self.controls, known_controlnets or {}, self.model, model_family)
         if screen is not None:

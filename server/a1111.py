@@ -4,8 +4,8 @@ Scripts written for A1111 call txt2img/img2img and poll progress; here each call
 its caller, admitted by the same fair queue, caps and prompt screening as the browser, and the
 answer has A1111's shapes (its pydantic models in `modules/api/models.py`, field for field).
 What differs from A1111 is written in docs/openapi.yaml (tag `a1111`): progress, interrupt and
-options are the caller's own, not the server's; inpainting masks, hires fix, scripts, face
-restoration and tiling are refused rather than ignored.
+options are the caller's own, not the server's; hires fix, scripts, face restoration and tiling
+are refused rather than ignored.
 
 Nothing here imports torch: images are re-framed with PIL on the CPU pool (img2img resize modes).
 """
@@ -24,14 +24,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageFilter, ImageOps, PngImagePlugin
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from inference.images import probe_image
+from inference.images import probe_image, upright_size
 from inference.errors import InvalidRequest
-from inference.requests import MAX_BATCH
+from inference.requests import INPAINTING_FILLS, MAX_BATCH, MAX_INPAINT_PADDING_PX
 from inference.sampler_names import DEFAULT_SAMPLER, SAMPLERS
 from server.auth import Principal
 from server.errors import AppError, InvalidInput
@@ -63,6 +63,8 @@ CONTROLNET_MODULES = {"none": "none", "canny": "canny", "softedge": "softedge", 
                       "softedge_pidinet": "softedge", "softedge_hedsafe": "softedge", "tile": "tile",
                       "tile_resample": "tile"}
 VERSION = "visionary-art"
+# A1111's mask blur slider goes to 64 px; a wider blur only costs time.
+MAX_MASK_BLUR_PX = 64
 
 
 class SdapiInvalid(InvalidInput):
@@ -219,12 +221,14 @@ class A1111Service:
     async def sd_models(self) -> list[dict[str, Any]]:
         """SDModelItem for each checkpoint the workers share."""
         registry = self._jobs.kinds.registry
-        items = []
-        for spec in await self._specs():
-            short = await self._executors.run_io(registry.short_hash, spec)
-            items.append({"title": f"{spec.name} [{short}]", "model_name": spec.name, "hash": short, "sha256": None,
-                          "filename": str(spec.path.name), "config": None})
-        return items
+
+        def scan() -> list[tuple[Any, str]]:  # one trip to the I/O pool: the folder, then each file's hash
+            registry.refresh()
+            return [(spec, registry.short_hash(spec)) for spec in sorted(registry.specs(), key=lambda s: s.name)]
+
+        return [{"title": f"{spec.name} [{short}]", "model_name": spec.name, "hash": short, "sha256": None,
+                 "filename": str(spec.path.name), "config": None}
+                for spec, short in await self._executors.run_io(scan)]
 
     def samplers(self) -> list[dict[str, Any]]:
         return [{"name": name, "aliases": [], "options": {}} for name in sorted(SAMPLERS)]
@@ -298,22 +302,21 @@ class A1111Service:
         if params["batch"] > MAX_BATCH:
             raise SdapiInvalid(f"batch_size × n_iter is {params['batch']}; at most {MAX_BATCH} images a call.",
                                loc=["batch_size"])
-        image = None
-        if img2img:
-            assert isinstance(request, Img2ImgRequest)
+        if isinstance(request, Img2ImgRequest):
             if not request.init_images or len(request.init_images) != 1:
                 raise SdapiInvalid("Send exactly one image in `init_images`.", loc=["init_images"])
             if request.denoising_strength is None:
                 raise SdapiInvalid("`denoising_strength` is required for img2img.", loc=["denoising_strength"])
             params["strength"] = request.denoising_strength
-            data = await self._executors.run_cpu(decode_image, request.init_images[0], ["init_images", 0])
-            image = await self._executors.run_cpu(reframe, data, request.resize_mode, request.width, request.height)
-        controls, control_image = await self._executors.run_cpu(controlnet_units, request.alwayson_scripts, image)
-        if controls:
-            params["controls"] = controls
-            image = image or control_image
+            if request.mask is not None:
+                params.update(check_inpainting(request))
+        # Every image of the request decoded and fitted in one trip to the CPU pool (none: no trip).
+        inputs = (await self._executors.run_cpu(decode_inputs, request) if img2img or request.alwayson_scripts
+                  else Inputs(image=None, mask=None, controls=[]))
+        if inputs.controls:
+            params["controls"] = inputs.controls
         try:
-            job = await self._jobs.submit(user, params, image)
+            job = await self._jobs.submit(user, params, inputs.image, mask=inputs.mask)
         except InvalidInput as exc:
             field_name = exc.data.get("field") if exc.data else None
             raise SdapiInvalid(exc.message, loc=[A1111_FIELD.get(field_name, field_name)] if field_name else [],
@@ -450,8 +453,7 @@ class A1111Service:
 
     async def png_info(self, body: PngInfoRequest) -> dict[str, Any]:
         """PNGInfoResponse: the `parameters` text, the other text chunks, the parameters parsed."""
-        data = await self._executors.run_cpu(decode_image, body.image, ["image"])
-        items = await self._executors.run_cpu(png_text, data)
+        items = await self._executors.run_cpu(png_text, body.image)
         info = items.pop("parameters", "")
         return {"info": info, "items": items, "parameters": parse_infotext(info) if info else {}}
 
@@ -519,7 +521,7 @@ def _refuse_unsupported(request: Txt2ImgRequest) -> None:
                 ("styles", request.styles, "saved styles"), ("subseed_strength", request.subseed_strength,
                                                              "variation seeds")]
     if isinstance(request, Img2ImgRequest):
-        refusals.append(("mask", request.mask, "inpainting masks"))
+        refusals.append(("latent_mask", request.latent_mask, "separate latent masks"))
     for name, value, what in refusals:
         if value:
             raise SdapiInvalid(f"`{name}`: {what} are not supported by this server.", loc=[name],
@@ -527,6 +529,102 @@ def _refuse_unsupported(request: Txt2ImgRequest) -> None:
     unknown = set(request.alwayson_scripts) - {"controlnet", "ControlNet"}
     if unknown:
         raise SdapiInvalid(f"always on script {sorted(unknown)[0]} not found", loc=["alwayson_scripts"])
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A request's images, decoded and fitted: what the job stores."""
+
+    image: bytes | None  # the init image (fitted to the size), else the image ControlNet units follow
+    mask: bytes | None  # img2img's mask as the engine takes it: white repaints, at the init image's size
+    controls: list[dict[str, Any]]
+
+
+def decode_inputs(request: Txt2ImgRequest) -> Inputs:
+    """Every image of a request decoded, checked and fitted (CPU pool, one trip for them all)."""
+    image = mask = None
+    only_masked = isinstance(request, Img2ImgRequest) and request.mask is not None and request.inpaint_full_res
+    if isinstance(request, Img2ImgRequest):
+        assert request.init_images
+        data = decode_image(request.init_images[0], ["init_images", 0])
+        # "Only masked" cuts its region out of the whole init image (the engine does): it is not fitted here.
+        resize_mode = 0 if only_masked else request.resize_mode
+        if request.mask is not None:
+            blur = request.mask_blur
+            mask = prepare_mask(request.mask, data, invert=bool(request.inpainting_mask_invert),
+                                blur=(request.mask_blur_x, request.mask_blur_y) if blur is None else (blur, blur),
+                                resize_mode=resize_mode, width=request.width, height=request.height)
+        image = _pil_guard(reframe, ["init_images", 0], data, resize_mode, request.width, request.height)
+    controls, control_image = controlnet_units(request.alwayson_scripts, image)
+    if controls and only_masked:  # the units would follow the whole picture, the denoising a cut-out of it
+        raise SdapiInvalid("`inpaint_full_res`: ControlNet units with \"only masked\" inpainting are not supported "
+                           "here; send `inpaint_full_res: false`.", loc=["inpaint_full_res"],
+                           kind="value_error.unsupported")
+    return Inputs(image=(image or control_image) if controls else image, mask=mask, controls=controls)
+
+
+def check_inpainting(request: Img2ImgRequest) -> dict[str, Any]:
+    """The mask settings, checked (422 naming the field); the job's inpainting fields."""
+    if not 0 <= request.inpaint_full_res_padding <= MAX_INPAINT_PADDING_PX:
+        raise SdapiInvalid(f"`inpaint_full_res_padding` must be 0..{MAX_INPAINT_PADDING_PX} px.",
+                           loc=["inpaint_full_res_padding"])
+    if not request.mask_round:
+        raise SdapiInvalid("`mask_round`: an unrounded latent mask is not supported by this server; send true.",
+                           loc=["mask_round"], kind="value_error.unsupported")
+    if request.inpainting_mask_invert not in (0, 1):
+        raise SdapiInvalid("`inpainting_mask_invert` must be 0 (inpaint masked) or 1 (inpaint not masked).",
+                           loc=["inpainting_mask_invert"])
+    if request.inpainting_fill not in range(len(INPAINTING_FILLS)):
+        raise SdapiInvalid(f"`inpainting_fill` must be 0..{len(INPAINTING_FILLS) - 1} "
+                           f"({', '.join(INPAINTING_FILLS)}).", loc=["inpainting_fill"])
+    for name in ("mask_blur", "mask_blur_x", "mask_blur_y"):
+        value = getattr(request, name)
+        if value is not None and not 0 <= value <= MAX_MASK_BLUR_PX:
+            raise SdapiInvalid(f"`{name}` must be 0..{MAX_MASK_BLUR_PX} px.", loc=[name])
+    return {"inpainting_fill": request.inpainting_fill, "inpaint_full_res": request.inpaint_full_res,
+            "inpaint_full_res_padding": request.inpaint_full_res_padding}
+
+
+def prepare_mask(value: Any, init_image: bytes, *, invert: bool, blur: tuple[int, int], resize_mode: int,
+                 width: int, height: int) -> bytes:
+    """A1111's mask as the engine takes it: grey PNG, white repaints, feathered, aligned with the init image.
+
+    As A1111: a mask with transparency is its alpha (opaque = repaint), else its brightness;
+    it is stretched to the init image, blurred there (Gaussian, sigma = the blur in px) and
+    fitted by the same resize mode as the init image, so the two stay aligned.
+    """
+    data = decode_image(value, ["mask"])
+
+    def make() -> bytes:
+        with Image.open(io.BytesIO(data)) as opened:
+            mask = ImageOps.exif_transpose(opened)
+            if mask.mode == "RGBA" and mask.getextrema()[-1] != (255, 255):
+                mask = mask.getchannel("A").point(lambda alpha: 255 if alpha > 128 else 0)
+            mask = mask.convert("L")
+        if invert:
+            mask = ImageOps.invert(mask)
+        size = upright_size(init_image)
+        if mask.size != size:
+            mask = mask.resize(size, Image.Resampling.BILINEAR)
+        if any(blur):
+            mask = mask.filter(ImageFilter.GaussianBlur(blur))
+        mask = _fit(mask, resize_mode, width, height)
+        out = io.BytesIO()
+        mask.save(out, format="PNG")
+        return out.getvalue()
+
+    return _pil_guard(make, ["mask"])
+
+
+def _pil_guard(work: Any, loc: list[Any], *args: Any) -> Any:
+    """Run PIL work on an image that passed the header check; a broken body is the caller's 422."""
+    try:
+        return work(*args)
+    except SdapiInvalid:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise SdapiInvalid(f"The image cannot be read: {exc.__class__.__name__}.", loc=loc,
+                           kind="value_error.image") from None
 
 
 def decode_image(value: Any, loc: list[Any]) -> bytes:
@@ -595,25 +693,31 @@ def reframe(data: bytes, resize_mode: int, width: int, height: int) -> bytes:
     """An init image fitted to width×height as A1111's resize modes do (0 stretch, 1 crop, 2 fill, 3 stretch)."""
     if resize_mode == 0 or resize_mode == 3:
         return data  # the engine stretches the init image to the requested size itself
-    if resize_mode not in (1, 2):
-        raise SdapiInvalid(f"`resize_mode` must be 0..3 but is {resize_mode}.", loc=["resize_mode"])
     with Image.open(io.BytesIO(data)) as opened:
         image = ImageOps.exif_transpose(opened).convert("RGB")
-    if resize_mode == 1:
-        image = ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
-    else:
-        inner = ImageOps.contain(image, (width, height), Image.Resampling.LANCZOS)
-        # A1111 fills with the stretched edges; a blurred stretch of the picture itself reads the same.
-        canvas = image.resize((width, height), Image.Resampling.BILINEAR)
-        canvas.paste(inner, ((width - inner.width) // 2, (height - inner.height) // 2))
-        image = canvas
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    _fit(image, resize_mode, width, height).save(out, format="PNG")
     return out.getvalue()
 
 
-def png_text(data: bytes) -> dict[str, str]:
-    """The text chunks of an image (PNG tEXt/iTXt; other formats have none here)."""
+def _fit(image: Image.Image, resize_mode: int, width: int, height: int) -> Image.Image:
+    """`reframe` on a decoded image (the init image, or its mask, which must stay aligned with it)."""
+    if resize_mode == 0 or resize_mode == 3:
+        return image
+    if resize_mode not in (1, 2):
+        raise SdapiInvalid(f"`resize_mode` must be 0..3 but is {resize_mode}.", loc=["resize_mode"])
+    if resize_mode == 1:
+        return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+    inner = ImageOps.contain(image, (width, height), Image.Resampling.LANCZOS)
+    # A1111 fills with the stretched edges; a blurred stretch of the picture itself reads the same.
+    canvas = image.resize((width, height), Image.Resampling.BILINEAR)
+    canvas.paste(inner, ((width - inner.width) // 2, (height - inner.height) // 2))
+    return canvas
+
+
+def png_text(value: Any) -> dict[str, str]:
+    """The text chunks of a base64 image (PNG tEXt/iTXt; other formats have none here)."""
+    data = decode_image(value, ["image"])
     with Image.open(io.BytesIO(data)) as image:
         if isinstance(image, PngImagePlugin.PngImageFile):
             return {str(key): str(value) for key, value in image.text.items()}

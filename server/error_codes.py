@@ -85,6 +85,7 @@ CODES: dict[str, str] = {
     "invalid_lora": "A LoRA entry is not {name, weight} in range.",
     "unknown_lora": "No such LoRA.",
     "unknown_model": "No such model (or not one this service shares).",
+    "invalid_mask": "An inpainting mask or its settings are not acceptable (img2img only; the message names the field).",
     "invalid_control": "A ControlNet unit is not acceptable; the message names the unit's field.",
     "unknown_controlnet": "No such ControlNet.",
     "controlnet_base_mismatch": "The ControlNet is made for another base model family.",

@@ -31,6 +31,9 @@ KINDS = (*GENERATION_KINDS, ART_KIND, STYLIZE_KIND)
 # Fields a generation request may carry (besides `public` and the image), in the order they are stored.
 GENERATION_FIELDS = ("kind", "model", "prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed",
                      "sampler", "batch", "strength", "loras")
+# An inpainting job's too (its mask is a blob beside the init image, named in the settings by MASK_BLOB).
+MASK_FIELDS = ("inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding")
+MASK_BLOB = "mask_sha256"
 ART_FIELDS = ("kind", "preset")
 # Filters need a neighbourhood to work with; a 1×1 "photo" is a mistake, not art.
 MIN_PHOTO_SIDE_PX = 32
@@ -49,6 +52,7 @@ class JobSpec:
     settings: dict[str, Any]  # stored as the row's settings; a worker runs the job from them
     image: bytes | None  # stored as a blob: the init image or the photo
     image_sha256: str | None = None  # or a blob stored before (a photo styled again): nothing is uploaded
+    mask: bytes | None = None  # an img2img job's inpainting mask, stored as a blob too
 
 
 class JobKinds:
@@ -60,8 +64,9 @@ class JobKinds:
         self._settings = settings
         self._stylize = stylize
 
-    async def parse(self, params: dict[str, Any], image: bytes | None, *, owner_id: int | None = None) -> JobSpec:
-        """Check a request of any kind for its owner; errors name the field."""
+    async def parse(self, params: dict[str, Any], image: bytes | None, *, owner_id: int | None = None,
+                    mask: bytes | None = None) -> JobSpec:
+        """Check a request of any kind for its owner (`mask`: img2img's inpainting); errors name the field."""
         kind = params.get("kind", "txt2img")
         if kind == ART_KIND:
             return await self._art(params, image)
@@ -70,21 +75,25 @@ class JobKinds:
         if kind not in GENERATION_KINDS:
             raise InvalidInput(f"`kind` must be one of {', '.join(KINDS)} but is {str(kind)[:40]!r}.",
                                code="invalid_kind")
-        return await self._generation(params, image)
+        return await self._generation(params, image, mask)
 
-    async def _generation(self, params: dict[str, Any], image: bytes | None) -> JobSpec:
+    async def _generation(self, params: dict[str, Any], image: bytes | None, mask: bytes | None) -> JobSpec:
         """txt2img/img2img, optionally with ControlNet `controls` (unit settings without their image).
 
         A job has one input image: the init image of an img2img job, and the image every ControlNet
         unit follows (the worker gives it to each, see `server.worker.generation.engine_request`).
         """
-        unknown = set(params) - set(GENERATION_FIELDS) - {"public", "init_image", "controls"}
+        unknown = set(params) - set(GENERATION_FIELDS) - set(MASK_FIELDS) - {"public", "init_image", "controls"}
         if unknown:
             raise InvalidInput(f"Unknown fields: {', '.join(sorted(unknown))}.")
-        if image is not None and len(image) > self._settings.max_init_image_bytes:
-            raise InvalidInput(f"`init_image` must be at most {self._settings.max_init_image_bytes // 2**20} MiB.",
-                               code="image_too_large")
-        fields = {name: params[name] for name in GENERATION_FIELDS if params.get(name) is not None}
+        for name, data in (("init_image", image), ("mask", mask)):
+            if data is not None and len(data) > self._settings.max_init_image_bytes:
+                raise InvalidInput(f"`{name}` must be at most {self._settings.max_init_image_bytes // 2**20} MiB.",
+                                   code="image_too_large", data={"field": name})
+        fields = {name: params[name] for name in (*GENERATION_FIELDS, *MASK_FIELDS) if params.get(name) is not None}
+        if mask is None and any(name in params for name in MASK_FIELDS):
+            raise InvalidInput(f"`{', '.join(MASK_FIELDS)}` are only for a request with a mask.",
+                               code="invalid_mask", data={"field": "mask"})
         if "model" not in fields or "prompt" not in fields:
             raise InvalidInput("`model` and `prompt` are required.")
         controls = params.get("controls") or []
@@ -102,7 +111,8 @@ class JobKinds:
         kind = fields.get("kind", "txt2img")
         try:
             units = [{**unit, "image": image} for unit in controls]
-            request = GenerationRequest(**fields, init_image=image if kind == "img2img" else None, controls=units)
+            request = GenerationRequest(**fields, init_image=image if kind == "img2img" else None, controls=units,
+                                        mask=mask)
             family = self.registry.get(request.model).family if controls and request.model in names else None
             request.validate(names, self._screen, self.registry.lora_names() if request.loras else (),
                              model_family=family, known_controlnets=self.registry.controlnet_families())
@@ -116,7 +126,9 @@ class JobKinds:
         stored: dict[str, Any] = {name: getattr(request, name) for name in GENERATION_FIELDS}
         if request.controls:
             stored["controls"] = [unit.settings() for unit in request.controls]
-        return JobSpec(kind=request.kind, model=request.model, settings=stored, image=image)
+        if request.mask is not None:
+            stored.update({name: getattr(request, name) for name in MASK_FIELDS})
+        return JobSpec(kind=request.kind, model=request.model, settings=stored, image=image, mask=request.mask)
 
     async def _art(self, params: dict[str, Any], photo: bytes | None) -> JobSpec:
         unknown = set(params) - set(ART_FIELDS) - {"public"}

@@ -26,7 +26,7 @@ from server.blobs import BlobStore
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from server.executors import Executors
 from server.hub import Hub
-from server.jobs.kinds import JobKinds, total_steps
+from server.jobs.kinds import MASK_BLOB, JobKinds, total_steps
 from server.jobs.queue import JobQueue, QueuedJob
 from server.jobs.records import FINISHED, JobRecords
 from server.store.models import GeneratedImage, GenerationJob, User, iso
@@ -164,10 +164,13 @@ class JobService:
                        "batch_max": MAX_BATCH, "guidance_max": MAX_GUIDANCE},
         }
 
-    async def submit(self, user: User, params: dict[str, Any], image: bytes | None = None) -> dict[str, Any]:
-        """Check, store and queue a job of any kind; answers at once (a worker runs it later)."""
-        spec = await self.kinds.parse(params, image, owner_id=user.id)
+    async def submit(self, user: User, params: dict[str, Any], image: bytes | None = None, *,
+                     mask: bytes | None = None) -> dict[str, Any]:
+        """Check, store and queue a job of any kind (`mask`: img2img's inpainting); answers at once."""
+        spec = await self.kinds.parse(params, image, owner_id=user.id, mask=mask)
         image_sha = await self._executors.run_io(self._blobs.put_bytes, spec.image) if spec.image else spec.image_sha256
+        if spec.mask is not None:  # beside the init image, content-addressed like it
+            spec.settings[MASK_BLOB] = await self._executors.run_io(self._blobs.put_bytes, spec.mask)
         job = GenerationJob(id=uuid.uuid4().hex, owner_id=user.id, status="queued", kind=spec.kind,
                             model=spec.model, settings=json.dumps(spec.settings), init_image_sha256=image_sha,
                             public=bool(params.get("public", False)), timings="{}", attempts=0)

@@ -8,14 +8,15 @@ from inference.engine import Engine, Job
 from inference.errors import GenerationCancelled, InferenceError, UnknownModel
 from inference.events import JobEvent
 from inference.requests import ControlUnit, GenerationRequest
-from server.jobs.kinds import GENERATION_FIELDS, STYLIZE_KIND
+from server.jobs.kinds import GENERATION_FIELDS, MASK_FIELDS, STYLIZE_KIND
 from server.worker.kinds import JobContext, Outcome
 
 # Engine codes that mean "this worker cannot load the model" (missing here, unreadable, wrong format).
 UNAVAILABLE_CODES = {"unknown_model", "model_load_failed"}
 
 
-def engine_request(settings: dict[str, Any], input_image: bytes | None) -> GenerationRequest:
+def engine_request(settings: dict[str, Any], input_image: bytes | None,
+                   input_mask: bytes | None = None) -> GenerationRequest:
     """The request a stored job asks for, its input image put back where it goes.
 
     A stylize job's settings name the engine's kind as `mode` (the row's kind is `stylize`)
@@ -23,11 +24,11 @@ def engine_request(settings: dict[str, Any], input_image: bytes | None) -> Gener
     does the init image of an img2img one. Fields that are only for people (the preset, the
     subject) stay out.
     """
-    fields = {name: settings[name] for name in GENERATION_FIELDS if name in settings}
+    fields = {name: settings[name] for name in (*GENERATION_FIELDS, *MASK_FIELDS) if name in settings}
     fields["kind"] = settings.get("mode", fields.get("kind", "txt2img"))
     units = tuple(ControlUnit(**unit, image=input_image or b"") for unit in settings.get("controls", ()))
     init_image = input_image if fields["kind"] == "img2img" else None
-    return GenerationRequest(**fields, init_image=init_image, controls=units)
+    return GenerationRequest(**fields, init_image=init_image, controls=units, mask=input_mask)
 
 
 class GenerationKind:
@@ -49,7 +50,7 @@ class GenerationKind:
             context.emit(event)
 
         try:
-            request = engine_request(context.settings, context.input_image)
+            request = engine_request(context.settings, context.input_image, context.input_mask)
             engine_job = self.engine.submit(request, on_event, job_id=job_id)
         except UnknownModel as exc:
             return Outcome.failed("model_unavailable", f"This worker has no model {context.job.model!r}: {exc}")

@@ -24,6 +24,7 @@ class JobContext:
     # made one already), or one over blobs stored before (a cache hit); None once the job is not ours.
     store_image: Callable[[ProducedImage, bytes | None], Awaitable[GeneratedImage | None]]
     reuse_image: Callable[["StoredImage"], Awaitable[GeneratedImage | None]]
+    input_mask: bytes | None = None  # an inpainting job's mask (a blob beside the input image)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from server.blobs import BlobStore
 from server.executors import Executors
 from server.hub import Hub
 from server.images import make_thumbnail
+from server.jobs.kinds import MASK_BLOB
 from server.jobs.queue import JobQueue, LatestPreview, Lease, QueuedJob, WorkerInfo
 from server.jobs.records import JobRecords
 from server.jobs.service import image_ref
@@ -218,10 +219,11 @@ class JobRunner:
             await self._conclude(running, job, attempt, Outcome.failed(
                 "unknown_kind", f"This worker cannot run jobs of kind {job.kind!r}."))
             return
-        input_image = None
-        if job.init_image_sha256:
-            input_image = await self._executors.run_io(self._blobs.read_bytes, job.init_image_sha256)
-        context = JobContext(job=job, attempt=attempt, settings=json.loads(job.settings), input_image=input_image,
+        settings = json.loads(job.settings)
+        input_image, input_mask = await self._executors.run_io(_read_blobs, self._blobs, job.init_image_sha256,
+                                                               settings.get(MASK_BLOB))
+        context = JobContext(job=job, attempt=attempt, settings=settings, input_image=input_image,
+                             input_mask=input_mask,
                              emit=lambda event: self._emit(job_id, event),
                              store_image=lambda image, thumb: self._store_now(job, attempt, image, thumb),
                              reuse_image=lambda stored: self._add_row(job, attempt, _row(job, stored)))
@@ -413,3 +415,7 @@ def _queued(job: GenerationJob) -> QueuedJob:
     created = job.created_at.replace(tzinfo=dt.UTC).timestamp() if job.created_at else time.time()
     return QueuedJob(job.id, job.owner_id, job.model, job.kind, created)
 
+
+def _read_blobs(blobs: BlobStore, *sha256s: str | None) -> list[bytes | None]:
+    """The job's input blobs (init image, mask), in one trip to the I/O pool; None where there is none."""
+    return [blobs.read_bytes(sha) if sha else None for sha in sha256s]

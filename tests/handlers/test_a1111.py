@@ -10,6 +10,7 @@ import io
 import json
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -290,10 +291,85 @@ async def test_bad_input_is_422_and_queues_nothing(gen_server, users):
     for init in ["%%% not base64 %%%", b64(b"plain text, not an image")]:
         detail = (await refused("/sdapi/v1/img2img", json={**SMALL, "init_images": [init]}))["detail"]
         assert detail[0]["loc"] == ["body", "init_images", 0], detail
-    mask = {**SMALL, "init_images": [b64(encode(photo()))], "mask": b64(encode(photo()))}
-    assert (await refused("/sdapi/v1/img2img", json=mask))["detail"][0]["loc"] == ["body", "mask"]
+    inpaint = {**SMALL, "init_images": [b64(encode(photo()))], "mask": b64(encode(photo())),
+               "inpaint_full_res": False}
+    for body, loc in [
+        ({**inpaint, "mask": "%%% not base64 %%%"}, ["body", "mask"]),
+        ({**inpaint, "mask": b64(b"GIF89a, or so it says")}, ["body", "mask"]),
+        ({**inpaint, "mask": b64(encode(photo())[:200])}, ["body", "mask"]),  # a header, then nothing
+        ({**inpaint, "inpaint_full_res_padding": 999}, ["body", "inpaint_full_res_padding"]),
+        ({**inpaint, "mask_round": False}, ["body", "mask_round"]),
+        ({**inpaint, "inpainting_fill": 4}, ["body", "inpainting_fill"]),
+        ({**inpaint, "mask_blur": 500}, ["body", "mask_blur"]),
+        ({**inpaint, "latent_mask": b64(encode(photo()))}, ["body", "latent_mask"]),
+    ]:
+        detail = (await refused("/sdapi/v1/img2img", json=body))["detail"]
+        assert detail[0]["loc"] == loc and detail[0]["msg"], (loc, detail)
     huge = await refused("/sdapi/v1/txt2img", 413, content=b"{" + b" " * (3 * 1024 * 1024) + b"}",
                          headers={"Content-Type": "application/json"})
     assert huge["error"] == "payload_too_large"
     assert await my_jobs(browser) == []
+    await sdapi.aclose()
+
+
+def half_mask(size: tuple[int, int], *, keep_left: bool = True) -> bytes:
+    """White (repaint) on one half, black (keep) on the other."""
+    mask = Image.new("L", size, 0 if keep_left else 255)
+    mask.paste(255 if keep_left else 0, (size[0] // 2, 0, size[0], size[1]))
+    return encode(mask)
+
+
+def pixels(encoded: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB"), dtype=np.int16)
+
+
+async def test_img2img_with_a_mask_inpaints_only_the_white_half(gen_server, users):
+    browser, sdapi = await sdapi_client(gen_server, users, "alice")
+    init = photo(64, 64, variant=2)
+    original = np.asarray(init, dtype=np.int16)
+    # The mask is drawn at another size (as a UI canvas may be): it is stretched to the init image.
+    inpaint = {**SMALL, "init_images": [b64(encode(init))], "denoising_strength": 0.9, "seed": 5,
+               "inpaint_full_res": False, "inpainting_fill": 1, "mask_blur": 2}
+
+    async def inpainted(**extra) -> np.ndarray:
+        response = await sdapi.post("/sdapi/v1/img2img", json={**inpaint, **extra})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["parameters"]["mask"] is None  # not echoed, as A1111
+        return pixels(body["images"][0])
+
+    kept_left = await inpainted(mask=b64(half_mask((128, 128))))
+    # Away from the feathered edge the kept half is the init image's, pixel for pixel; the other is repainted.
+    assert np.abs(kept_left[:, :26] - original[:, :26]).max() <= 1
+    assert np.abs(kept_left[:, 38:] - original[:, 38:]).mean() > 10
+    # inpainting_mask_invert flips which half is kept.
+    kept_right = await inpainted(mask=b64(half_mask((128, 128))), inpainting_mask_invert=1)
+    assert np.abs(kept_right[:, 38:] - original[:, 38:]).max() <= 1
+    assert np.abs(kept_right[:, :26] - original[:, :26]).mean() > 10
+    # An all-black mask keeps everything: the init image comes back, as A1111 answers it.
+    black = await inpainted(mask=b64(encode(Image.new("L", (64, 64), 0))))
+    assert np.abs(black - original).max() <= 1
+    jobs = await my_jobs(browser)
+    assert len(jobs) == 3 and all(job["status"] == "done" for job in jobs)
+    await sdapi.aclose()
+
+
+async def test_only_masked_inpainting_repaints_the_masks_surroundings_and_answers_the_whole_picture(gen_server,
+                                                                                                  users):
+    _browser, sdapi = await sdapi_client(gen_server, users, "alice")
+    init = photo(96, 64, variant=4)
+    original = np.asarray(init, dtype=np.int16)
+    mask = Image.new("L", (96, 64), 0)
+    mask.paste(255, (64, 24, 80, 40))  # a 16 px square on the right
+    response = await sdapi.post("/sdapi/v1/img2img", json={
+        **SMALL, "init_images": [b64(encode(init))], "mask": b64(encode(mask)), "denoising_strength": 0.9,
+        "inpaint_full_res": True, "inpaint_full_res_padding": 4, "mask_blur": 0, "inpainting_fill": 1, "seed": 8})
+    assert response.status_code == 200, response.text
+    out = pixels(response.json()["images"][0])
+    assert out.shape == original.shape  # the whole init image, as A1111 answers "only masked"
+    inside = np.abs(out[24:40, 64:80] - original[24:40, 64:80]).mean()
+    assert inside > 10, inside
+    kept = np.ones(original.shape[:2], bool)
+    kept[24:40, 64:80] = False
+    assert np.abs(out[kept] - original[kept]).max() <= 1  # everything but the square is the init image's
     await sdapi.aclose()

@@ -6,12 +6,14 @@ import asyncio
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from inference.engine import Engine, EngineConfig
-from inference.errors import GenerationCancelled, GenerationFailed
+from inference.errors import GenerationCancelled, GenerationFailed, InvalidRequest
+from inference.inpaint import crop_box
 from inference.events import Cancelled, Done, Failed, JobEvent, Preview, Progress, Started
 from inference.models import ModelRegistry
 from inference.pipelines import load_model
@@ -238,3 +240,102 @@ async def test_events_reach_the_loop_thread_only(engine: Engine) -> None:
     await engine.submit(req(), lambda event: seen.add(threading.get_ident()))
     await asyncio.sleep(0)
     assert seen == {loop_thread}
+
+
+def _half_mask(width: int = 64, height: int = 64, *, feather: float = 0.0) -> bytes:
+    """White (repaint) on the right half, black (keep) on the left."""
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (width // 2, 0, width, height))
+    if feather:
+        mask = mask.filter(ImageFilter.GaussianBlur(feather))
+    out = io.BytesIO()
+    mask.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _rgb(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DDIM"])
+async def test_inpainting_keeps_the_unmasked_half_exactly(engine: Engine, sampler: str) -> None:
+    init = png_bytes(64, 64)
+    original = _rgb(init)
+    events, result = await run(engine, req(kind="img2img", init_image=init, mask=_half_mask(), strength=0.9,
+                                           steps=5, sampler=sampler))
+    out = _rgb(result.images[0].png)
+    assert np.array_equal(out[:, :32], original[:, :32])  # the composite puts the original pixels back
+    assert np.abs(out[:, 32:] - original[:, 32:]).mean() > 10  # the rest was repainted
+    assert [e.step for e in events if isinstance(e, Progress)] == [1, 2, 3, 4]
+
+
+@pytest.mark.timeout(120)
+async def test_inpainting_blends_the_latents_each_step(engine: Engine) -> None:
+    """Without the per-step blend the repainted half would ignore its kept neighbour; with it, the
+    kept latents steer the denoising, so the repainted half differs from a plain img2img's."""
+    init = png_bytes(64, 64)
+    common = dict(kind="img2img", init_image=init, strength=0.9, steps=4, sampler="Euler")
+    _, plain = await run(engine, req(**common))
+    _, masked = await run(engine, req(**common, mask=_half_mask()))
+    assert not np.array_equal(_rgb(plain.images[0].png)[:, 40:], _rgb(masked.images[0].png)[:, 40:])
+
+
+@pytest.mark.timeout(120)
+async def test_inpainting_fills_and_a_black_mask_keeps_everything(engine: Engine) -> None:
+    init = png_bytes(64, 64)
+    outs = []
+    for fill in (0, 1, 2, 3):
+        _, result = await run(engine, req(kind="img2img", init_image=init, mask=_half_mask(feather=3),
+                                          inpainting_fill=fill, strength=0.9, steps=3))
+        out = _rgb(result.images[0].png)
+        assert np.array_equal(out[:, :20], _rgb(init)[:, :20])  # far from the feathered edge: the original
+        outs.append(out)
+    assert len({out.tobytes() for out in outs}) == 4  # each fill starts the repainted area from something else
+    black = io.BytesIO()
+    Image.new("L", (64, 64), 0).save(black, format="PNG")
+    _, kept = await run(engine, req(kind="img2img", init_image=init, mask=black.getvalue(), strength=1.0, steps=3))
+    assert np.array_equal(_rgb(kept.images[0].png), _rgb(init))
+
+
+async def test_a_mask_is_only_for_img2img_and_must_be_an_image(engine: Engine) -> None:
+    with pytest.raises(InvalidRequest) as txt2img:
+        engine.validate(req(mask=_half_mask()))
+    assert txt2img.value.field == "mask"
+    with pytest.raises(InvalidRequest) as broken:
+        engine.validate(req(kind="img2img", init_image=png_bytes(), mask=b"not an image"))
+    assert broken.value.field == "mask"
+    with pytest.raises(InvalidRequest) as fill:
+        engine.validate(req(kind="img2img", init_image=png_bytes(), mask=_half_mask(), inpainting_fill=4))
+    assert fill.value.field == "inpainting_fill"
+
+
+def test_only_masked_crop_box_is_padded_grown_to_the_aspect_and_kept_inside() -> None:
+    mask = np.zeros((64, 96), np.float32)
+    mask[24:40, 64:80] = 1.0
+    assert crop_box(mask, 4, 64, 64) == (60, 20, 84, 44)  # padded, already square
+    assert crop_box(mask, 0, 128, 64) == (56, 24, 88, 40)  # grown sideways to 2:1
+    assert crop_box(mask, 0, 64, 128) == (64, 16, 80, 48)
+    edge = np.zeros((64, 96), np.float32)
+    edge[0:8, 90:96] = 1.0
+    assert crop_box(edge, 0, 64, 64) == (88, 0, 96, 8)
+    assert crop_box(edge, 0, 256, 64) == (64, 0, 96, 8)  # shifted back inside the image
+    assert crop_box(np.zeros((8, 8), np.float32), 4, 64, 64) is None
+
+
+@pytest.mark.timeout(120)
+async def test_only_masked_inpainting_answers_the_whole_init_image(engine: Engine) -> None:
+    init = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(init, "PNG")
+    mask = Image.new("L", (96, 64), 0)
+    mask.paste(255, (64, 24, 80, 40))
+    masked = io.BytesIO()
+    mask.save(masked, format="PNG")
+    _, result = await run(engine, req(kind="img2img", init_image=init.getvalue(), mask=masked.getvalue(),
+                                      inpaint_full_res=True, inpaint_full_res_padding=8, strength=0.9, steps=3))
+    out, original = _rgb(result.images[0].png), _rgb(init.getvalue())
+    assert out.shape == original.shape
+    kept = np.ones((64, 96), bool)
+    kept[24:40, 64:80] = False
+    assert np.array_equal(out[kept], original[kept])
+    assert np.abs(out[24:40, 64:80] - original[24:40, 64:80]).mean() > 10
