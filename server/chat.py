@@ -65,6 +65,9 @@ ChangeListener = Callable[[int, str | None, list[str]], Awaitable[None]]
 RoomOwner = Callable[[str], Awaitable[int | None]]
 # A room command (`/imagine <words>`): (author, room, the words after the name) -> the id of the job it started.
 ChatCommand = Callable[[User, str, str], Awaitable[str]]
+# A room command that takes an attached photo (`/stylize <preset>`): as above, with the photo's reference
+# (from the room's upload, or None when none was attached: the command says what it needs).
+PhotoCommand = Callable[[User, str, str, str | None], Awaitable[str]]
 COMMAND_RE = re.compile(r"/([a-z]{2,20})(?:\s+(.*))?", re.DOTALL)
 
 
@@ -114,6 +117,7 @@ class ChatService:
         self.message_listeners: list[MessageListener] = []
         self.change_listeners: list[ChangeListener] = []
         self.commands: dict[str, ChatCommand] = {}
+        self.photo_commands: dict[str, PhotoCommand] = {}
         self.room_owners: dict[str, RoomOwner] = {}
         hub.register_history("room:", self._replay_topic, self._topic_seq)
 
@@ -129,10 +133,12 @@ class ChatService:
         await self.check_access(principal.user if principal is not None else None, room)
         return True
 
-    async def send(self, author: User, room: str, text: Any, client_ref: str | None = None) -> dict[str, Any]:
+    async def send(self, author: User, room: str, text: Any, client_ref: str | None = None,
+                   photo: str | None = None) -> dict[str, Any]:
         """Store a message, then publish it. A retry (the same ``client_ref`` with the same text, within
         ``chat_ref_ttl_secs``) returns the first; the same ref with other text is refused, never acked as
-        stored; an older ref is forgotten and the message stored."""
+        stored; an older ref is forgotten and the message stored. ``photo``: an uploaded photo's reference,
+        for a command that takes one (`/stylize`)."""
         text = clean_message_text(text)
         await self.check_access(author, room)
         await self._limiter.require(f"chat-send:{author.id}", self._settings.chat_send_limit,
@@ -146,7 +152,7 @@ class ChatService:
                     Message.room_id == room_id, Message.author_id == author.id, Message.client_ref == client_ref))
             if earlier is not None and earlier.text == text:
                 return message_json(earlier, author, room)
-        job_id = await self._command(author, room, text)
+        job_id = await self._command(author, room, text, photo)
         message = await self._insert(room, room_id, author, text, mentioned, client_ref, job_id)
         if isinstance(message, dict):
             return message  # a retry
@@ -156,13 +162,21 @@ class ChatService:
             await listener(room, message, author, mentioned)
         return payload
 
-    async def _command(self, author: User, room: str, text: str) -> str | None:
+    async def _command(self, author: User, room: str, text: str, photo: str | None = None) -> str | None:
         """Run a room command the text starts with (its job id), or None: other `/words` are plain text."""
         match = COMMAND_RE.fullmatch(text)
-        command = self.commands.get(match.group(1)) if match else None
+        name = match.group(1) if match else None
+        words = (match.group(2) or "").strip() if match else ""
+        if name in self.photo_commands:
+            return await self.photo_commands[name](author, room, words, photo)
+        if photo is not None:
+            # A photo is never stored with a message; dropping it silently would lose what was meant.
+            raise InvalidInput("A photo goes with a command that uses one: /stylize <style>.", code="invalid_photo",
+                               data={"field": "photo"})
+        command = self.commands.get(name) if name else None
         if command is None:
             return None
-        return await command(author, room, (match.group(2) or "").strip())
+        return await command(author, room, words)
 
     async def _insert(self, room: str, room_id: int, author: User, text: str, mentioned: list[User],
                       client_ref: str | None, job_id: str | None = None) -> Message | dict[str, Any]:
