@@ -33,19 +33,36 @@ class RoomPresenceHandler(APIHandler):
 
 
 class RoomSettingsBody(BaseModel):
-    imagine: StrictBool
+    imagine: StrictBool | None = None
+    uploads: StrictBool | None = None
 
 
 class RoomHandler(APIHandler):
     async def get(self, room: str) -> None:
-        """The room's settings (`imagine`: may `/imagine` be used here) and whether the viewer may change them."""
+        """The room's settings (`imagine`: may `/imagine` be used here; `uploads`: may photos be attached, for
+        `/stylize`) and whether the viewer may change them."""
         self.write_json({"room": await self.runtime.imagine.describe(self.viewer, room)})
 
     async def patch(self, room: str) -> None:
-        """Turn `/imagine` on or off (the room's owner or a moderator)."""
+        """Turn `/imagine` or photo uploads on or off (the room's owner or a moderator)."""
         user = self.require_user().user
         body = self.parse(RoomSettingsBody)
-        self.write_json({"room": await self.runtime.imagine.set_imagine(user, room, body.imagine)})
+        self.write_json({"room": await self.runtime.imagine.change(user, room, imagine=body.imagine,
+                                                                   uploads=body.uploads)})
+
+
+class RoomPhotosHandler(APIHandler):
+    @property
+    def body_limit(self) -> int:
+        return self.runtime.settings.stylize_max_upload_bytes
+
+    async def post(self, room: str) -> None:
+        """Attach a photo (raw image/* body) for a `/stylize` in a room that takes uploads; 201 with its reference."""
+        user = self.require_user().user
+        if self.body:
+            self.require_media_type({"image/*"}, "the photo itself as the body")
+        photo = await self.runtime.room_stylize.upload(user, room, self.body or None)
+        self.write_json({"photo": photo}, status=201)
 
 
 class RoomArgs(BaseModel):
@@ -54,6 +71,7 @@ class RoomArgs(BaseModel):
 
 class SendArgs(RoomArgs):
     text: Any = None  # length and content are the chat service's to judge (with its own error codes)
+    photo: Any = None  # a photo uploaded to the room (POST /api/rooms/<room>/photos), for `/stylize`
 
 
 class EditArgs(RoomArgs):
@@ -78,7 +96,8 @@ async def chat_send(call: OpCall[SendArgs]) -> Later:
     """Store a message (a retried `ref` with the same text is answered with the stored one). Acked once
     committed; the socket's next frame is read meanwhile (the messages keep their order)."""
     client_ref = str(call.ref)[:MAX_REF_CHARS] if call.ref is not None else None
-    stored = await call.services.chat.accept(call.user, subscribed_room(call), call.args.text, client_ref)
+    stored = await call.services.chat.accept(call.user, subscribed_room(call), call.args.text, client_ref,
+                                             call.args.photo)
     return Later(_acked(stored))
 
 
@@ -107,5 +126,6 @@ default_handlers = [
     (r"/api/rooms/([^/]{1,64})", RoomHandler),
     (r"/api/rooms/([^/]{1,64})/messages", RoomMessagesHandler),
     (r"/api/rooms/([^/]{1,64})/presence", RoomPresenceHandler),
+    (r"/api/rooms/([^/]{1,64})/photos", RoomPhotosHandler),
 ]
 socket_ops = [chat_send, chat_edit, chat_delete, typing]

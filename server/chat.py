@@ -66,6 +66,9 @@ ChangeListener = Callable[[int, str | None, list[str]], Awaitable[None]]
 RoomOwner = Callable[[str], Awaitable[int | None]]
 # A room command (`/imagine <words>`): (author, room, the words after the name) -> the id of the job it started.
 ChatCommand = Callable[[User, str, str], Awaitable[str]]
+# A room command that takes an attached photo (`/stylize <preset>`): as above, with the photo's reference
+# (from the room's upload, or None when none was attached: the command says what it needs).
+PhotoCommand = Callable[[User, str, str, str | None], Awaitable[str]]
 COMMAND_RE = re.compile(r"/([a-z]{2,20})(?:\s+(.*))?", re.DOTALL)
 
 
@@ -115,6 +118,7 @@ class ChatService:
         self.message_listeners: list[MessageListener] = []
         self.change_listeners: list[ChangeListener] = []
         self.commands: dict[str, ChatCommand] = {}
+        self.photo_commands: dict[str, PhotoCommand] = {}
         self.room_owners: dict[str, RoomOwner] = {}
         hub.register_history("room:", self._replay_topic, self._topic_seq)
 
@@ -130,8 +134,8 @@ class ChatService:
         await self.check_access(principal.user if principal is not None else None, room)
         return True
 
-    async def accept(self, author: User, room: str, text: Any, client_ref: str | None = None
-                     ) -> asyncio.Future[dict[str, Any]]:
+    async def accept(self, author: User, room: str, text: Any, client_ref: str | None = None,
+                     photo: str | None = None) -> asyncio.Future[dict[str, Any]]:
         """Check a message and queue it to be stored; returns the stored message's future (stored, then
         published). Messages accepted one after another take their seqs in that order, so a socket reads
         its next frame while this one waits for its batch's commit (one sender's messages share batches).
@@ -139,7 +143,8 @@ class ChatService:
 
         A retry (the same ``client_ref`` with the same text, within ``chat_ref_ttl_secs``) answers the
         first; the same ref with other text is refused, never acked as stored; an older ref is forgotten
-        and the message stored."""
+        and the message stored. ``photo``: an uploaded photo's reference, for a command that takes one
+        (`/stylize`)."""
         text = clean_message_text(text)
         await self.check_access(author, room)
         await self._limiter.require(f"chat-send:{author.id}", self._settings.chat_send_limit,
@@ -155,7 +160,7 @@ class ChatService:
                 answered: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
                 answered.set_result(message_json(earlier, author, room))
                 return answered
-        job_id = await self._command(author, room, text)
+        job_id = await self._command(author, room, text, photo)
         mentions = " ".join(u.username for u in mentioned)
         queued = self._writer.enqueue(room_id, author.id, text, mentions, client_ref, job_id)
         return asyncio.ensure_future(self._publish_stored(queued, room, room_id, author, text, mentioned,
@@ -172,13 +177,21 @@ class ChatService:
             await listener(room, message, author, mentioned)
         return payload
 
-    async def _command(self, author: User, room: str, text: str) -> str | None:
+    async def _command(self, author: User, room: str, text: str, photo: str | None = None) -> str | None:
         """Run a room command the text starts with (its job id), or None: other `/words` are plain text."""
         match = COMMAND_RE.fullmatch(text)
-        command = self.commands.get(match.group(1)) if match else None
+        name = match.group(1) if match else None
+        words = (match.group(2) or "").strip() if match else ""
+        if name in self.photo_commands:
+            return await self.photo_commands[name](author, room, words, photo)
+        if photo is not None:
+            # A photo is never stored with a message; dropping it silently would lose what was meant.
+            raise InvalidInput("A photo goes with a command that uses one: /stylize <style>.", code="invalid_photo",
+                               data={"field": "photo"})
+        command = self.commands.get(name) if name else None
         if command is None:
             return None
-        return await command(author, room, (match.group(2) or "").strip())
+        return await command(author, room, words)
 
     async def _stored(self, queued: Awaitable[Message], room: str, room_id: int, author: User, text: str,
                       mentioned: list[User], client_ref: str | None, job_id: str | None) -> Message | dict[str, Any]:

@@ -100,7 +100,8 @@ CODES: dict[str, str] = {
     "unknown_kind": "No worker here runs this kind of job.",
     "inference_error": "The engine refused the job.",
     # Front doors (A1111 API, rooms, Discord)
-    "imagine_off": "The room's owner (or a moderator) turned `/imagine` off in this room.",
+    "imagine_off": "The room's owner (or a moderator) turned `/imagine` (and `/stylize`) off in this room.",
+    "uploads_off": "The room takes no photos (for `/stylize`) until its owner (or a moderator) allows them.",
     "no_model": "No model is installed, so nothing can be generated yet.",
     "bad_signature": "A Discord interaction without a valid, recent Ed25519 signature (X-Signature-Ed25519/-Timestamp).",
     "unknown_interaction": "A signed Discord interaction of a type this bot does not handle (only PING and slash commands).",
@@ -116,7 +117,8 @@ CODES: dict[str, str] = {
     "missing_controlnet": "(a preset's reason) A ControlNet it uses is missing or made for another base.",
     "invalid_photo": "The photo cannot be used (a stylize job).",
     "photo_too_wide": "The photo is wider or taller than 4:1.",
-    "unknown_photo": "`photo_of` is not a stylize job of yours with a photo.",
+    "unknown_photo": "`photo_of` is not a stylize job of yours with a photo (or a room message's `photo` is not one "
+                     "you uploaded in the last hour).",
     "no_original": "The post or share does not show its original photo.",
     # Collaborative sessions
     "session_closed": "The session is closed.",

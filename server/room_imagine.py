@@ -61,24 +61,38 @@ class RoomImagine:
         async with self._db() as db:
             return bool(await db.scalar(select(Room.imagine_off).where(Room.name == room)))
 
+    async def switches(self, room: str) -> dict[str, bool]:
+        """What the room allows: `imagine` (its job commands) and `uploads` (photos, for `/stylize`)."""
+        async with self._db() as db:
+            row = (await db.execute(select(Room.imagine_off, Room.uploads_on).where(Room.name == room))).first()
+        # A room nobody has opened yet has the defaults: /imagine on, uploads off.
+        return {"imagine": not row.imagine_off, "uploads": bool(row.uploads_on)} if row else \
+            {"imagine": True, "uploads": False}
+
     async def describe(self, viewer: User | None, room: str) -> dict[str, Any]:
         """The room's settings, and whether the viewer may change them."""
         await self._chat.check_access(viewer, room)
-        off = await self._is_off(room)
         owner = await self._chat.room_owner(room)
         manage = viewer is not None and (viewer.is_moderator or (owner is not None and owner == viewer.id))
-        return {"name": room, "imagine": not off, "can_manage": manage, "owned": owner is not None}
+        return {"name": room, **await self.switches(room), "can_manage": manage, "owned": owner is not None}
 
-    async def set_imagine(self, actor: User, room: str, enabled: bool) -> dict[str, Any]:
-        """Turn `/imagine` on or off in a room (its owner or a moderator); told to the room at once."""
+    async def change(self, actor: User, room: str, *, imagine: bool | None = None,
+                     uploads: bool | None = None) -> dict[str, Any]:
+        """Turn `/imagine` or photo uploads on or off in a room (its owner or a moderator); told to the room at once."""
         await self._chat.check_access(actor, room)
         room_id = await self._chat.room_id(room, actor.id)
         owner = await self._chat.room_owner(room)
         if not actor.is_moderator and owner != actor.id:
             raise Forbidden("Only the room's owner or a moderator may change its settings.", code="not_owner")
-        async with self._db() as db:
-            await db.execute(update(Room).where(Room.id == room_id).values(imagine_off=not enabled))
-            await db.commit()
-        await self._hub.publish(room_topic(room), {"type": "room.settings", "room": room, "imagine": enabled},
+        values: dict[str, bool] = {}
+        if imagine is not None:
+            values["imagine_off"] = not imagine
+        if uploads is not None:
+            values["uploads_on"] = uploads
+        if values:
+            async with self._db() as db:
+                await db.execute(update(Room).where(Room.id == room_id).values(**values))
+                await db.commit()
+        await self._hub.publish(room_topic(room), {"type": "room.settings", "room": room, **await self.switches(room)},
                                 sequenced=False)
         return await self.describe(actor, room)

@@ -46,6 +46,7 @@ from server.principals import PrincipalCache, journal_for
 from server.ratelimit import LIMITER_MEMORY_ENTRIES, RateLimiter
 from server.realtime import CLOSE_GOING_AWAY, Connection, Flusher
 from server.room_imagine import RoomImagine
+from server.room_stylize import RoomStylize
 from server.room_sockets import wire_rooms
 from server import redis_client
 from server.store import database
@@ -90,6 +91,7 @@ class Runtime:
     live: LiveService
     a1111: A1111Service
     imagine: RoomImagine
+    room_stylize: RoomStylize = field(init=False)  # built on the room settings (`imagine`)
     discord: DiscordService
     # Open socket connections, so shutdown can close them, and tasks to finish before closing.
     connections: set[Connection] = field(default_factory=set)
@@ -158,8 +160,8 @@ class Runtime:
         registry = ModelRegistry(settings.models_dir)
         records = JobRecords(db)
         presets = PresetService(db, registry, blobs, executors)
-        kinds = JobKinds(registry, screen, executors, settings,
-                         stylize=StylizeParser(presets, records, screen, executors, settings))
+        stylize = StylizeParser(presets, records, screen, executors, settings)
+        kinds = JobKinds(registry, screen, executors, settings, stylize=stylize)
         jobs = JobService(records, queue, kinds, hub, blobs, executors, settings)
         originals = Originals(blobs, executors)
         jobs.wire(topics)
@@ -188,6 +190,8 @@ class Runtime:
             discord=DiscordService(settings, db, cache, hub, jobs, presets),
         )
         runtime.imagine.wire()
+        runtime.room_stylize = RoomStylize(chat, runtime.imagine, jobs, stylize, blobs, executors, cache, limiter)
+        runtime.room_stylize.wire()
         runtime.modelhub.wire(runtime.community.moderation)
         runtime.shares.wire(jobs, runtime.community.posts)
         return runtime

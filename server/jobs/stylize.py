@@ -58,10 +58,7 @@ class StylizeParser:
                                    code="invalid_photo")
             stored_sha, (width, height) = await self._earlier_photo(photo_of, owner_id)
         else:
-            width, height = await self._photo_size(photo)
-        if max(width, height) > MAX_PHOTO_ASPECT * min(width, height):
-            raise InvalidInput(f"The photo is {width}×{height}: more than {MAX_PHOTO_ASPECT:g} times as long as it "
-                               f"is wide. Crop it first.", code="photo_too_wide")
+            width, height = await self.check_photo(photo)
         preset = await self._presets.resolve(params.get("preset"))
         out_width, out_height = preset.recipe.size(width, height, preset.native_side_px)
         try:
@@ -83,14 +80,19 @@ class StylizeParser:
         return JobSpec(kind=STYLIZE_KIND, model=request.model, settings=settings,
                        image=bytes(photo) if photo else None, image_sha256=stored_sha)
 
-    async def _photo_size(self, photo: bytes | None) -> tuple[int, int]:
+    async def check_photo(self, photo: bytes | None) -> tuple[int, int]:
+        """A photo's upright (width, height), or a clear error: none, too large, unreadable, too long a strip."""
         if not isinstance(photo, (bytes, bytearray)) or not photo:
             raise InvalidInput("Send a photo: the body is empty.", code="not_an_image")
         limit = self._settings.stylize_max_upload_bytes
         if len(photo) > limit:
             raise PayloadTooLarge(f"The photo is {len(photo):,} bytes; at most {limit:,} are accepted.")
         # The header only: the worker decodes. A decompression bomb or a 30,000 px strip stops here.
-        return await self._executors.run_cpu(upright_size, bytes(photo))
+        width, height = await self._executors.run_cpu(upright_size, bytes(photo))
+        if max(width, height) > MAX_PHOTO_ASPECT * min(width, height):
+            raise InvalidInput(f"The photo is {width}×{height}: more than {MAX_PHOTO_ASPECT:g} times as long as it "
+                               f"is wide. Crop it first.", code="photo_too_wide")
+        return width, height
 
     async def _earlier_photo(self, job_id: Any, owner_id: int | None) -> tuple[str, tuple[int, int]]:
         """The photo of one of the caller's own stylize jobs: its blob and upright size, read from the row."""

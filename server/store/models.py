@@ -100,6 +100,9 @@ class Room(Base):
     last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     # `/imagine` turned off here by the room's owner or a moderator.
     imagine_off: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    # Photos may be attached here (`/stylize`): off until the room's owner or a moderator allows them, since a
+    # photo is often of people, and a room's owner should choose to make their room a place for that.
+    uploads_on: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
 
 
 class Message(Base):

@@ -1,4 +1,5 @@
-"""`/imagine` in a room, in three Chromium contexts (frontend/e2e/imagine.e2e.mjs)."""
+"""`/imagine` in a room, in three Chromium contexts (frontend/e2e/imagine.e2e.mjs), and `/stylize` with a photo
+attached, in two (frontend/e2e/room-stylize.e2e.mjs)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import AsyncIterator
 
 import pytest
 
-from inference.demo_model import DEMO_MODEL_NAME, build_demo_model
+from inference.demo_model import DEMO_CONTROLNET_NAME, DEMO_MODEL_NAME, build_demo_model
+from inference.models import CONTROLNET_FOLDER
+from server.presets import demo_preset_values
 from tests.conftest import make_settings
 from tests.e2e.conftest import require_browser
 from tests.support.server import running_server
@@ -28,4 +31,25 @@ async def imagine_server(embedded_backend, tmp_path) -> AsyncIterator[str]:
 @pytest.mark.browser
 async def test_imagine_in_a_room_renders_live_for_everyone(imagine_server, run_e2e):
     output = await run_e2e("imagine.e2e.mjs", imagine_server)
+    assert output.rstrip().lower().endswith("pass"), output
+
+
+@pytest.fixture
+async def room_stylize_server(embedded_backend, tmp_path, demo_models_dir) -> AsyncIterator[str]:
+    """The demo model, its ControlNet and the demo preset at 40 steps (long enough that the other page sees frames)."""
+    require_browser()
+    models = tmp_path / "data" / "models"
+    (models / CONTROLNET_FOLDER).mkdir(parents=True)
+    (models / DEMO_MODEL_NAME).symlink_to(demo_models_dir / DEMO_MODEL_NAME, target_is_directory=True)
+    (models / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME).symlink_to(
+        demo_models_dir / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME, target_is_directory=True)
+    async with running_server(make_settings(embedded_backend, tmp_path / "data", preview_fps=0)) as (url, runtime):
+        await runtime.presets.ensure({**demo_preset_values(DEMO_MODEL_NAME, DEMO_CONTROLNET_NAME), "steps": 40})
+        yield url
+
+
+@pytest.mark.browser
+async def test_stylize_with_a_photo_in_a_room_renders_for_the_other_browser(room_stylize_server, run_e2e):
+    output = await run_e2e("room-stylize.e2e.mjs", room_stylize_server)
+    print(output)
     assert output.rstrip().lower().endswith("pass"), output

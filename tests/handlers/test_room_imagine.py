@@ -57,7 +57,7 @@ async def test_owner_turns_imagine_off_and_it_is_refused_clearly(gen_server, use
     for ws in (ws_a, ws_b):
         await ws.request("sub", topic="room:studio")
     await ws_a.request("chat.send", room="studio", text="my room")  # the first to speak opens (owns) it
-    assert (await bob.get("/api/rooms/studio")).json()["room"] == {"name": "studio", "imagine": True,
+    assert (await bob.get("/api/rooms/studio")).json()["room"] == {"name": "studio", "imagine": True, "uploads": False,
                                                                     "can_manage": False, "owned": True}
     refused = await bob.patch("/api/rooms/studio", {"imagine": False})
     assert refused.status_code == 403 and error_code(refused) == "not_owner"

@@ -1,4 +1,4 @@
-import { http } from './http'
+import { http, request } from './http'
 import type { ChatMessage, MessagePage, PublicUser } from './types'
 import { realtime, type ServerEvent } from '@/realtime/socket'
 
@@ -39,8 +39,11 @@ interface MessageAck extends ServerEvent {
  * Sends a message. `ref` makes a retry safe: the same ref with the same text is stored once, so the
  * socket may resend it after a reconnect.
  */
-export async function sendMessage(room: string, text: string, ref: string, timeoutMs: number): Promise<ChatMessage | null> {
-  const ack = await realtime.request<MessageAck>({ op: 'chat.send', room, text }, { ref, retry: true, timeoutMs })
+export async function sendMessage(
+  room: string, text: string, ref: string, timeoutMs: number, photo?: string | null,
+): Promise<ChatMessage | null> {
+  const frame = photo ? { op: 'chat.send', room, text, photo } : { op: 'chat.send', room, text }
+  const ack = await realtime.request<MessageAck>(frame, { ref, retry: true, timeoutMs })
   return ack.message ?? null
 }
 
@@ -57,10 +60,12 @@ export function sendTyping(room: string): void {
   realtime.send({ op: 'typing', room })
 }
 
-/** A room's settings: may `/imagine` be used there, and may the caller change that. */
+/** A room's settings: may `/imagine` be used there, may photos be attached (`/stylize`), and may the caller change that. */
 export interface RoomSettings {
   name: string
   imagine: boolean
+  /** Photos may be attached for `/stylize` (off until the room's owner or a moderator allows them). */
+  uploads: boolean
   can_manage: boolean
   /** Someone opened the room (the first to speak in it owns it). */
   owned: boolean
@@ -70,7 +75,22 @@ export async function fetchRoomSettings(room: string): Promise<RoomSettings> {
   return (await http.get<{ room: RoomSettings }>(roomPath(room))).room
 }
 
-/** Turn `/imagine` on or off (the room's owner or a moderator). */
-export async function setRoomImagine(room: string, imagine: boolean): Promise<RoomSettings> {
-  return (await http.patch<{ room: RoomSettings }>(roomPath(room), { imagine })).room
+/** Turn `/imagine` or photo uploads on or off (the room's owner or a moderator). */
+export async function updateRoomSettings(room: string, change: { imagine?: boolean; uploads?: boolean }): Promise<RoomSettings> {
+  return (await http.patch<{ room: RoomSettings }>(roomPath(room), change)).room
+}
+
+/** A photo kept for a `/stylize` in the room: `id` goes with the message (`sendMessage`'s `photo`). */
+export interface RoomPhoto {
+  id: string
+  width: number
+  height: number
+}
+
+/** Uploads a photo (the raw file) for a `/stylize` in a room that takes uploads; errors name the reason. */
+export async function uploadRoomPhoto(room: string, photo: Blob): Promise<RoomPhoto> {
+  const answer = await request<{ photo: RoomPhoto }>('POST', `${roomPath(room)}/photos`, {
+    body: photo, contentType: photo.type || 'application/octet-stream',
+  })
+  return answer.photo
 }

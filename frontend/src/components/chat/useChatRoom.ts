@@ -23,6 +23,8 @@ export interface PendingMessage {
   /** Sent as the op's `ref`: a retry with it is stored once. */
   ref: string
   text: string
+  /** An uploaded photo the message carries (`/stylize`), kept for a retry. */
+  photo: string | null
   status: 'sending' | 'failed'
   error: RealtimeError | null
 }
@@ -236,8 +238,8 @@ export function useChatRoom(room: Ref<string>, me: Ref<PublicUser | null>, onOth
   }
 
   /** Queues a message; it goes out now, or after a reconnect (same ref: stored once either way). */
-  function send(text: string): void {
-    const entry = reactive<PendingMessage>({ ref: newRef(), text, status: 'sending', error: null })
+  function send(text: string, photo: string | null = null): void {
+    const entry = reactive<PendingMessage>({ ref: newRef(), text, photo, status: 'sending', error: null })
     pending.value.push(entry)
     void deliver(entry)
   }
@@ -248,7 +250,7 @@ export function useChatRoom(room: Ref<string>, me: Ref<PublicUser | null>, onOth
     entry.error = null
     lastError.value = null
     try {
-      const stored = await sendMessage(room.value, entry.text, entry.ref, SEND_TIMEOUT_MS)
+      const stored = await sendMessage(room.value, entry.text, entry.ref, SEND_TIMEOUT_MS, entry.photo)
       if (run !== generation) return
       pending.value = pending.value.filter((p) => p.ref !== entry.ref)
       if (stored) upsert(stored)
