@@ -27,7 +27,7 @@ from server.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailab
 from server.executors import Executors
 from server.hub import Hub
 from server.jobs.kinds import JobKinds, total_steps
-from server.jobs.queue import JobQueue, QueuedJob
+from server.jobs.queue import JobQueue, Lane, QueuedJob
 from server.jobs.records import FINISHED, JobRecords
 from server.store.models import GeneratedImage, GenerationJob, User, iso
 from server.topics import TopicPolicy
@@ -164,18 +164,21 @@ class JobService:
                        "batch_max": MAX_BATCH, "guidance_max": MAX_GUIDANCE},
         }
 
-    async def submit(self, user: User, params: dict[str, Any], image: bytes | None = None) -> dict[str, Any]:
-        """Check, store and queue a job of any kind; answers at once (a worker runs it later)."""
+    async def submit(self, user: User, params: dict[str, Any], image: bytes | None = None, *,
+                     lane: Lane | None = None) -> dict[str, Any]:
+        """Check, store and queue a job of any kind; answers at once (a worker runs it later). `lane`: it waits
+        and is capped in that line instead of the owner's."""
         spec = await self.kinds.parse(params, image, owner_id=user.id)
         image_sha = await self._executors.run_io(self._blobs.put_bytes, spec.image) if spec.image else spec.image_sha256
         job = GenerationJob(id=uuid.uuid4().hex, owner_id=user.id, status="queued", kind=spec.kind,
                             model=spec.model, settings=json.dumps(spec.settings), init_image_sha256=image_sha,
-                            public=bool(params.get("public", False)), timings="{}", attempts=0)
+                            public=bool(params.get("public", False)), queue_lane=lane.name if lane else None,
+                            timings="{}", attempts=0)
         await self.records.create(job)
         try:
-            await self.queue.admit(QueuedJob(job.id, user.id, spec.model, spec.kind, time.time()),
+            await self.queue.admit(QueuedJob(job.id, user.id, spec.model, spec.kind, time.time(), job.queue_lane),
                                    max_global=self._settings.queue_max_global,
-                                   max_per_user=self._settings.queue_max_per_user)
+                                   max_per_user=lane.max_waiting if lane else self._settings.queue_max_per_user)
         except Exception:
             await self.records.delete(job.id)  # refused: nothing half-stored
             raise
