@@ -469,3 +469,19 @@ async def test_bot_mode_caps_each_discord_user_apart(gen_settings, signing_key):
                 assert final["file"] and final["file"][1] == "image/png", final["payload"]
         finally:
             await alice.aclose()
+
+
+async def test_bot_mode_never_runs_as_a_persons_account_of_the_bots_name(gen_settings, signing_key):
+    async with discord_server(gen_settings, signing_key, discord_unlinked="bot",
+                              discord_bot_username="painter") as (base_url, stand_in, _runtime):
+        person = ApiClient(base_url)
+        try:
+            await person.register("painter")  # before the bot account was made: the name is a person's
+            body = command("imagine", {"prompt": "a cat"}, user="701")
+            answer = (await post(base_url, body, signed(signing_key, body))).json()
+            assert answer["type"] == 4 and answer["data"]["flags"] == 64, answer
+            assert "belongs to a person" in answer["data"]["content"]
+            assert (await person.get("/api/jobs?mine=1")).json()["jobs"] == []
+            assert stand_in.edits == []
+        finally:
+            await person.aclose()
