@@ -10,7 +10,7 @@ import ipaddress
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import DirectoryPath, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -201,6 +201,13 @@ class Settings(BaseSettings):
     discord_guilds: list[str] = Field(default_factory=list)
     # Webhook edits of one response come at most this often (Discord rate-limits them; a 429 is waited out).
     discord_edit_interval_secs: float = Field(3.0, ge=0.0)
+    # A Discord user who has not linked an account: "refuse" tells them to `/link` first; "bot" runs their
+    # /imagine and /stylize as one bot account (`discord_bot_username`: made on first use, with no password, so
+    # nobody signs in as it; its jobs are public), each Discord user with a line of their own in the queue: their
+    # own turn, and at most `discord_queue_max_per_user` jobs waiting, so one of them cannot crowd out the rest.
+    discord_unlinked: Literal["refuse", "bot"] = "refuse"
+    discord_bot_username: str = Field("discord_bot", pattern=r"^[a-z0-9_]{3,32}$")
+    discord_queue_max_per_user: int = Field(2, ge=1)
 
     # Threads for blocking work that is not torch: hashing, file I/O, Pillow.
     io_threads: int = Field(4, ge=1)

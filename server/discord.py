@@ -9,8 +9,11 @@ webhook edits; a 429 is honoured with its `retry_after`), and the final image as
 its seed and settings — Midjourney's rhythm.
 
 A Discord user acts as the account they linked (`/link <code>`, the code shown once on the
-settings page), so the same caps, fairness and prompt screening apply; an unlinked user, or a guild
-not on the allow-list, gets a clear ephemeral message and nothing is queued.
+settings page), so the same caps, fairness and prompt screening apply; a guild not on the allow-list
+gets a clear ephemeral message and nothing is queued. An unlinked user is told to link likewise, or,
+with `discord_unlinked = "bot"`, runs as the one bot account (made on first use, no password), in a
+queue lane of their own (`server.jobs.queue.Lane`): their own turn and their own cap, counted by the
+queue itself, atomically across web processes, as any user's are.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from config import Settings
 from server.auth import Principal
 from server.cache import Cache
-from server.errors import AppError, InvalidInput, NotFound, Unauthenticated
+from server.errors import AppError, Conflict, InvalidInput, NotFound, Unauthenticated
 from server.hub import Hub, frames
-from server.jobs import JobService
+from server.imagine import imagine_params
+from server.jobs import JobService, Lane
 from server.jobs.records import FINAL_EVENTS
 from server.presets import PresetService
 from server.store.models import DiscordLink, User
@@ -59,6 +63,12 @@ LINK_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read alo
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 HTTP_TIMEOUT_SECS = 30.0
 MAX_RETRIES_429 = 5
+DISCORD_ID_MAX_CHARS = 32  # discord_links.discord_user_id; snowflakes have at most 20 digits
+# The bot account's stored "hash": never an argon2 hash, so no password signs in as it; also how we know the
+# account with that name is ours and not a person's.
+BOT_PASSWORD_HASH = "!discord-bot"
+BOT_DISPLAY_NAME = "Discord bot"
+BOT_BIO = "Paints for people on Discord who have not linked an account here."
 
 COMMANDS: list[dict[str, Any]] = [
     {"name": "imagine", "type": 1, "description": "Paint a picture from words",
@@ -166,10 +176,16 @@ class DiscordService:
             return await self._link(discord_user, str(options.get("code", "")))
         if name not in ("imagine", "stylize"):
             return reply(f"Unknown command /{str(name)[:32]}; the commands are /imagine, /stylize and /link.")
-        user = await self.linked_user(discord_user)
+        user, lane = await self.linked_user(discord_user), None
         if user is None:
-            return reply("Your Discord account is not linked yet: open Settings on the site, press "
-                         "\"Link Discord\", then send /link with the code it shows.")
+            if self._settings.discord_unlinked != "bot":
+                return reply("Your Discord account is not linked yet: open Settings on the site, press "
+                             "\"Link Discord\", then send /link with the code it shows.")
+            try:
+                user = await self.bot_user()
+            except AppError as exc:
+                return reply(f"Not started: {exc.message}")
+            lane = Lane(f"discord-{discord_user}", self._settings.discord_queue_max_per_user)
         token = interaction.get("token")
         if not isinstance(token, str) or not token:
             raise UnknownInteraction("The interaction has no token to answer with.")
@@ -181,9 +197,9 @@ class DiscordService:
                 await self._jobs.kinds.parse(params, None, owner_id=user.id)
             except AppError as exc:
                 return reply(f"Not started: {exc.message}")
-            self._spawn(self._imagine(user, token, params))
+            self._spawn(self._imagine(user, lane, token, params))
         else:
-            self._spawn(self._stylize(user, token, data, options))
+            self._spawn(self._stylize(user, lane, token, data, options))
         return {"type": DEFERRED_CHANNEL_MESSAGE}
 
     async def _imagine_params(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -200,29 +216,21 @@ class DiscordService:
             return {"kind": "txt2img", "model": recipe.checkpoint, "prompt": recipe.prompt(prompt),
                     "negative_prompt": recipe.negative_prompt, "steps": recipe.steps, "guidance": recipe.guidance,
                     "sampler": recipe.sampler, "loras": [list(pair) for pair in recipe.loras], "public": True}
-        model = options.get("model") or self._settings.imagine_model
-        if not model:
-            names = sorted(item["name"] for item in (await self._jobs.catalogue())["models"])
-            if not names:
-                raise InvalidInput("No model is installed.", code="no_model")
-            model = names[0]
-        params: dict[str, Any] = {"kind": "txt2img", "model": str(model), "prompt": prompt,
-                                  "steps": self._settings.imagine_steps, "public": True}
-        if self._settings.imagine_side_px:
-            params["width"] = params["height"] = self._settings.imagine_side_px
-        return params
+        model = options.get("model")
+        return await imagine_params(self._settings, self._jobs, prompt, model=str(model) if model else None)
 
-    async def _imagine(self, user: User, token: str, params: dict[str, Any]) -> None:
+    async def _imagine(self, user: User, lane: Lane | None, token: str, params: dict[str, Any]) -> None:
         """Queue the checked job (the caps may still refuse it: the queue is full), then follow it."""
         editor = _Editor(self, token)
         try:
-            job = await self._jobs.submit(user, params)
+            job = await self._jobs.submit(user, params, lane=lane)
         except AppError as exc:
             await editor.refuse(f"Not started: {exc.message}")
             return
         await self._follow(user, token, job["id"], str(params.get("prompt", "")), editor)
 
-    async def _stylize(self, user: User, token: str, data: dict[str, Any], options: dict[str, Any]) -> None:
+    async def _stylize(self, user: User, lane: Lane | None, token: str, data: dict[str, Any],
+                       options: dict[str, Any]) -> None:
         """Fetch the attached photo, queue a stylize job, then follow it (errors become the message)."""
         editor = _Editor(self, token)
         try:
@@ -233,7 +241,7 @@ class DiscordService:
                 raise InvalidInput("The photo is too large.", code="image_too_large")
             photo = await self._download(str(attachment["url"]))
             job = await self._jobs.submit(user, {"kind": "stylize", "preset": options.get("preset"),
-                                                 "public": True}, photo)
+                                                 "public": True}, photo, lane=lane)
         except AppError as exc:
             await editor.refuse(f"Not started: {exc.message}")
             return
@@ -352,6 +360,26 @@ class DiscordService:
                                     .where(DiscordLink.discord_user_id == discord_user))).first()
         return row[0] if row else None
 
+    async def bot_user(self) -> User:
+        """The account unlinked Discord users run as (`discord_unlinked = "bot"`), made on first use."""
+        name = self._settings.discord_bot_username
+        async with self._db() as db:
+            user = await db.scalar(select(User).where(User.username == name))
+            if user is None:
+                db.add(User(username=name, password_hash=BOT_PASSWORD_HASH, display_name=BOT_DISPLAY_NAME,
+                            bio=BOT_BIO))
+                try:
+                    await db.commit()
+                except IntegrityError:  # another web process made it a moment ago
+                    await db.rollback()
+                user = await db.scalar(select(User).where(User.username == name))
+        if user is None or user.password_hash != BOT_PASSWORD_HASH:
+            log.error("discord bot mode: the account %r is a person's; set VA_DISCORD_BOT_USERNAME to a free name",
+                      name)
+            raise Conflict(f"The bot's account name {name!r} belongs to a person here; the site's administrators "
+                           f"must give the bot another name.", code="username_taken")
+        return user
+
     async def links(self, user: User) -> list[str]:
         """The Discord user ids linked to this account."""
         async with self._db() as db:
@@ -458,7 +486,8 @@ def _discord_user_id(interaction: dict[str, Any]) -> str | None:
     member = interaction.get("member") if isinstance(interaction.get("member"), dict) else {}
     user = member.get("user") or interaction.get("user")
     user_id = user.get("id") if isinstance(user, dict) else None
-    return str(user_id) if isinstance(user_id, (str, int)) and str(user_id).isdigit() else None
+    user_id = str(user_id) if isinstance(user_id, (str, int)) else ""
+    return user_id if user_id.isascii() and user_id.isdigit() and len(user_id) <= DISCORD_ID_MAX_CHARS else None
 
 
 def _options(data: dict[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
 from server.chat import ChatService, room_topic
-from server.errors import Forbidden, InvalidInput, Unavailable
+from server.errors import Forbidden, InvalidInput
 from server.hub import Hub
+from server.imagine import imagine_params
 from server.jobs import JobService
 from server.store.models import Room, User
 
@@ -43,19 +44,8 @@ class RoomImagine:
                                data={"field": "text"})
         if await self._is_off(room):
             raise Forbidden("/imagine is turned off in this room by its owner.", code="imagine_off")
-        model = self._settings.imagine_model or await self._first_model()
-        params: dict[str, Any] = {"kind": "txt2img", "model": model, "prompt": prompt,
-                                  "steps": self._settings.imagine_steps, "public": True}
-        if self._settings.imagine_side_px:
-            params["width"] = params["height"] = self._settings.imagine_side_px
-        job = await self._jobs.submit(author, params)
+        job = await self._jobs.submit(author, await imagine_params(self._settings, self._jobs, prompt))
         return job["id"]
-
-    async def _first_model(self) -> str:
-        names = sorted(model["name"] for model in (await self._jobs.catalogue())["models"])
-        if not names:
-            raise Unavailable("No model is installed, so nothing can be imagined yet.", code="no_model")
-        return names[0]
 
     async def _is_off(self, room: str) -> bool:
         async with self._db() as db:

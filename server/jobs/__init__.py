@@ -6,8 +6,8 @@ rows, which stay the truth; `kinds` checks each kind's request. The worker side 
 `server.worker`, the only part that imports the engine.
 """
 
-from server.jobs.queue import QueueFull, QueueUnavailable
+from server.jobs.queue import Lane, QueueFull, QueueUnavailable
 from server.jobs.service import ImageGrant, JobService, WatchGrant, image_json, image_ref, job_json
 
-__all__ = ["ImageGrant", "JobService", "QueueFull", "QueueUnavailable", "WatchGrant", "image_json", "image_ref",
-           "job_json"]
+__all__ = ["ImageGrant", "JobService", "Lane", "QueueFull", "QueueUnavailable", "WatchGrant", "image_json",
+           "image_ref", "job_json"]

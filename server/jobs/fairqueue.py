@@ -25,19 +25,19 @@ NEVER_SERVED = -1
 @dataclass
 class Entry(Generic[T]):
     job_id: str
-    user_id: int
+    user_id: int | str  # whose turn: a user, or a narrower share of one (`QueuedJob.share`)
     model: str
     item: T
 
 
 class FairQueue(Generic[T]):
     def __init__(self) -> None:
-        self._users: dict[int, deque[Entry[T]]] = {}
+        self._users: dict[int | str, deque[Entry[T]]] = {}
         self._by_id: dict[str, Entry[T]] = {}
-        self._last_served: dict[int, int] = {}
+        self._last_served: dict[int | str, int] = {}
         self._dispatches = itertools.count()
         # The user a loaded-model job went ahead of; they go next, whatever is loaded.
-        self._passed_over: int | None = None
+        self._passed_over: int | str | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -45,7 +45,7 @@ class FairQueue(Generic[T]):
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._by_id
 
-    def count_for(self, user_id: int) -> int:
+    def count_for(self, user_id: int | str) -> int:
         return len(self._users.get(user_id, ()))
 
     def push(self, entry: Entry[T]) -> None:
@@ -71,7 +71,7 @@ class FairQueue(Generic[T]):
                 del self._users[entry.user_id]
         return entry
 
-    def _line(self) -> list[int]:
+    def _line(self) -> list[int | str]:
         """Waiting users, the one served longest ago first (ties: who queued first)."""
         return sorted(self._users, key=lambda user: self._last_served.get(user, NEVER_SERVED))
 

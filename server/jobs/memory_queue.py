@@ -49,13 +49,13 @@ class MemoryJobQueue:
         waiting = len(self._fair)
         if waiting >= max_global:
             raise QueueFull(f"The queue is full: {waiting} jobs are waiting. Try again in a moment.")
-        mine = self._fair.count_for(job.user_id)
+        mine = self._fair.count_for(job.share)
         if mine >= max_per_user:
             raise QueueFull(f"You already have {mine} jobs waiting, the most allowed; wait for one to finish.")
         self._push(job)
 
     def _push(self, job: QueuedJob) -> None:
-        self._fair.push(Entry(job_id=job.job_id, user_id=job.user_id, model=job.model, item=job))
+        self._fair.push(Entry(job_id=job.job_id, user_id=job.share, model=job.model, item=job))
         self._wake.set()
 
     async def remove(self, job_id: str) -> bool:
@@ -136,7 +136,7 @@ class MemoryJobQueue:
         if self._leases.get(lease.job.job_id) == worker_id:
             self._forget(lease.job.job_id)
             job = lease.job
-            self._fair.push_front(Entry(job_id=job.job_id, user_id=job.user_id, model=job.model, item=job))
+            self._fair.push_front(Entry(job_id=job.job_id, user_id=job.share, model=job.model, item=job))
             self._wake.set()
 
     async def adopt(self, job: QueuedJob, worker_id: str) -> Lease | None:

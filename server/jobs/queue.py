@@ -13,6 +13,9 @@ Policy (both implementations, see docs/ARCHITECTURE.md "The job queue"):
   line when its model is loaded there and the first user was not passed over
   already, so fairness costs at most one turn;
 - caps: waiting jobs in all and per user, checked and counted atomically.
+
+"User" above is a job's share (`QueuedJob.share`): its owner, or a narrower lane of
+the owner's jobs with its own cap (`Lane`: one Discord user of the bot account).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from server.errors import AppError, Unavailable
 
 # How many users ahead a worker may look for a job whose model it has loaded.
 AFFINITY_LOOKAHEAD_USERS = 2
+LANE_MAX_CHARS = 40  # jobs.queue_lane
 
 
 class QueueFull(AppError):
@@ -46,17 +50,34 @@ class QueuedJob:
     model: str
     kind: str
     enqueued_at: float  # wall-clock seconds, for the oldest-waiting figure
+    lane: str | None = None  # a line narrower than its owner's (`Lane`); None: the owner's own
+
+    @property
+    def share(self) -> str:
+        """Whose turn and whose cap the job counts toward: its lane, else its owner."""
+        return self.lane or str(self.user_id)
 
     def encode(self) -> str:
-        return f"{self.job_id}|{self.model}|{self.kind}|{self.enqueued_at:.3f}|{self.user_id}"
+        text = f"{self.job_id}|{self.model}|{self.kind}|{self.enqueued_at:.3f}|{self.user_id}"
+        return f"{text}|{self.lane}" if self.lane else text  # five fields without one, as before lanes
 
     @classmethod
     def decode(cls, text: str) -> "QueuedJob":
         """Raises ValueError for anything that is not an encoded job."""
-        job_id, model, kind, enqueued_at, user_id = text.split("|")
-        if not job_id or len(job_id) > 32:
-            raise ValueError(f"bad job id in {text[:80]!r}")
-        return cls(job_id, int(user_id), model, kind, float(enqueued_at))
+        fields = text.split("|")
+        if len(fields) not in (5, 6) or not fields[0] or len(fields[0]) > 32:
+            raise ValueError(f"bad queue entry {text[:80]!r}")
+        job_id, model, kind, enqueued_at, user_id = fields[:5]
+        return cls(job_id, int(user_id), model, kind, float(enqueued_at), fields[5] if len(fields) == 6 else None)
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A line narrower than its owner's, with its own cap: each Discord user running as the one bot account
+    takes turns and is capped as if they were a user of their own (`server.discord`)."""
+
+    name: str  # no `|` or `:` (the queue's encodings); at most LANE_MAX_CHARS
+    max_waiting: int
 
 
 @dataclass(frozen=True)

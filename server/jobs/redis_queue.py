@@ -313,7 +313,7 @@ class RedisJobQueue:
 
     async def admit(self, job: QueuedJob, *, max_global: int, max_per_user: int, check_caps: bool = True) -> None:
         try:
-            status, count = await self._run("admit", job.job_id, job.user_id, job.encode(), max_global,
+            status, count = await self._run("admit", job.job_id, job.share, job.encode(), max_global,
                                             max_per_user, "1" if check_caps else "0")
             if status == 0:
                 await self._redis.publish(self._p + "wake", b"1")
@@ -446,7 +446,7 @@ class RedisJobQueue:
 
     async def hand_back(self, lease: Lease, worker_id: str) -> None:
         job = lease.job
-        if await self._run("hand_back", GROUP, worker_id, lease.token, job.job_id, job.user_id, job.encode()):
+        if await self._run("hand_back", GROUP, worker_id, lease.token, job.job_id, job.share, job.encode()):
             await self._redis.publish(self._p + "wake", b"1")
 
     async def adopt(self, job: QueuedJob, worker_id: str) -> Lease | None:
@@ -536,7 +536,7 @@ class RedisJobQueue:
     async def readmit(self, jobs: list[QueuedJob]) -> int:
         added = 0
         for job in jobs:
-            status, _count = await self._run("admit", job.job_id, job.user_id, job.encode(), 0, 0, "0")
+            status, _count = await self._run("admit", job.job_id, job.share, job.encode(), 0, 0, "0")
             added += status == 0
         if added:
             await self._redis.publish(self._p + "wake", b"1")

@@ -27,7 +27,7 @@ from server.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailab
 from server.executors import Executors
 from server.hub import Hub
 from server.jobs.kinds import MASK_BLOB, JobKinds, total_steps
-from server.jobs.queue import JobQueue, QueuedJob
+from server.jobs.queue import JobQueue, Lane, QueuedJob
 from server.jobs.records import FINISHED, JobRecords
 from server.store.models import GeneratedImage, GenerationJob, User, iso
 from server.topics import TopicPolicy
@@ -165,20 +165,22 @@ class JobService:
         }
 
     async def submit(self, user: User, params: dict[str, Any], image: bytes | None = None, *,
-                     mask: bytes | None = None) -> dict[str, Any]:
-        """Check, store and queue a job of any kind (`mask`: img2img's inpainting); answers at once."""
+                     mask: bytes | None = None, lane: Lane | None = None) -> dict[str, Any]:
+        """Check, store and queue a job of any kind; answers at once (a worker runs it later). `mask`:
+        img2img's inpainting; `lane`: it waits and is capped in that line instead of the owner's."""
         spec = await self.kinds.parse(params, image, owner_id=user.id, mask=mask)
         image_sha = await self._executors.run_io(self._blobs.put_bytes, spec.image) if spec.image else spec.image_sha256
         if spec.mask is not None:  # beside the init image, content-addressed like it
             spec.settings[MASK_BLOB] = await self._executors.run_io(self._blobs.put_bytes, spec.mask)
         job = GenerationJob(id=uuid.uuid4().hex, owner_id=user.id, status="queued", kind=spec.kind,
                             model=spec.model, settings=json.dumps(spec.settings), init_image_sha256=image_sha,
-                            public=bool(params.get("public", False)), timings="{}", attempts=0)
+                            public=bool(params.get("public", False)), queue_lane=lane.name if lane else None,
+                            timings="{}", attempts=0)
         await self.records.create(job)
         try:
-            await self.queue.admit(QueuedJob(job.id, user.id, spec.model, spec.kind, time.time()),
+            await self.queue.admit(QueuedJob(job.id, user.id, spec.model, spec.kind, time.time(), job.queue_lane),
                                    max_global=self._settings.queue_max_global,
-                                   max_per_user=self._settings.queue_max_per_user)
+                                   max_per_user=lane.max_waiting if lane else self._settings.queue_max_per_user)
         except Exception:
             await self.records.delete(job.id)  # refused: nothing half-stored
             raise

@@ -157,6 +157,9 @@ class GenerationJob(Base):
     # at any time, can run the job from its row.
     init_image_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     public: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # The queue line it waits in when narrower than its owner's (server.jobs.queue.Lane: one Discord user of
+    # the bot account), kept so a job put back from this row waits, and is capped, where it did.
+    queue_lane: Mapped[str | None] = mapped_column(String(40), nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     timings: Mapped[str] = mapped_column(Text, nullable=False, default="{}")

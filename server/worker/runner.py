@@ -413,7 +413,7 @@ def _row(job: GenerationJob, stored: StoredImage) -> GeneratedImage:
 
 def _queued(job: GenerationJob) -> QueuedJob:
     created = job.created_at.replace(tzinfo=dt.UTC).timestamp() if job.created_at else time.time()
-    return QueuedJob(job.id, job.owner_id, job.model, job.kind, created)
+    return QueuedJob(job.id, job.owner_id, job.model, job.kind, created, job.queue_lane)
 
 
 def _read_blobs(blobs: BlobStore, *sha256s: str | None) -> list[bytes | None]:

@@ -22,6 +22,7 @@ from tornado.netutil import bind_sockets
 from inference.demo_model import DEMO_CONTROLNET_NAME, DEMO_MODEL_NAME
 from server.discord import COMMANDS, register_commands
 from server.presets import demo_preset_values
+from server.runtime import Runtime
 from tests.support.photos import encode, photo
 from tests.support.client import ApiClient
 from tests.support.server import running_server
@@ -158,16 +159,23 @@ async def people(discord) -> AsyncIterator:
         await client.aclose()
 
 
-@pytest.fixture
-async def discord(gen_settings, signing_key) -> AsyncIterator[tuple[str, StandIn]]:
+@asynccontextmanager
+async def discord_server(gen_settings, signing_key: SigningKey, **overrides: Any
+                         ) -> AsyncIterator[tuple[str, StandIn, Runtime]]:
     async with discord_stand_in() as (api_base, stand_in):
         settings = gen_settings.model_copy(update={
             "discord_public_key": signing_key.verify_key.encode().hex(), "discord_application_id": APP_ID,
             "discord_api_base": api_base, "discord_guilds": [GUILD], "discord_edit_interval_secs": EDIT_INTERVAL_SECS,
-            "imagine_steps": 12, "imagine_side_px": 64})
+            "imagine_steps": 12, "imagine_side_px": 64, **overrides})
         async with running_server(settings) as (base_url, runtime):
             await runtime.presets.ensure(demo_preset_values(DEMO_MODEL_NAME, DEMO_CONTROLNET_NAME))
-            yield base_url, stand_in
+            yield base_url, stand_in, runtime
+
+
+@pytest.fixture
+async def discord(gen_settings, signing_key) -> AsyncIterator[tuple[str, StandIn]]:
+    async with discord_server(gen_settings, signing_key) as (base_url, stand_in, _runtime):
+        yield base_url, stand_in
 
 
 def signed(key: SigningKey, body: bytes, timestamp: int | None = None) -> dict[str, str]:
@@ -273,6 +281,8 @@ async def test_unlinked_users_disallowed_guilds_and_refusals_are_ephemeral(disco
     body = command("imagine", {"prompt": "a cat"}, user="77")
     unlinked = (await post(base_url, body, signed(signing_key, body))).json()
     assert unlinked["type"] == 4 and unlinked["data"]["flags"] == 64 and "/link" in unlinked["data"]["content"]
+    async with httpx.AsyncClient(base_url=base_url) as anonymous:  # refuse mode (the default) makes no bot account
+        assert (await anonymous.get("/api/users/discord_bot")).status_code == 404
     other = command("imagine", {"prompt": "a cat"}, guild=OTHER_GUILD)
     refused = (await post(base_url, other, signed(signing_key, other))).json()
     assert refused["type"] == 4 and refused["data"]["flags"] == 64 and "not enabled" in refused["data"]["content"]
@@ -362,3 +372,116 @@ async def test_a_full_queue_after_the_deferred_answer_says_so(discord, signing_k
     assert not [edit for edit in stand_in.edits if edit["token"] == "tok-full"]
     for job in (await alice.get("/api/jobs?mine=1")).json()["jobs"]:
         await alice.delete(f"/api/jobs/{job['id']}")
+
+
+async def wait_for_edit(stand_in: StandIn, token: str, text: str) -> dict[str, Any]:
+    for _ in range(600):
+        for edit in stand_in.edits:
+            if edit["token"] == token and not edit["refused"] and text in edit["payload"].get("content", ""):
+                return edit
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no edit of {token} saying {text!r}: {stand_in.edits}")
+
+
+async def wait_for_followup(stand_in: StandIn, token: str) -> dict[str, Any]:
+    for _ in range(200):
+        for followup in stand_in.followups:
+            if followup["token"] == token:
+                return followup
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no follow-up for {token}: {stand_in.followups}")
+
+
+async def test_bot_mode_runs_an_unlinked_user_as_the_bot_account_and_a_linked_one_as_themselves(
+        gen_settings, signing_key):
+    async with discord_server(gen_settings, signing_key, discord_unlinked="bot") as (base_url, stand_in, runtime):
+        body = command("imagine", {"prompt": "a harbour at night"}, user="501", token="tok-bot")
+        assert (await post(base_url, body, signed(signing_key, body))).json() == {"type": 5}
+        final = await wait_for_final(stand_in, "tok-bot")
+        assert final["file"], final["payload"]
+        name, mime, png = final["file"]
+        assert mime == "image/png" and png.startswith(b"\x89PNG")
+        assert "a harbour at night" in final["payload"]["content"]
+        assert stand_in.followups == [] and stand_in.deleted == []
+        # The job is the bot account's, public, in the lane of Discord user 501.
+        job = await runtime.jobs.records.get(name.removesuffix(".png"))
+        bot = await runtime.discord.bot_user()
+        assert (job.owner_id, job.public, job.status, job.queue_lane) == (bot.id, True, "done", "discord-501")
+        visitor = ApiClient(base_url)
+        alice = ApiClient(base_url)
+        try:
+            profile = (await visitor.get("/api/users/discord_bot")).json()["user"]
+            assert profile["display_name"] == "Discord bot"
+            # Nobody signs in as the bot account, whatever they send.
+            for password in ("!discord-bot", "", "correct horse battery"):
+                assert (await visitor.login("discord_bot", password)).status_code in (400, 401)
+            # Nor takes its name.
+            taken = await visitor.post("/api/auth/register", {"username": "discord_bot",
+                                                              "password": "correct horse battery"})
+            assert taken.status_code == 409
+            # A linked user still runs as themselves.
+            await alice.register("alice")
+            await link(base_url, alice, signing_key, "alice", "42")
+            body = command("imagine", {"prompt": "a lantern"}, token="tok-alice")
+            assert (await post(base_url, body, signed(signing_key, body))).json() == {"type": 5}
+            assert (await wait_for_final(stand_in, "tok-alice"))["file"]
+            [mine] = (await alice.get("/api/jobs?mine=1")).json()["jobs"]
+            assert mine["prompt"] == "a lantern" and mine["status"] == "done"
+            assert (await runtime.jobs.records.get(mine["id"])).queue_lane is None
+        finally:
+            await visitor.aclose()
+            await alice.aclose()
+
+
+async def test_bot_mode_caps_each_discord_user_apart(gen_settings, signing_key):
+    async with discord_server(gen_settings, signing_key, discord_unlinked="bot",
+                              discord_queue_max_per_user=1) as (base_url, stand_in, _runtime):
+        alice = ApiClient(base_url)
+        try:
+            await alice.register("alice")
+            # The worker is busy with a slow job, so what Discord asks for waits.
+            slow = {"model": DEMO_MODEL_NAME, "prompt": "slow", "width": 128, "height": 128, "steps": 150}
+            slow_id = (await alice.post("/api/jobs", slow)).json()["job"]["id"]
+            for _ in range(600):
+                if (await alice.get(f"/api/jobs/{slow_id}")).json()["job"]["status"] == "running":
+                    break
+                await asyncio.sleep(0.05)
+            first = command("imagine", {"prompt": "first of 601"}, user="601", token="tok-601a")
+            assert (await post(base_url, first, signed(signing_key, first))).json() == {"type": 5}
+            await wait_for_edit(stand_in, "tok-601a", "waiting in the queue")
+            # Discord user 601 is at their cap (one waiting): refused, told to them alone.
+            second = command("imagine", {"prompt": "second of 601"}, user="601", token="tok-601b")
+            assert (await post(base_url, second, signed(signing_key, second))).json() == {"type": 5}
+            refused = await wait_for_followup(stand_in, "tok-601b")
+            assert refused["flags"] == 64 and "Not started" in refused["content"] and "1 jobs waiting" in refused[
+                "content"], refused
+            assert "tok-601b" in stand_in.deleted
+            assert not [edit for edit in stand_in.edits if edit["token"] == "tok-601b"]
+            # Discord user 602 runs as the same bot account, and still gets a place of their own.
+            other = command("imagine", {"prompt": "first of 602"}, user="602", token="tok-602")
+            assert (await post(base_url, other, signed(signing_key, other))).json() == {"type": 5}
+            await wait_for_edit(stand_in, "tok-602", "waiting in the queue")
+            assert [followup["token"] for followup in stand_in.followups] == ["tok-601b"]
+            # Both waiting jobs run once the worker is free.
+            await alice.delete(f"/api/jobs/{slow_id}")
+            for token in ("tok-601a", "tok-602"):
+                final = await wait_for_final(stand_in, token)
+                assert final["file"] and final["file"][1] == "image/png", final["payload"]
+        finally:
+            await alice.aclose()
+
+
+async def test_bot_mode_never_runs_as_a_persons_account_of_the_bots_name(gen_settings, signing_key):
+    async with discord_server(gen_settings, signing_key, discord_unlinked="bot",
+                              discord_bot_username="painter") as (base_url, stand_in, _runtime):
+        person = ApiClient(base_url)
+        try:
+            await person.register("painter")  # before the bot account was made: the name is a person's
+            body = command("imagine", {"prompt": "a cat"}, user="701")
+            answer = (await post(base_url, body, signed(signing_key, body))).json()
+            assert answer["type"] == 4 and answer["data"]["flags"] == 64, answer
+            assert "belongs to a person" in answer["data"]["content"]
+            assert (await person.get("/api/jobs?mine=1")).json()["jobs"] == []
+            assert stand_in.edits == []
+        finally:
+            await person.aclose()

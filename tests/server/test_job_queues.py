@@ -89,6 +89,26 @@ async def test_caps_are_atomic_across_concurrent_admissions(queue):
     assert stats.waiting == 7 and stats.waiting_by_model == {"m": 7}
 
 
+async def test_lanes_of_one_owner_take_turns_and_are_capped_apart(queue):
+    # User 7 is the Discord bot account: each Discord user's jobs wait in a lane of their own.
+    def bot_job(job_id: str, lane: str) -> QueuedJob:
+        return QueuedJob(job_id, 7, "m", "txt2img", time.time(), lane)
+
+    await admit(queue, bot_job("x0", "discord-1"), bot_job("x1", "discord-1"), max_per_user=2)
+    with pytest.raises(QueueFull, match="You already have 2 jobs waiting"):
+        await admit(queue, bot_job("x2", "discord-1"), max_per_user=2)
+    await admit(queue, bot_job("y0", "discord-2"), job("z0", 7), max_per_user=2)  # other lanes still admit
+    # Round robin across the lanes as across users: discord-2 does not wait for both of discord-1's jobs.
+    first = await queue.take("w1", set())
+    assert (first.job.job_id, first.job.user_id, first.job.lane) == ("x0", 7, "discord-1")  # the lane survived
+    await queue.hand_back(first, "w1")  # ...and survives being handed back
+    assert await drain(queue) == ["x0", "y0", "z0", "x1"]
+    # Put back from the database (its row keeps the lane): each waits in its lane, discord-2 (served longer
+    # ago) first; in one shared line they would go in the order given.
+    assert await queue.readmit([bot_job("r0", "discord-1"), bot_job("r1", "discord-2")]) == 2
+    assert await drain(queue) == ["r1", "r0"]
+
+
 async def test_a_job_admitted_twice_waits_once(queue):
     await admit(queue, job("a0", 1), job("a0", 1))
     assert await queue.readmit([job("a0", 1), job("b0", 2)]) == 1
