@@ -27,10 +27,11 @@ await runE2E('live', async ({ page, log }) => {
   const prompt = `a lighthouse in a storm ${Date.now()}`
   const jobs = []
   for (let i = 0; i < 2; i++) {
-    const made = await api('POST', '/api/jobs', { model: 'demo-tiny', prompt, width: 128, height: 128, steps: 150, public: true })
+    const made = await api('POST', '/api/jobs', { model: 'demo-tiny', prompt, width: 192, height: 192, steps: 150, public: true })
     assert.equal(made.status, 202, JSON.stringify(made.body))
     jobs.push(made.body.job.id)
   }
+  // 192² × 150 steps: long enough that the tile's frame changes (once a second) before the job ends on a busy machine
   const tile = page.locator(`[data-testid="live-tile"][data-job-id="${jobs[0]}"]`)
   await tile.waitFor()
   await page.locator(`[data-testid="live-tile"][data-job-id="${jobs[0]}"][data-has-frame="true"]`).waitFor()
