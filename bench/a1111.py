@@ -9,6 +9,8 @@ API in this process (webhook edits are accepted and counted). Prints, side by si
   PNG), medians of rounds, and the overhead in %;
 - CPU of the web process while 20 callers poll `/sdapi/v1/progress` at 10 Hz, each with a job in
   the queue (one running, the rest waiting), against the same window without polling (% of one core);
+  beside it, the same polling of `/api/me` and of a bare Tornado JSON handler (the floor of any
+  Tornado request on this machine);
 - time from a signed `/imagine` interaction to its deferred answer with the queue full of other
   users' jobs, p50/p99.
 
@@ -37,6 +39,7 @@ from tornado.netutil import bind_sockets
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import guard  # noqa: E402
+from bench.http_api import free_port, start_reference  # noqa: E402
 from bench.loadgen import _read_response as read_response  # noqa: E402
 from inference.demo_model import DEMO_MODEL_NAME, build_demo_model  # noqa: E402
 from tests.support.client import ApiClient  # noqa: E402
@@ -129,9 +132,8 @@ async def polling_cpu(base_url: str, pid: int, args: argparse.Namespace) -> None
     jobs = []
     for client, _token in callers:
         jobs.append((client, (await client.post("/api/jobs", body)).json()["job"]["id"]))
-    process = psutil.Process(pid)
 
-    async def cpu_over(seconds: float) -> float:
+    async def cpu_over(process: psutil.Process, seconds: float) -> float:
         before = process.cpu_times()
         started = time.perf_counter()
         await asyncio.sleep(seconds)
@@ -140,7 +142,7 @@ async def polling_cpu(base_url: str, pid: int, args: argparse.Namespace) -> None
 
     host, port = base_url.removeprefix("http://").split(":")
 
-    def requests_for(path: str, scheme: str) -> list[bytes]:
+    def requests_for(path: str, scheme: str, port: str = port) -> list[bytes]:
         out = []
         for i, (_client, token) in enumerate(callers):
             credential = base64.b64encode(f"poller{i}:{token}".encode()).decode() if scheme == "Basic" else token
@@ -148,7 +150,7 @@ async def polling_cpu(base_url: str, pid: int, args: argparse.Namespace) -> None
                        .encode())
         return out
 
-    async def poll(request: bytes, stop: asyncio.Event, polls: list[int]) -> None:
+    async def poll(port: str, request: bytes, stop: asyncio.Event, polls: list[int]) -> None:
         """One caller at 10 Hz on a kept-alive connection (raw asyncio streams: the client costs little)."""
         reader, writer = await asyncio.open_connection(host, int(port))
         next_at = time.perf_counter()
@@ -163,16 +165,17 @@ async def polling_cpu(base_url: str, pid: int, args: argparse.Namespace) -> None
         finally:
             writer.close()
 
-    async def measure(requests: list[bytes]) -> tuple[list[float], list[float], list[float], float]:
+    async def measure(process: psutil.Process, port: str, requests: list[bytes]
+                      ) -> tuple[list[float], list[float], list[float], float]:
         quiet, busy, per_poll = [], [], []
         rate = 0.0
         for _ in range(args.rounds):
-            quiet.append(await cpu_over(args.seconds))
+            quiet.append(await cpu_over(process, args.seconds))
             stop, polls = asyncio.Event(), [0]
-            tasks = [asyncio.create_task(poll(request, stop, polls)) for request in requests]
+            tasks = [asyncio.create_task(poll(port, request, stop, polls)) for request in requests]
             await asyncio.sleep(1.0)  # connections open
             before, started = polls[0], time.perf_counter()
-            busy.append(await cpu_over(args.seconds))
+            busy.append(await cpu_over(process, args.seconds))
             served = polls[0] - before
             rate = served / (time.perf_counter() - started)
             per_poll.append((busy[-1] - quiet[-1]) / 100 * args.seconds / max(1, served) * 1000)
@@ -188,10 +191,21 @@ async def polling_cpu(base_url: str, pid: int, args: argparse.Namespace) -> None
               f"{statistics.median(per_poll) * args.pollers * POLL_HZ / 10:.0f} % of a core at the full "
               f"{args.pollers * POLL_HZ} req/s")
 
-    print(f"polling, {args.pollers} callers at {POLL_HZ} Hz, each with a job queued (one running on the worker), "
-          f"web process CPU, median of {args.rounds} × {args.seconds:g} s:")
-    show("GET /sdapi/v1/progress (Basic auth)", *await measure(requests_for("/sdapi/v1/progress", "Basic")))
-    show("reference GET /api/me (bearer)     ", *await measure(requests_for("/api/me", "Bearer")))
+    web_process = psutil.Process(pid)
+    # The floor: a bare Tornado handler (no auth, no database, a fixed small JSON body) polled the same way.
+    floor_port = str(free_port())
+    floor_server = start_reference(int(floor_port))
+    try:
+        print(f"polling, {args.pollers} callers at {POLL_HZ} Hz, each with a job queued (one running on the worker), "
+              f"CPU of the server process, median of {args.rounds} × {args.seconds:g} s:")
+        show("GET /sdapi/v1/progress (Basic auth)", *await measure(
+            web_process, port, requests_for("/sdapi/v1/progress", "Basic")))
+        show("reference GET /api/me (bearer)     ", *await measure(
+            web_process, port, requests_for("/api/me", "Bearer")))
+        show("floor: bare Tornado JSON handler   ", *await measure(
+            psutil.Process(floor_server.pid), floor_port, requests_for("/api/me", "Bearer", floor_port)))
+    finally:
+        guard.stop(floor_server)
     for client, job_id in jobs:
         await client.delete(f"/api/jobs/{job_id}")
     for client, _token in callers:

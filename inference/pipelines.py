@@ -15,6 +15,7 @@ weights are copied), and dropped after it, so nothing keeps an evicted module al
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +46,12 @@ from inference.models import ModelSpec
 from inference.previews import X0Tap
 from inference.requests import ControlUnit, GenerationRequest
 from inference.samplers import make_scheduler
+from inference.shared_tokenizers import shared_tokenizers
 
 log = logging.getLogger(__name__)
 
+# The tokenizer components of each family's pipelines (CLIP's BPE), shared across checkpoints.
+TOKENIZERS = {"sd1": ("tokenizer",), "sd2": ("tokenizer",), "sdxl": ("tokenizer", "tokenizer_2")}
 TXT2IMG_CLASS = {"sd1": StableDiffusionPipeline, "sd2": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}
 IMG2IMG_CLASS = {
     "sd1": StableDiffusionImg2ImgPipeline,
@@ -91,6 +95,8 @@ class LoadedModel:
     nbytes: int
     device: str = "cpu"
     vae_needs_float32: bool = False  # learned after the first overflow; later decodes go straight to fp32
+    # Held while a prompt is encoded: the tokenizers may be shared with other models (shared_tokenizers.py).
+    prompt_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def to(self, device: str) -> None:
         """Move every module (both pipelines share them) to `device`."""
@@ -112,6 +118,10 @@ def load_model(spec: ModelSpec, *, dtype: torch.dtype = torch.float32) -> Loaded
         extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     try:
         with construction_lock:
+            root = spec.path if spec.layout == "diffusers" else spec.config_dir
+            tokenizers = shared_tokenizers(root, TOKENIZERS[spec.family]) if root is not None else None
+            if tokenizers is not None:
+                extra.update(tokenizers.components)
             if spec.layout == "diffusers":
                 pipe = cls.from_pretrained(
                     str(spec.path), dtype=dtype, use_safetensors=True, local_files_only=True, **extra
@@ -134,6 +144,7 @@ def load_model(spec: ModelSpec, *, dtype: torch.dtype = torch.float32) -> Loaded
         img2img=img2img,
         scheduler_config=dict(pipe.scheduler.config),
         nbytes=module_bytes(pipe),
+        prompt_lock=tokenizers.lock if tokenizers is not None else threading.Lock(),
     )
 
 
@@ -168,6 +179,10 @@ def load_controlnet(spec: ModelSpec, *, dtype: torch.dtype = torch.float32) -> L
     """Read a ControlNet from disk (a diffusers folder, or one file with its config folder) into host memory."""
     try:
         with construction_lock:
+            root = spec.path if spec.layout == "diffusers" else spec.config_dir
+            tokenizers = shared_tokenizers(root, TOKENIZERS[spec.family]) if root is not None else None
+            if tokenizers is not None:
+                extra.update(tokenizers.components)
             if spec.layout == "diffusers":
                 module = ControlNetModel.from_pretrained(str(spec.path), torch_dtype=dtype, use_safetensors=True,
                                                          local_files_only=True)
@@ -239,6 +254,11 @@ def resolve_size(spec: ModelSpec, req: GenerationRequest) -> tuple[int, int]:
 @torch.no_grad()
 def encode_prompt(loaded: LoadedModel, req: GenerationRequest, device: str) -> dict[str, torch.Tensor]:
     """Text-encoder outputs for the prompt and negative prompt, as pipeline keyword arguments."""
+    with loaded.prompt_lock:
+        return _encode_prompt(loaded, req, device)
+
+
+def _encode_prompt(loaded: LoadedModel, req: GenerationRequest, device: str) -> dict[str, torch.Tensor]:
     pipe = loaded.txt2img
     # Diffusers counts skipped layers from the end; A1111's "Clip skip 1" means none skipped.
     clip_skip = req.clip_skip - 1 or None

@@ -419,12 +419,12 @@ class A1111Service:
         settings = json.loads(job.settings)
         total = int(settings.get("steps") or 0)
         state.update(job=job.id, job_count=1, job_timestamp=_timestamp(job.created_at), sampling_steps=total)
-        live = await self._jobs.queue.progress(job.id)  # the row may be a second old; the queue is live
-        if live is None and job.status == "queued":
-            place = await self._jobs.queue.place(job.id)
+        # The row may be a second old; the queue is live. One round trip for all a poller is shown.
+        live = await self._jobs.queue.live(job.id, preview=not skip_current_image)
+        if live.progress is None and job.status == "queued":
             return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None,
-                    "textinfo": f"Waiting in the queue: place {place}" if place else "Waiting in the queue"}
-        step, total = live or (0, total)
+                    "textinfo": f"Waiting in the queue: place {live.place}" if live.place else "Waiting in the queue"}
+        step, total = live.progress or (0, total)
         state.update(sampling_step=step, sampling_steps=total)
         if job.started_at is None:  # the cached row is from before it started: read it again, once
             job = await self._jobs.records.get(job.id) or job
@@ -434,11 +434,8 @@ class A1111Service:
         if step and job.started_at is not None:
             elapsed = (dt.datetime.now(dt.UTC).replace(tzinfo=None) - job.started_at).total_seconds()
             eta = max(0.0, elapsed / step * (total - step))
-        image = None
-        if not skip_current_image:
-            preview = await self._jobs.queue.preview(job.id)
-            if preview is not None:
-                image = _b64(preview.image)  # a preview is tens of KB: microseconds, less than a thread hop
+        # A preview is tens of KB: its base64 takes microseconds, less than a thread hop.
+        image = _b64(live.preview.image) if live.preview is not None else None
         return {"progress": round(progress, 4), "eta_relative": round(eta, 3), "state": state,
                 "current_image": image, "textinfo": f"Step {step}/{total}"}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import os
 from pathlib import Path
@@ -24,12 +25,14 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.cache import Cache, get_json, set_json
+from server.cache import Cache, set_json
 from server.store.models import ApiToken, BrowserSession, User
 
 log = logging.getLogger(__name__)
 
 PRINCIPAL_TTL_SECS = 60
+# Decoded cache entries kept in this process (the oldest goes first): about one per active credential.
+RESTORED_ENTRIES = 4096
 USER_FIELDS = ("id", "username", "email", "password_hash", "display_name", "bio", "avatar_sha256", "is_moderator")
 # Sockets that send nothing still learn of another process's change within this.
 JOURNAL_POLL_SECS = 0.5
@@ -115,6 +118,7 @@ class PrincipalCache:
         self._journal = journal
         # Bumped when another process changed someone: every earlier entry is then unreachable (and ages out).
         self._generation = 0
+        self._restored: dict[bytes, tuple[User, Any]] = {}  # an entry's bytes -> what they say (shared, read-only)
         self._poller: asyncio.Task | None = None
         self.listeners: list[ChangeListener] = []
 
@@ -124,10 +128,19 @@ class PrincipalCache:
     async def get(self, kind: str, credential_hash: str) -> tuple[User, Any] | None:
         """The cached user and the credential's extra (token id, session expiry), or None."""
         await self.sync()
-        data = await get_json(self._cache, self._key(kind, credential_hash))
-        if data is None:
+        raw = await self._cache.get(self._key(kind, credential_hash))
+        if raw is None:
             return None
-        return _restore(data["user"]), data["extra"]
+        # The same entry is read on every request of a busy client: decoding it and building the User
+        # again was most of an authenticated read's own cost. Identical bytes give the same answer, so it
+        # is kept by them; a change to the user or a revocation changes or removes the entry itself.
+        known = self._restored.get(raw)
+        if known is None:
+            data = json.loads(raw)
+            known = self._restored[raw] = (_restore(data["user"]), data["extra"])
+            if len(self._restored) > RESTORED_ENTRIES:
+                self._restored.pop(next(iter(self._restored)))
+        return known
 
     async def put(self, kind: str, credential_hash: str, user: User, extra: Any, ttl_secs: float) -> None:
         ttl = min(PRINCIPAL_TTL_SECS, ttl_secs)

@@ -11,7 +11,7 @@ import asyncio
 import time
 
 from server.jobs.fairqueue import Entry, FairQueue
-from server.jobs.queue import (CancelListener, LatestPreview, Lease, PlacePublisher, QueuedJob, QueueFull, QueueStats,
+from server.jobs.queue import (CancelListener, JobLive, LatestPreview, Lease, PlacePublisher, QueuedJob, QueueFull, QueueStats,
                                WorkerInfo)
 
 # Cancel requests for jobs that never came to run are forgotten past this many (bounded memory).
@@ -90,8 +90,9 @@ class MemoryJobQueue:
     async def place(self, job_id: str) -> int | None:
         return self._places.get(job_id) if job_id in self._fair else None
 
-    async def progress(self, job_id: str) -> tuple[int, int] | None:
-        return self._progress.get(job_id)
+    async def live(self, job_id: str, *, preview: bool = False) -> JobLive:
+        return JobLive(await self.place(job_id), self._progress.get(job_id),
+                       self._previews.get(job_id) if preview else None)
 
     async def stats(self) -> QueueStats:
         by_model: dict[str, int] = {}

@@ -131,6 +131,16 @@ class LatestPreview:
                 "image": self.image}
 
 
+@dataclass(frozen=True)
+class JobLive:
+    """What the queue knows of a job now, beside its row: its place while it waits, (step, total) while
+    it runs (as its worker last reported), and its newest preview when asked for."""
+
+    place: int | None = None
+    progress: tuple[int, int] | None = None
+    preview: LatestPreview | None = None
+
+
 PlacePublisher = Callable[[str, int], Awaitable[None]]
 CancelListener = Callable[[str], None]
 
@@ -156,8 +166,9 @@ class JobQueue(Protocol):
 
     async def place(self, job_id: str) -> int | None: ...
 
-    async def progress(self, job_id: str) -> tuple[int, int] | None:
-        """(step, total) of a running job, as its worker last reported."""
+    async def live(self, job_id: str, *, preview: bool = False) -> JobLive:
+        """The job's place, progress and (``preview``) newest preview, read together: one round trip for
+        a client that polls (A1111's `progress`)."""
 
     async def stats(self) -> QueueStats: ...
 

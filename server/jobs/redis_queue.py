@@ -35,7 +35,7 @@ import msgpack
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from server.jobs.queue import (AFFINITY_LOOKAHEAD_USERS, CancelListener, LatestPreview, Lease, PlacePublisher,
+from server.jobs.queue import (AFFINITY_LOOKAHEAD_USERS, CancelListener, JobLive, LatestPreview, Lease, PlacePublisher,
                                QueuedJob, QueueFull, QueueStats, QueueUnavailable, WorkerInfo)
 
 log = logging.getLogger(__name__)
@@ -356,15 +356,19 @@ class RedisJobQueue:
             return None
         return int(value) if value else None
 
-    async def progress(self, job_id: str) -> tuple[int, int] | None:
-        try:
-            value = await self._redis.hget(self._p + "progress", job_id)
-        except RedisError:
-            return None
-        if not value:
-            return None
-        step, _, total = _text(value).partition("/")
-        return int(step), int(total)
+    async def live(self, job_id: str, *, preview: bool = False) -> JobLive:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self._p + "places", job_id)
+            pipe.hget(self._p + "progress", job_id)
+            if preview:
+                pipe.get(self._p + "preview:" + job_id)
+            try:
+                place, progress, *latest = await pipe.execute()
+            except RedisError:  # live extras of a job's answer; the row is the truth and is answered without them
+                return JobLive()
+        step, _, total = _text(progress).partition("/") if progress else ("", "", "")
+        return JobLive(int(place) if place else None, (int(step), int(total)) if progress else None,
+                       _latest_preview(latest[0]) if latest and latest[0] else None)
 
     async def stats(self) -> QueueStats:
         users = await self._redis.zrange(self._p + "line", 0, -1)
@@ -528,10 +532,7 @@ class RedisJobQueue:
             value = await self._redis.get(self._p + "preview:" + job_id)
         except RedisError:  # a live extra: a watcher waits for the next frame instead
             return None
-        if not value:
-            return None
-        step, total, mime, image = msgpack.unpackb(value)
-        return LatestPreview(step, total, mime, image)
+        return _latest_preview(value) if value else None
 
     async def readmit(self, jobs: list[QueuedJob]) -> int:
         added = 0
@@ -559,3 +560,8 @@ class RedisJobQueue:
 
     async def try_lock(self, name: str, ttl_secs: float) -> bool:
         return bool(await self._redis.set(self._p + "lock:" + name, b"1", nx=True, px=int(ttl_secs * 1000)))
+
+
+def _latest_preview(value: bytes) -> LatestPreview:
+    step, total, mime, image = msgpack.unpackb(value)
+    return LatestPreview(step, total, mime, image)

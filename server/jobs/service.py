@@ -223,7 +223,7 @@ class JobService:
 
     async def _render(self, job: GenerationJob, images: list[GeneratedImage]) -> dict[str, Any]:
         place = await self.queue.place(job.id) if job.status == "queued" else None
-        progress = await self.queue.progress(job.id) if job.status == "running" else None
+        progress = (await self.queue.live(job.id)).progress if job.status == "running" else None
         return job_json(job, images, place=place, progress=progress)
 
     async def list_mine(self, user: User, *, before: str | None = None, limit: int = 20

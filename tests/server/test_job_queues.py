@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as redis
 
 from server.jobs.memory_queue import MemoryJobQueue
-from server.jobs.queue import QueuedJob, QueueFull, WorkerInfo
+from server.jobs.queue import JobLive, LatestPreview, QueuedJob, QueueFull, WorkerInfo
 from server.jobs.redis_queue import GROUP, RedisJobQueue
 from tests.support.backends import REDIS_URL, redis_prefix, require_services
 
@@ -199,3 +199,22 @@ async def test_a_redis_restarted_empty_is_noticed(queue):
     adopted = await queue.adopt(lease.job, "w1")
     assert adopted is not None and await queue.known(["a0"]) == {"a0"}
     assert await queue.ack(adopted, "w1")
+
+
+async def test_live_reads_place_progress_and_preview_together(queue):
+    await admit(queue, job("a0", 1), job("b0", 2))
+
+    async def publish(_job_id: str, _place: int) -> None:
+        pass
+
+    await queue.announce_places(publish)
+    assert await queue.live("b0") == JobLive(place=2)
+    lease = await queue.take("w1", set())
+    assert lease.job.job_id == "a0"
+    await queue.set_progress("a0", 3, 20)
+    frame = LatestPreview(3, 20, "image/webp", b"RIFF-preview")
+    await queue.set_preview("a0", frame)
+    running = await queue.live("a0")
+    assert running.progress == (3, 20) and running.preview is None  # a preview only when asked for
+    assert (await queue.live("a0", preview=True)).preview == frame
+    assert await queue.live("nobody", preview=True) == JobLive()
