@@ -53,6 +53,9 @@ WAIT_POLL_SECS = 2.0
 # A caller polling progress asks the database which job is theirs at most this often (A1111 clients poll
 # at up to 10 Hz; a job that starts or ends is noticed up to this late, its steps and preview are live).
 CURRENT_JOB_CACHE_SECS = 1.0
+# ... and, while the queue shows that job waiting or running (so it is still the caller's current one), at
+# most this often: the live state already tells when it ends; this bounds a leftover one (a lost worker).
+ACTIVE_JOB_CACHE_SECS = 5.0
 CURRENT_JOB_CACHE_ENTRIES = 10_000
 SCHEDULERS = [
     {"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1.0, "need_inner_model": False},
@@ -193,6 +196,15 @@ class _Waiter:
         self.done.set()  # the history restarted: look at the row
 
 
+@dataclass
+class _CurrentJob:
+    """Which job a progress poller was last found to have, and whether the queue still showed it then."""
+
+    read_at: float
+    job: GenerationJob | None
+    active: bool = False
+
+
 @dataclass(frozen=True)
 class Submitted:
     """A job an A1111 call started, with what its answer echoes."""
@@ -210,7 +222,7 @@ class A1111Service:
         self._db = db
         self._executors = executors
         # user id -> (when it was looked up, the caller's current job row or None), for progress polling.
-        self._current_jobs: dict[int, tuple[float, GenerationJob | None]] = {}
+        self._current_jobs: dict[int, _CurrentJob] = {}
 
     # Catalogue
 
@@ -399,14 +411,15 @@ class A1111Service:
         """The caller's job that runs now, else the one that waits longest (looked up once a second)."""
         now = time.monotonic()
         cached = self._current_jobs.get(user.id)
-        if cached is not None and now - cached[0] < CURRENT_JOB_CACHE_SECS:
-            return cached[1]
+        if cached is not None and now - cached.read_at < (ACTIVE_JOB_CACHE_SECS if cached.active
+                                                           else CURRENT_JOB_CACHE_SECS):
+            return cached.job
         jobs = await self._jobs.records.unfinished(user.id)
         running = [job for job in jobs if job.status == "running"]
         job = running[0] if running else (jobs[-1] if jobs else None)
         if len(self._current_jobs) >= CURRENT_JOB_CACHE_ENTRIES:
             self._current_jobs.clear()
-        self._current_jobs[user.id] = (now, job)
+        self._current_jobs[user.id] = _CurrentJob(now, job)
         return job
 
     async def progress(self, user: User, *, skip_current_image: bool) -> dict[str, Any]:
@@ -421,6 +434,9 @@ class A1111Service:
         state.update(job=job.id, job_count=1, job_timestamp=_timestamp(job.created_at), sampling_steps=total)
         # The row may be a second old; the queue is live. One round trip for all a poller is shown.
         live = await self._jobs.queue.live(job.id, preview=not skip_current_image)
+        cached = self._current_jobs.get(user.id)
+        if cached is not None and cached.job is job:
+            cached.active = live.place is not None or live.progress is not None
         if live.progress is None and job.status == "queued":
             return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None,
                     "textinfo": f"Waiting in the queue: place {live.place}" if live.place else "Waiting in the queue"}
@@ -428,7 +444,7 @@ class A1111Service:
         state.update(sampling_step=step, sampling_steps=total)
         if job.started_at is None:  # the cached row is from before it started: read it again, once
             job = await self._jobs.records.get(job.id) or job
-            self._current_jobs[user.id] = (time.monotonic(), job)
+            self._current_jobs[user.id] = _CurrentJob(time.monotonic(), job, active=True)
         progress = step / total if total else 0.0
         eta = 0.0
         if step and job.started_at is not None:
