@@ -256,7 +256,10 @@ class TusUploadHandler(TusHandler):
 
 
 class FileSender(HubHandler):
-    """Streams a stored file: ETag = sha256, one byte range, conditional requests, HEAD."""
+    """Streams a stored file: ETag = sha256, one byte range, conditional requests, HEAD.
+
+    Over plain HTTP the body goes with sendfile() (no byte passes through Python); over TLS, or if an output
+    transform changed the framing, in chunks read off the event loop."""
 
     async def send_file(self, ref: FileRef, *, head: bool) -> None:
         self.set_header("ETag", f'"{ref.sha256}"')
@@ -323,7 +326,7 @@ class FileSender(HubHandler):
         try:
             with zero_copy.socket_fd(self) as fd:
                 await sendfile_range(self.modelhub.executors, ref.path, fd, start, length, before_last)
-        except (BrokenPipeError, ConnectionResetError):
+        except ConnectionError:  # broken pipe, reset, aborted
             stream.close()  # the client went away mid-file: the connection cannot carry another response
             return
         if stream.closed():

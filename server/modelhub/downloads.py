@@ -1,4 +1,4 @@
-"""Serving stored files: byte ranges, and reading a file in chunks off the event loop."""
+"""Serving stored files: byte ranges; sending a file to a socket (sendfile) or reading it in chunks, off the loop."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ async def sendfile_range(executors: Executors, path: Path, sock_fd: int, start: 
     The kernel copies page cache to socket: no bytes pass through Python. sendfile() may still wait for the
     disk, so each step runs in the io pool; between steps the event loop waits for the socket to be
     writable (no thread is held by a slow client). `before_last` is awaited before the step that sends
-    the last byte. Raises OSError (BrokenPipeError, ConnectionResetError) when the peer goes away.
+    the last byte. Raises ConnectionError (broken pipe, reset) when the peer goes away.
     """
     loop = asyncio.get_running_loop()
     f = await executors.run_io(open, path, "rb", 0)
