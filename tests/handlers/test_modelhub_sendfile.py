@@ -6,19 +6,27 @@ import asyncio
 import hashlib
 import logging
 import os
+import shutil
 import socket
+import ssl
 import struct
+import subprocess
+from pathlib import Path
 from typing import AsyncIterator
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders, RequestStartLine
+from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
+from tornado.netutil import bind_sockets
 from tornado.web import RequestHandler
 
 from config import Settings
 from handlers import zero_copy
+from server.app import make_app
 from server.modelhub.downloads import SENDFILE_STEP_BYTES
 from server.runtime import Runtime
 from tests.support.client import ApiClient
@@ -134,6 +142,44 @@ async def test_a_client_leaving_mid_download_leaves_nothing_behind(hub, uploaded
     assert open_fds() <= fds  # every file and duplicated socket closed
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert await downloads(runtime, client, file["model_id"]) == 1  # the aborted ones never got the last byte
+
+
+def self_signed(directory: Path) -> ssl.SSLContext:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command for a test certificate")
+async def test_over_tls_the_body_goes_through_python_and_arrives_intact(settings: Settings, tmp_path: Path) -> None:
+    """sendfile() would put plaintext on a TLS connection: TLS must keep the chunked path."""
+    settings = settings.model_copy(update={"hub_max_file_bytes": 64 * 1024 * 1024})
+    async with running_server(settings) as (base_url, runtime):
+        app = make_app(runtime)
+        app.add_handlers(r".*", [(r"/test/usable", UsableProbe)])
+        tls = HTTPServer(app, ssl_options=self_signed(tmp_path))
+        sockets = bind_sockets(0, "127.0.0.1")
+        tls.add_sockets(sockets)
+        try:
+            api = ApiClient(base_url)  # upload over plain HTTP, download the same file over TLS
+            await api.register("alice")
+            model = (await api.post("/api/hub/models", {"name": "Big"})).json()["model"]
+            data = small_model(SENDFILE_STEP_BYTES + 4321)
+            uploaded = await api.put(f"/api/hub/versions/{model['versions'][0]['id']}/files/big.safetensors",
+                                     content=data)
+            await api.aclose()
+            url = f"https://127.0.0.1:{sockets[0].getsockname()[1]}"
+            async with httpx.AsyncClient(base_url=url, verify=False, timeout=30) as client:
+                assert (await client.get("/test/usable")).json() == {"usable": False}
+                whole = await client.get(uploaded.json()["file"]["download_url"])
+                assert whole.status_code == 200 and whole.content == data
+                part = await client.get(uploaded.json()["file"]["download_url"], headers={"Range": "bytes=10-19"})
+                assert part.status_code == 206 and part.content == data[10:20]
+        finally:
+            tls.stop()
 
 
 async def test_tornado_still_counts_the_body_where_mark_body_sent_says() -> None:
