@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from pydantic import ValidationError
 from tornado.iostream import StreamClosedError
@@ -320,7 +320,8 @@ class FileSender(HubHandler):
         except StreamClosedError:
             return  # the client went away, mid-file or (normal) right after the last byte
 
-    async def _sendfile_body(self, ref: FileRef, start: int, length: int, before_last: Any) -> None:
+    async def _sendfile_body(self, ref: FileRef, start: int, length: int,
+                             before_last: Callable[[], Awaitable[None]]) -> None:
         """The body straight from the page cache to the socket (sendfile), then Tornado finishes the response."""
         stream = self.request.connection.stream
         try:
