@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from pydantic import ValidationError
 from tornado.iostream import StreamClosedError
 
+from handlers import zero_copy
 from handlers.base import IMAGE_TYPES, APIHandler
 from server.errors import InvalidInput
 from server.ids import as_id, parse_id
 from server.modelhub.catalog import FileRef
-from server.modelhub.downloads import content_disposition, parse_range, read_range
+from server.modelhub.downloads import content_disposition, parse_range, read_range, sendfile_range
 from server.modelhub.schemas import ListQuery, ModelPatch, NewModel, NewVersion
 from server.modelhub.service import ModelHub
 from server.modelhub.uploads import PutUpload, TusAppend, parse_tus_checksum, parse_tus_metadata
@@ -255,7 +256,10 @@ class TusUploadHandler(TusHandler):
 
 
 class FileSender(HubHandler):
-    """Streams a stored file: ETag = sha256, one byte range, conditional requests, HEAD."""
+    """Streams a stored file: ETag = sha256, one byte range, conditional requests, HEAD.
+
+    Over plain HTTP the body goes with sendfile() (no byte passes through Python); over TLS, or if an output
+    transform changed the framing, in chunks read off the event loop."""
 
     async def send_file(self, ref: FileRef, *, head: bool) -> None:
         self.set_header("ETag", f'"{ref.sha256}"')
@@ -291,19 +295,45 @@ class FileSender(HubHandler):
         if head:
             self.finish()
             return
-        sent = 0
+        last_byte = start + length == ref.size_bytes
+
+        async def count_download() -> None:
+            # Counted as the file's last bytes go out (a resumed or ranged download counts once, a probe
+            # never), before they are written: a client holding every byte may ask for the count at once.
+            if last_byte:
+                await self.modelhub.catalog.count_download(ref.model_id)
+
         try:
+            if length > 0 and zero_copy.usable(self):
+                await self.flush()  # the headers, through Tornado (and its output transforms)
+                if zero_copy.headers_unchanged(self, length):
+                    await self._sendfile_body(ref, start, length, count_download)
+                    return
+            sent = 0
             async for chunk in read_range(self.modelhub.executors, ref.path, start, length):
                 sent += len(chunk)
-                if sent == length and start + length == ref.size_bytes:
-                    # Counted as the file's last bytes go out (a resumed or ranged download counts once, a probe
-                    # never), before they are written: a client holding every byte may ask for the count at once.
-                    await self.modelhub.catalog.count_download(ref.model_id)
+                if sent == length:
+                    await count_download()
                 self.write(chunk)
                 await self.flush()  # a chunk or two in memory at a time, whatever the file's size
             await self.finish()
         except StreamClosedError:
             return  # the client went away, mid-file or (normal) right after the last byte
+
+    async def _sendfile_body(self, ref: FileRef, start: int, length: int,
+                             before_last: Callable[[], Awaitable[None]]) -> None:
+        """The body straight from the page cache to the socket (sendfile), then Tornado finishes the response."""
+        stream = self.request.connection.stream
+        try:
+            with zero_copy.socket_fd(self) as fd:
+                await sendfile_range(self.modelhub.executors, ref.path, fd, start, length, before_last)
+        except ConnectionError:  # broken pipe, reset, aborted
+            stream.close()  # the client went away mid-file: the connection cannot carry another response
+            return
+        if stream.closed():
+            return
+        zero_copy.mark_body_sent(self.request.connection, length)
+        await self.finish()
 
 
 class DownloadHandler(FileSender):
