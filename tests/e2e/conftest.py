@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import pytest
 
-from inference.demo_model import DEMO_MODEL_NAME, build_demo_model
+from inference.demo_model import DEMO_CONTROLNET_NAME, DEMO_MODEL_NAME, build_demo_model
+from inference.models import CONTROLNET_FOLDER
+from server.presets import demo_preset_values
 from server.runtime import Runtime
 from tests.conftest import make_settings
 from tests.support.server import running_server
@@ -44,6 +47,21 @@ async def demo_server(embedded_backend, tmp_path) -> AsyncIterator[tuple[str, Ru
     await asyncio.to_thread(build_demo_model, data / "models" / DEMO_MODEL_NAME)
     async with running_server(make_settings(embedded_backend, data, preview_fps=0)) as started:
         yield started
+
+
+@asynccontextmanager
+async def stylize_demo_server(backend: Any, data: Path, demo_models_dir: Path, **preset: Any) -> AsyncIterator[str]:
+    """A server with the demo model, its ControlNet and the demo style preset (``preset`` overrides its
+    values), every preview sent; yields its URL."""
+    require_browser()
+    models = data / "models"
+    (models / CONTROLNET_FOLDER).mkdir(parents=True)
+    (models / DEMO_MODEL_NAME).symlink_to(demo_models_dir / DEMO_MODEL_NAME, target_is_directory=True)
+    (models / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME).symlink_to(
+        demo_models_dir / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME, target_is_directory=True)
+    async with running_server(make_settings(backend, data, preview_fps=0)) as (url, runtime):
+        await runtime.presets.ensure({**demo_preset_values(DEMO_MODEL_NAME, DEMO_CONTROLNET_NAME), **preset})
+        yield url
 
 
 @pytest.fixture

@@ -8,11 +8,9 @@ from typing import AsyncIterator
 
 import pytest
 
-from inference.demo_model import DEMO_CONTROLNET_NAME, DEMO_MODEL_NAME, build_demo_model
-from inference.models import CONTROLNET_FOLDER
-from server.presets import demo_preset_values
+from inference.demo_model import DEMO_MODEL_NAME, build_demo_model
 from tests.conftest import make_settings
-from tests.e2e.conftest import require_browser
+from tests.e2e.conftest import require_browser, stylize_demo_server
 from tests.support.server import running_server
 
 
@@ -37,14 +35,7 @@ async def test_imagine_in_a_room_renders_live_for_everyone(imagine_server, run_e
 @pytest.fixture
 async def room_stylize_server(embedded_backend, tmp_path, demo_models_dir) -> AsyncIterator[str]:
     """The demo model, its ControlNet and the demo preset at 40 steps (long enough that the other page sees frames)."""
-    require_browser()
-    models = tmp_path / "data" / "models"
-    (models / CONTROLNET_FOLDER).mkdir(parents=True)
-    (models / DEMO_MODEL_NAME).symlink_to(demo_models_dir / DEMO_MODEL_NAME, target_is_directory=True)
-    (models / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME).symlink_to(
-        demo_models_dir / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME, target_is_directory=True)
-    async with running_server(make_settings(embedded_backend, tmp_path / "data", preview_fps=0)) as (url, runtime):
-        await runtime.presets.ensure({**demo_preset_values(DEMO_MODEL_NAME, DEMO_CONTROLNET_NAME), "steps": 40})
+    async with stylize_demo_server(embedded_backend, tmp_path / "data", demo_models_dir, steps=40) as url:
         yield url
 
 

@@ -8,26 +8,14 @@ from typing import AsyncIterator
 
 import pytest
 
-from inference.demo_model import DEMO_CONTROLNET_NAME, DEMO_MODEL_NAME
-from inference.models import CONTROLNET_FOLDER
-from server.presets import demo_preset_values
-from tests.conftest import make_settings
-from tests.e2e.conftest import require_browser
-from tests.support.server import running_server
+from tests.e2e.conftest import stylize_demo_server
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 async def stylize_server(embedded_backend, tmp_path: Path, demo_models_dir: Path) -> AsyncIterator[str]:
-    require_browser()
-    models = tmp_path / "data" / "models"
-    (models / CONTROLNET_FOLDER).mkdir(parents=True)
-    (models / DEMO_MODEL_NAME).symlink_to(demo_models_dir / DEMO_MODEL_NAME, target_is_directory=True)
-    (models / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME).symlink_to(
-        demo_models_dir / CONTROLNET_FOLDER / DEMO_CONTROLNET_NAME, target_is_directory=True)
-    async with running_server(make_settings(embedded_backend, tmp_path / "data", preview_fps=0)) as (url, runtime):
-        await runtime.presets.ensure(demo_preset_values(DEMO_MODEL_NAME, DEMO_CONTROLNET_NAME))
+    async with stylize_demo_server(embedded_backend, tmp_path / "data", demo_models_dir) as url:
         yield url
 
 

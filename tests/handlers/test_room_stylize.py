@@ -15,14 +15,20 @@ async def attach(client: ApiClient, room: str, data: bytes, content_type: str = 
     return await client.post(f"/api/rooms/{room}/photos", content=data, headers={"Content-Type": content_type})
 
 
-async def test_a_stylize_in_a_room_renders_for_everyone(stylize, people):
+async def studio(stylize, people) -> tuple[ApiClient, ApiClient, WsClient, WsClient]:
+    """The `ink-hero` preset, and the room `studio` that alice opened (so owns), both watching it."""
     base_url, _runtime, _models = stylize
     mona, alice, bob = await people("mona", moderator=True), await people("alice"), await people("bob")
     await create_preset(mona)
     ws_a, ws_b = await WsClient.connect(base_url, api=alice), await WsClient.connect(base_url, api=bob)
     for ws in (ws_a, ws_b):
         await ws.request("sub", topic="room:studio")
-    assert (await ws_a.request("chat.send", room="studio", text="my room"))["type"] == "ack"  # alice owns it
+    assert (await ws_a.request("chat.send", room="studio", text="my room"))["type"] == "ack"
+    return alice, bob, ws_a, ws_b
+
+
+async def test_a_stylize_in_a_room_renders_for_everyone(stylize, people):
+    alice, bob, ws_a, ws_b = await studio(stylize, people)
     settings = (await bob.get("/api/rooms/studio")).json()["room"]
     assert settings["uploads"] is False and settings["imagine"] is True, "photos wait for the owner's yes"
     refused = await attach(bob, "studio", encode(photo(320, 240), "JPEG"))
@@ -58,13 +64,7 @@ async def test_a_stylize_in_a_room_renders_for_everyone(stylize, people):
 
 
 async def test_stylize_refusals_are_clear_and_store_nothing(stylize, people):
-    base_url, _runtime, _models = stylize
-    mona, alice, bob = await people("mona", moderator=True), await people("alice"), await people("bob")
-    await create_preset(mona)
-    ws_a, ws_b = await WsClient.connect(base_url, api=alice), await WsClient.connect(base_url, api=bob)
-    for ws in (ws_a, ws_b):
-        await ws.request("sub", topic="room:studio")
-    await ws_a.request("chat.send", room="studio", text="my room")
+    alice, bob, ws_a, ws_b = await studio(stylize, people)
     assert (await alice.patch("/api/rooms/studio", {"uploads": True})).json()["room"]["uploads"] is True
     mine = (await attach(bob, "studio", encode(photo(320, 240), "JPEG"))).json()["photo"]["id"]
 
