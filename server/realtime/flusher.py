@@ -8,6 +8,8 @@ from typing import Any, Protocol
 # At most one write pass per this interval while events keep coming: busy sockets' events are
 # coalesced into array frames (far fewer writes); after a quiet spell the first event leaves at once.
 COALESCE_INTERVAL_SECS = 0.010
+# The longest pause a long pass earns (a pass stretched by a stalled machine must not hold events long).
+MAX_PAUSE_SECS = 0.050
 
 
 class Flushable(Protocol):
@@ -25,7 +27,8 @@ class Flusher:
     A pass longer than the interval (a room of a thousand sockets on a busy machine) is
     followed by a pause as long as itself: otherwise passes run back to back, the loop has
     little time left to read the frames that make events, and each write carries fewer of
-    them. Writing then takes at most about half of the loop, and a send() more events.
+    them. Writing then takes at most about half of the loop, and a send() more events
+    (the pause is capped: at most `MAX_PAUSE_SECS`).
     """
 
     def __init__(self, interval_secs: float = COALESCE_INTERVAL_SECS):
@@ -59,4 +62,4 @@ class Flusher:
         for connection in dirty:
             connection.flush(shared)
         ended = loop.time()
-        self._next_pass = max(started + self._interval, ended + (ended - started))
+        self._next_pass = max(started + self._interval, ended + min(ended - started, MAX_PAUSE_SECS))
