@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import select
 import unicodedata
 from contextlib import suppress
 from dataclasses import dataclass
@@ -20,6 +21,11 @@ from server.modelhub.errors import RangeNotSatisfiable
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 # Most bytes one sendfile() step may move; a step goes as far as the socket's send buffer takes.
 SENDFILE_STEP_BYTES = 8 * 1024 * 1024
+# Within a step, how long the pool thread waits for a full send buffer to drain before it hands the wait
+# to the event loop. A reader that keeps up drains it in a millisecond or two: without this each buffer's
+# worth cost a thread hop and a loop turn, and downloads ran slower than the old copy through Python; a
+# slow reader still holds no thread for longer than this.
+SENDFILE_THREAD_WAIT_MS = 20
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -133,11 +139,18 @@ async def sendfile_range(executors: Executors, path: Path, sock_fd: int, start: 
 def _send_some(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
     """sendfile() until the socket's buffer is full or one step is done; how many bytes went. Blocks on disk."""
     sent, limit = 0, min(count, SENDFILE_STEP_BYTES)
+    # sendfile() reads the file through the kernel's readahead, in far smaller pieces than the 8 MiB reads
+    # of the copying path; asking for this step and the next at once keeps the disk ahead of the socket.
+    os.posix_fadvise(file_fd, offset, min(count, 2 * SENDFILE_STEP_BYTES), os.POSIX_FADV_WILLNEED)
+    writable = select.poll()
+    writable.register(sock_fd, select.POLLOUT)
     while sent < limit:
         try:
             n = os.sendfile(sock_fd, file_fd, offset + sent, limit - sent)
         except BlockingIOError:
-            break
+            if not writable.poll(SENDFILE_THREAD_WAIT_MS):
+                break
+            continue
         if n == 0:
             raise OSError("the file is shorter than recorded")
         sent += n
