@@ -1,14 +1,17 @@
 // `/stylize <style>` with a photo in a chat room: the room's owner allows photos (the attach button appears for
 // everyone in the room at once), B types the command, attaches a file that is not a photo (a clear error, the
-// typed text kept), then a photo, and sends; A, in another browser, sees the job render live and finish with
-// Remix and Download, and B (the sender) may publish it.
+// typed text kept), then a photo, types the start of the style again and picks it from the offered presets with
+// the keyboard, and sends; A, in another browser, sees the job render live and finish with Remix and Download, and
+// B (the sender) may publish it.
 //   VA_BASE_URL=http://127.0.0.1:8888 node e2e/room-stylize.e2e.mjs   (the demo model, ControlNet and preset needed)
 
 import { randomBytes } from 'node:crypto'
 import { assert, byTestId, freshContext, makePng, randomUsername, registerViaUi, runE2E } from './lib.mjs'
 
 const RENDER_TIMEOUT_MS = 45_000
-const COMMAND = '/stylize demo-lines a harbour'
+const STYLE = 'demo-lines'
+const SUBJECT = 'a harbour'
+const COMMAND = `/stylize ${STYLE} ${SUBJECT}`
 
 /** Opens the room and waits until the page is subscribed to it (it is then listed as present). */
 async function openRoom(page, room, username) {
@@ -54,7 +57,24 @@ await runE2E('room-stylize', async ({ browser, page: pageA, log }) => {
   await chooser.setFiles({ name: 'harbour.png', mimeType: 'image/png', buffer: photo })
   await byTestId(pageB, 'chat-photo-attached').waitFor()
   assert.equal(await byTestId(pageB, 'chat-input').inputValue(), COMMAND, 'the typed text stays')
-  await byTestId(pageB, 'chat-input').press('Enter')
+
+  log('B types the start of the style again: the presets are offered, and one is picked with the keyboard')
+  const input = byTestId(pageB, 'chat-input')
+  await input.fill('')
+  await input.pressSequentially(`/stylize ${STYLE.slice(0, 3)}`)
+  const option = pageB.locator(`[data-testid="style-option"][data-value="${STYLE}"]`)
+  await option.waitFor()
+  assert.ok(await byTestId(pageB, 'style-list').getAttribute('aria-label'), 'the list is named for screen readers')
+  assert.ok((await option.innerText()).includes(STYLE), 'the option shows the preset name beside its title')
+  const selected = pageB.locator('[data-testid="style-option"][aria-selected="true"]')
+  for (let i = 0; i < 8 && (await selected.getAttribute('data-value')) !== STYLE; i++) await input.press('ArrowDown')
+  assert.equal(await input.getAttribute('aria-activedescendant'), await option.getAttribute('id'))
+  await input.press('Enter')
+  assert.equal(await input.inputValue(), `/stylize ${STYLE} `, 'the full name and a space')
+  assert.equal(await byTestId(pageB, 'style-list').count(), 0, 'the list closes once a style is chosen')
+  await input.pressSequentially(SUBJECT)
+  assert.equal(await input.inputValue(), COMMAND)
+  await input.press('Enter')
 
   log('A sees the job message render live, then the image with Remix and Download')
   await byTestId(pageA, 'chat-job').waitFor({ timeout: RENDER_TIMEOUT_MS })

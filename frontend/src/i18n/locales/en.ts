@@ -213,6 +213,7 @@ const en = {
     placeholderPost: 'Message about “{title}”',
     mentionList: 'People to mention',
     mentionHere: 'in this room',
+    styleList: 'Styles for /stylize',
     composerHint: 'Enter to send · Shift+Enter for a new line',
     send: 'Send',
     tooLong: 'At most {max} characters',

@@ -215,6 +215,7 @@ const zhCN: Messages = {
     placeholderPost: '聊聊“{title}”',
     mentionList: '可提及的人',
     mentionHere: '在此聊天室',
+    styleList: '/stylize 可用的风格',
     composerHint: '回车发送 · Shift+回车换行',
     send: '发送',
     tooLong: '最多 {max} 个字符',
