@@ -144,6 +144,7 @@ class Job:
         self.state: Literal["queued", "running", "finished"] = "queued"
         self.steps_done = 0
         self.cancel_requested_at: int | None = None
+        self.keep_partial = False  # the cancel keeps the steps run (decoded as a finish): set with it, under _lock
         self._cancelled = threading.Event()
         self.submitted_at = time.perf_counter()
         self.preview_in_flight = threading.Event()
@@ -156,11 +157,24 @@ class Job:
     def cancel_requested(self) -> bool:
         return self._cancelled.is_set()
 
-    def cancel(self) -> bool:
-        """Ask the job to stop. A queued job is cancelled at once; a running one within one step."""
+    @property
+    def keeps_partial(self) -> bool:
+        """Stopped to keep its images, and asked after a step had run (before one, there is nothing to keep)."""
+        return self.keep_partial and bool(self.cancel_requested_at)
+
+    def cancel(self, keep: bool = False) -> bool:
+        """Ask the job to stop. A queued job is cancelled at once; a running one within one step.
+
+        `keep`: the running job's latents so far are decoded and it finishes as done (A1111's interrupt).
+        A later plain cancel still drops them.
+        """
         with self._lock:
-            if self.state == "finished" or self._cancelled.is_set():
+            if self.state == "finished":
                 return False
+            if self._cancelled.is_set():
+                self.keep_partial = self.keep_partial and keep
+                return False
+            self.keep_partial = keep
             self.cancel_requested_at = self.steps_done
             self._cancelled.set()
             if self.state == "queued":
@@ -390,13 +404,15 @@ class _Worker:
             return
         engine.count(steps=output.steps_run, denoise_seconds=output.timings.get("denoise_s", 0.0),
                       vae_upcasts=int(output.vae_upcast))
-        if output.interrupted:
+        if output.interrupted and not output.images:
             job.finish()
             engine.count(cancelled=1)
             job.post(Cancelled(job.id, step=output.steps_run, requested_at_step=job.cancel_requested_at or 0))
             job.settle(exc=GenerationCancelled(f"job {job.id} was cancelled at step {output.steps_run}"))
             return
         timings.update(output.timings)
+        if output.interrupted:  # stopped early, kept: the images are of this step (of total_steps)
+            timings["interrupted_at_step"] = output.steps_run
         timings["load_s"] = load_s
         timings["run_s"] = time.perf_counter() - started
         try:
@@ -408,7 +424,7 @@ class _Worker:
 
     def _generate_with_oom_retry(self, job: Job) -> tuple[GenerationOutput, LoadedModel, float]:
         hooks = StepHooks(on_step=lambda step, total, x0: self._on_step(job, step, total, x0),
-                          should_stop=lambda: job.cancel_requested,
+                          should_stop=lambda: job.cancel_requested, keep_partial=lambda: job.keeps_partial,
                           on_control=lambda images: job.post(ControlImages(job.id, images=_control_out(job, images))))
         engine = self.engine
         req = job.request

@@ -218,6 +218,8 @@ class StepHooks:
 
     on_step: Callable[[int, int, torch.Tensor], None] = lambda step, total, x0: None
     should_stop: Callable[[], bool] = lambda: False
+    # A stop that keeps what was made (A1111's interrupt): the latents so far are decoded as if it ended.
+    keep_partial: Callable[[], bool] = lambda: False
     # The control images, once made (before the first step), so they can be shown while it runs.
     on_control: Callable[[list[ControlImage]], None] = lambda images: None
 
@@ -539,7 +541,8 @@ def _generate(
     timings["steps_per_s"] = out.steps_run / timings["denoise_s"] if timings["denoise_s"] > 0 else 0.0
     if hooks.should_stop() or pipe.interrupt:
         out.interrupted = True
-        return out
+        if not hooks.keep_partial() or out.steps_run == 0:
+            return out
 
     started = time.perf_counter()
     latents = result.images

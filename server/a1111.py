@@ -378,6 +378,7 @@ class A1111Service:
         if job.model in registry.names():
             model_hash = await self._executors.run_io(registry.short_hash, registry.get(job.model))
         seeds = [image.seed for image in images] or [settings.get("seed", -1)]
+        stopped_at = json.loads(job.timings or "{}").get("interrupted_at_step")
         count = max(1, len(images))
         info = {
             "prompt": submitted.prompt, "all_prompts": [submitted.prompt] * count,
@@ -394,14 +395,16 @@ class A1111Service:
             "infotexts": [image.parameters for image in images], "styles": [],
             "job_timestamp": _timestamp(job.created_at), "clip_skip": 1,
             "is_using_inpainting_conditioning": False, "version": VERSION,
-            "job": job.id, "interrupted": job.status == "cancelled",
+            "job": job.id, "interrupted": job.status == "cancelled" or stopped_at is not None,
         }
+        if stopped_at is not None:  # an interrupt kept what it made: the images are of this step
+            info["extra_generation_params"]["Interrupted at step"] = stopped_at
         return {"images": encoded, "parameters": submitted.request, "info": json.dumps(info)}
 
-    async def cancel(self, user: User, job_id: str) -> None:
-        """The caller went away (or interrupted): stop the job if it still runs."""
+    async def cancel(self, user: User, job_id: str, *, keep: bool = False) -> None:
+        """The caller went away (or interrupted, `keep`: what it made is kept): stop the job if it still runs."""
         try:
-            await self._jobs.cancel(user, job_id)
+            await self._jobs.cancel(user, job_id, keep=keep)
         except AppError as exc:  # finished meanwhile: nothing to stop
             log.debug("sdapi cancel of %s: %s", job_id, exc.code)
 
@@ -456,10 +459,11 @@ class A1111Service:
                 "current_image": image, "textinfo": f"Step {step}/{total}"}
 
     async def interrupt(self, user: User) -> int:
-        """Stop the caller's running jobs (never anyone else's); how many were told to stop."""
+        """Stop the caller's running jobs (never anyone else's) at their current step, keeping what they
+        made (A1111 decodes the latents so far); how many were told to stop."""
         running = [job for job in await self._jobs.records.unfinished(user.id) if job.status == "running"]
         for job in running:
-            await self.cancel(user, job.id)
+            await self.cancel(user, job.id, keep=True)
         return len(running)
 
     # PNG info and the host

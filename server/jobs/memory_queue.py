@@ -63,12 +63,12 @@ class MemoryJobQueue:
         self._places.pop(job_id, None)
         return removed
 
-    async def request_cancel(self, job_id: str) -> None:
+    async def request_cancel(self, job_id: str, keep: bool = False) -> None:
         self._cancels[job_id] = None
         while len(self._cancels) > MAX_CANCEL_REQUESTS:
             del self._cancels[next(iter(self._cancels))]
         for listener in self._listeners:
-            listener(job_id)
+            listener(job_id, keep)
 
     async def announce_places(self, publish: PlacePublisher) -> None:
         # One announcer at a time, and whoever changes the queue meanwhile makes it go round again,

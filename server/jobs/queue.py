@@ -142,7 +142,7 @@ class JobLive:
 
 
 PlacePublisher = Callable[[str, int], Awaitable[None]]
-CancelListener = Callable[[str], None]
+CancelListener = Callable[[str, bool], None]  # (job id, keep what was made)
 
 
 class JobQueue(Protocol):
@@ -158,8 +158,8 @@ class JobQueue(Protocol):
     async def remove(self, job_id: str) -> bool:
         """Take a waiting job out (cancel); False when it is not waiting (running, gone)."""
 
-    async def request_cancel(self, job_id: str) -> None:
-        """Tell whichever worker runs (or is about to run) the job to stop it."""
+    async def request_cancel(self, job_id: str, keep: bool = False) -> None:
+        """Tell whichever worker runs (or is about to run) the job to stop it (`keep`: and keep what it made)."""
 
     async def announce_places(self, publish: PlacePublisher) -> None:
         """Publish the place of every waiting job whose place changed since the last announcement."""
@@ -202,7 +202,7 @@ class JobQueue(Protocol):
         """Return when a job may be waiting, or after `timeout` seconds."""
 
     def on_cancel(self, listener: CancelListener) -> None:
-        """Call `listener(job_id)` on the loop when a cancel is requested anywhere."""
+        """Call `listener(job_id, keep)` on the loop when a cancel is requested anywhere."""
 
     async def cancel_requested(self, job_id: str) -> bool: ...
 

@@ -53,6 +53,8 @@ LISTEN_RETRY_SECS = 0.5
 CLOSE_WAIT_SECS = 5.0
 # A job's newest preview outlives no job: the longest renders take minutes, and the key expires by itself.
 PREVIEW_KEPT_MS = 15 * 60 * 1000
+# A cancel message `<job>` drops what the job made; `<job>` + this keeps it (A1111's interrupt).
+KEEP_SUFFIX = " keep"
 
 _JOB_OF = "string.match(%s, '^([^|]+)|')"
 
@@ -284,6 +286,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _cancel_message(text: str) -> tuple[str, bool]:
+    """(job id, keep) of a message on the cancel channel."""
+    return (text.removesuffix(KEEP_SUFFIX), True) if text.endswith(KEEP_SUFFIX) else (text, False)
+
+
 class RedisJobQueue:
     def __init__(self, client: redis.Redis, prefix: str, *, heartbeat_secs: float = 1.0):
         self._redis = client
@@ -328,9 +335,9 @@ class RedisJobQueue:
     async def remove(self, job_id: str) -> bool:
         return bool(await self._run("remove", job_id))
 
-    async def request_cancel(self, job_id: str) -> None:
+    async def request_cancel(self, job_id: str, keep: bool = False) -> None:
         await self._redis.set(self._p + "cancel:" + job_id, b"1", ex=CANCEL_TTL_SECS)
-        await self._redis.publish(self._p + "cancel", job_id.encode())
+        await self._redis.publish(self._p + "cancel", (job_id + KEEP_SUFFIX if keep else job_id).encode())
 
     async def announce_places(self, publish: PlacePublisher) -> None:
         # Announcers take turns (a short lock); a change made while another announces sets `dirty`,
@@ -494,8 +501,9 @@ class RedisJobQueue:
                     if _text(message["channel"]) == wake:
                         self._wake.set()
                     else:
+                        job_id, keep = _cancel_message(_text(message["data"]))
                         for listener in self._listeners:
-                            listener(_text(message["data"]))
+                            listener(job_id, keep)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:

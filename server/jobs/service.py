@@ -197,8 +197,11 @@ class JobService:
     async def _publish_place(self, job_id: str, place: int) -> None:
         await self._hub.publish(f"job:{job_id}", {"type": "gen.queued", "job": job_id, "place": place})
 
-    async def cancel(self, user: User, job_id: str) -> dict[str, Any]:
-        """Cancel a waiting job at once, or a running one within a step (its worker reports it)."""
+    async def cancel(self, user: User, job_id: str, *, keep: bool = False) -> dict[str, Any]:
+        """Cancel a waiting job at once, or a running one within a step (its worker reports it).
+
+        `keep` (A1111's interrupt): a running job that has made a step ends as done with its images so far.
+        """
         job, _images = await self._load(job_id)
         if job.owner_id != user.id:
             raise Forbidden("Only the owner may cancel a job.")
@@ -211,7 +214,7 @@ class JobService:
                                                           "started": False})
                 await self.announce_places()
                 return await self._render(*await self._load(job_id))
-        await self.queue.request_cancel(job_id)
+        await self.queue.request_cancel(job_id, keep=keep)
         return await self._render(*await self._load(job_id))
 
     async def get(self, principal: Principal | None, job_id: str) -> dict[str, Any]:

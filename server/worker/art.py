@@ -112,7 +112,7 @@ class ArtKind:
     async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def stop(self, job_id: str) -> None:
+    def stop(self, job_id: str, keep: bool = False) -> None:  # a partial art job is not kept
         self._stopped.add(job_id)
 
     async def close(self) -> None:

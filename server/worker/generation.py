@@ -68,10 +68,10 @@ class GenerationKind:
             self._jobs.pop(job_id, None)
         return Outcome("done", images=result.images, timings=result.timings, event={"seed": request.seed})
 
-    def stop(self, job_id: str) -> None:
+    def stop(self, job_id: str, keep: bool = False) -> None:
         engine_job = self._jobs.get(job_id)
         if engine_job is not None:
-            engine_job.cancel()
+            engine_job.cancel(keep=keep)
 
     async def close(self) -> None:
         await self.engine.aclose()

@@ -62,7 +62,10 @@ class KindRunner(Protocol):
 
     async def run(self, context: JobContext) -> Outcome: ...
 
-    def stop(self, job_id: str) -> None:
-        """Cancel a running job cooperatively (it ends with a `cancelled` outcome)."""
+    def stop(self, job_id: str, keep: bool = False) -> None:
+        """Cancel a running job cooperatively (it ends with a `cancelled` outcome).
+
+        `keep`: a kind that can may instead end it as done with what it made so far (A1111's interrupt).
+        """
 
     async def close(self) -> None: ...

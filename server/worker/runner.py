@@ -170,10 +170,10 @@ class JobRunner:
             running = self._running[lease.job.job_id] = _Running(lease, started=time.perf_counter())
             running.task = asyncio.create_task(self._run(running), name=f"job-{lease.job.job_id}")
 
-    def _on_cancel(self, job_id: str) -> None:
+    def _on_cancel(self, job_id: str, keep: bool) -> None:
         running = self._running.get(job_id)
         if running is not None and running.kind is not None:
-            running.kind.stop(job_id)
+            running.kind.stop(job_id, keep=keep)
 
     # Running
 

@@ -159,7 +159,8 @@ async def test_img2img_resize_modes_override_model_and_controlnet(gen_server, us
 
 
 async def test_progress_and_interrupt_are_the_callers_own(gen_server, users):
-    _alice, sdapi = await sdapi_client(gen_server, users, "alice")
+    """Bob's interrupt does not touch Alice's call; hers stops it early and keeps the image as far as it got."""
+    alice, sdapi = await sdapi_client(gen_server, users, "alice")
     _bob, bob = await sdapi_client(gen_server, users, "bob")
     idle = (await sdapi.get("/sdapi/v1/progress")).json()
     assert set(idle) == PROGRESS_RESPONSE and set(idle["state"]) >= STATE_FIELDS
@@ -186,9 +187,37 @@ async def test_progress_and_interrupt_are_the_callers_own(gen_server, users):
     response = await asyncio.wait_for(call, 60)
     assert response.status_code == 200
     info = json.loads(response.json()["info"])
-    assert response.json()["images"] == [] and info["interrupted"] is True
+    [image] = response.json()["images"]
+    assert Image.open(io.BytesIO(base64.b64decode(image))).size == (128, 128)
+    stopped_at = info["extra_generation_params"]["Interrupted at step"]
+    assert info["interrupted"] is True and later["state"]["sampling_step"] <= stopped_at < 150, info
+    assert len(info["infotexts"]) == 1 and "Steps: 150" in info["infotexts"][0]
+    [job] = await my_jobs(alice)
+    assert job["status"] == "done" and len(job["images"]) == 1, job
     await sdapi.aclose()
     await bob.aclose()
+
+
+async def test_a_native_cancel_of_a_synchronous_call_keeps_nothing(gen_server, users):
+    """The browser's Cancel (`DELETE /api/jobs/<id>`, as the WebSocket's gen.cancel) is not an interrupt."""
+    browser, sdapi = await sdapi_client(gen_server, users, "alice")
+    call = asyncio.create_task(sdapi.post("/sdapi/v1/txt2img", json={**SMALL, "steps": 150, "width": 128,
+                                                                     "height": 128}))
+    for _ in range(600):
+        progress = (await sdapi.get("/sdapi/v1/progress")).json()
+        if progress["state"]["sampling_step"] >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert progress["state"]["sampling_step"] >= 2, progress
+    assert (await browser.delete(f"/api/jobs/{progress['state']['job']}")).status_code == 200
+    response = await asyncio.wait_for(call, 60)
+    assert response.status_code == 200
+    info = json.loads(response.json()["info"])
+    assert response.json()["images"] == [] and info["interrupted"] is True
+    assert info["extra_generation_params"] == {}
+    [job] = await my_jobs(browser)
+    assert job["status"] == "cancelled" and not job["images"], job
+    await sdapi.aclose()
 
 
 async def test_a_caller_that_disconnects_cancels_its_job(gen_server, users):

@@ -121,11 +121,33 @@ async def test_cancel_stops_within_one_step(engine: Engine) -> None:
 
 
 @pytest.mark.timeout(60)
+async def test_a_cancel_that_keeps_decodes_the_step_it_stopped_at(engine: Engine) -> None:
+    events: list[JobEvent] = []
+    job = None
+
+    def on_event(event: JobEvent) -> None:
+        events.append(event)
+        if isinstance(event, Progress) and event.step == 2:
+            job.cancel(keep=True)
+
+    job = engine.submit(req(steps=60, width=96), on_event)
+    result = await job
+    await asyncio.sleep(0)
+    stopped_at = result.timings["interrupted_at_step"]
+    assert 2 <= stopped_at <= 3 and max(e.step for e in events if isinstance(e, Progress)) == stopped_at
+    [image] = result.images
+    assert Image.open(io.BytesIO(image.png)).size == (96, 64) and "Steps: 60" in image.parameters
+    assert isinstance(events[-1], Done) and not any(isinstance(e, Cancelled) for e in events)
+    _, whole = await run(engine, req(steps=60, width=96))
+    assert whole.images[0].png != image.png and "interrupted_at_step" not in whole.timings
+
+
+@pytest.mark.timeout(60)
 async def test_cancel_while_queued_is_immediate(engine: Engine) -> None:
     first = engine.submit(req(steps=30))
     events: list[JobEvent] = []
     second = engine.submit(req(steps=30), events.append)
-    assert second.cancel()
+    assert second.cancel(keep=True)  # nothing made yet: even a cancel that keeps has nothing to keep
     with pytest.raises(GenerationCancelled):
         await second
     assert any(isinstance(e, Cancelled) for e in events)

@@ -127,6 +127,23 @@ async def test_cancel_removes_a_waiting_job_only(queue):
     assert await queue.take("w1", set()) is None
 
 
+async def test_a_cancel_tells_every_listener_whether_it_keeps(queue):
+    heard: list[tuple[str, bool]] = []
+    queue.on_cancel(lambda job_id, keep: heard.append((job_id, keep)))
+    for _ in range(100):  # Redis: the listener subscribes in the background; a message before that is lost
+        await queue.request_cancel("a0", keep=True)
+        await asyncio.sleep(0.05)
+        if heard:
+            break
+    await queue.request_cancel("b0")
+    for _ in range(100):
+        if ("b0", False) in heard:
+            break
+        await asyncio.sleep(0.02)
+    assert heard[0] == ("a0", True) and heard[-1] == ("b0", False), heard
+    assert await queue.cancel_requested("a0") and await queue.cancel_requested("b0")
+
+
 async def test_a_handed_back_job_goes_first(queue):
     await admit(queue, job("a0", 1), job("b0", 2), job("c0", 3))
     lease = await queue.take("w1", set())
