@@ -179,10 +179,6 @@ def load_controlnet(spec: ModelSpec, *, dtype: torch.dtype = torch.float32) -> L
     """Read a ControlNet from disk (a diffusers folder, or one file with its config folder) into host memory."""
     try:
         with construction_lock:
-            root = spec.path if spec.layout == "diffusers" else spec.config_dir
-            tokenizers = shared_tokenizers(root, TOKENIZERS[spec.family]) if root is not None else None
-            if tokenizers is not None:
-                extra.update(tokenizers.components)
             if spec.layout == "diffusers":
                 module = ControlNetModel.from_pretrained(str(spec.path), torch_dtype=dtype, use_safetensors=True,
                                                          local_files_only=True)
@@ -509,7 +505,7 @@ def _generate(
         out.latent_cache_hit = init is not None
         if init is None:
             rgb = region.photo if region is not None else photos.photo(req.init_image, width, height)
-            photo = Image.fromarray(fill_masked(rgb, region.mask) if region is not None and filled else rgb)
+            photo = Image.fromarray(fill_masked(rgb, region.mask) if filled else rgb)
             init = encode_init_image(loaded, photo, device)
             if latent_cache is not None:
                 latent_cache.put(key, to_cpu(init))

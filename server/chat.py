@@ -162,13 +162,18 @@ class ChatService:
                 return answered
         job_id = await self._command(author, room, text, photo)
         mentions = " ".join(u.username for u in mentioned)
-        queued = self._writer.enqueue(room_id, author.id, text, mentions, client_ref, job_id)
-        return asyncio.ensure_future(self._publish_stored(queued, room, room_id, author, text, mentioned,
-                                                          client_ref, job_id))
 
-    async def _publish_stored(self, queued: Awaitable[Message], room: str, room_id: int, author: User, text: str,
-                              mentioned: list[User], client_ref: str | None, job_id: str | None) -> dict[str, Any]:
-        message = await self._stored(queued, room, room_id, author, text, mentioned, client_ref, job_id)
+        def queue() -> Awaitable[Message]:
+            return self._writer.enqueue(room_id, author.id, text, mentions, client_ref, job_id)
+
+        # Queued here, in this frame's turn: messages take their seqs in the order they were accepted.
+        return asyncio.ensure_future(self._publish_stored(queue(), queue, room, room_id, author, text, mentioned,
+                                                          client_ref))
+
+    async def _publish_stored(self, queued: Awaitable[Message], queue: Callable[[], Awaitable[Message]], room: str,
+                              room_id: int, author: User, text: str, mentioned: list[User], client_ref: str | None
+                              ) -> dict[str, Any]:
+        message = await self._stored(queued, queue, room, room_id, author, text, client_ref)
         if isinstance(message, dict):
             return message  # a retry
         payload = message_json(message, author, room)
@@ -193,15 +198,15 @@ class ChatService:
             return None
         return await command(author, room, words)
 
-    async def _stored(self, queued: Awaitable[Message], room: str, room_id: int, author: User, text: str,
-                      mentioned: list[User], client_ref: str | None, job_id: str | None) -> Message | dict[str, Any]:
-        """The stored message, or, for a retry of ``client_ref``, the message it stored before."""
+    async def _stored(self, queued: Awaitable[Message], queue: Callable[[], Awaitable[Message]], room: str,
+                      room_id: int, author: User, text: str, client_ref: str | None) -> Message | dict[str, Any]:
+        """The stored message (``queued``; ``queue`` queues it again), or, for a retry of ``client_ref``, the
+        message it stored before."""
         for attempt in range(2):
             try:
                 # One transaction (shared with the messages sent meanwhile): the seq bump, the row, the
                 # commit. A repeated ref trips the unique index, which rolls the bump back too.
-                return await (queued if attempt == 0 else self._writer.insert(
-                    room_id, author.id, text, " ".join(u.username for u in mentioned), client_ref, job_id))
+                return await (queued if attempt == 0 else queue())
             except IntegrityError:
                 if client_ref is None:
                     raise

@@ -42,14 +42,18 @@ class RoomImagine:
         if not prompt:
             raise InvalidInput("Write what to imagine: /imagine <prompt>.", code="invalid_prompt",
                                data={"field": "text"})
-        if await self._is_off(room):
-            raise Forbidden("/imagine is turned off in this room by its owner.", code="imagine_off")
+        await self.require_enabled(room)
         job = await self._jobs.submit(author, await imagine_params(self._settings, self._jobs, prompt))
         return job["id"]
 
-    async def _is_off(self, room: str) -> bool:
-        async with self._db() as db:
-            return bool(await db.scalar(select(Room.imagine_off).where(Room.name == room)))
+    async def require_enabled(self, room: str, *, uploads: bool = False) -> None:
+        """Raise unless the room allows its job commands (and, with ``uploads``, photos for them)."""
+        switches = await self.switches(room)
+        if not switches["imagine"]:
+            raise Forbidden("/imagine and /stylize are turned off in this room by its owner.", code="imagine_off")
+        if uploads and not switches["uploads"]:
+            raise Forbidden("This room does not take photos; its owner (or a moderator) may allow them.",
+                            code="uploads_off")
 
     async def switches(self, room: str) -> dict[str, bool]:
         """What the room allows: `imagine` (its job commands) and `uploads` (photos, for `/stylize`)."""

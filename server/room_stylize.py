@@ -50,22 +50,14 @@ class RoomStylize:
         """Register `/stylize` (a command that takes a photo) with the chat service."""
         self._chat.photo_commands[COMMAND] = self.stylize
 
-    async def _require_uploads(self, room: str) -> None:
-        switches = await self._rooms.switches(room)
-        if not switches["imagine"]:
-            raise Forbidden("/imagine and /stylize are turned off in this room by its owner.", code="imagine_off")
-        if not switches["uploads"]:
-            raise Forbidden("This room does not take photos; its owner (or a moderator) may allow them.",
-                            code="uploads_off")
-
     async def upload(self, user: User, room: str, photo: bytes | None) -> dict[str, Any]:
         """Check and keep a photo for a `/stylize` in ``room``; its reference (sha256) and upright size."""
         await self._chat.check_access(user, room)
-        await self._require_uploads(room)
+        await self._rooms.require_enabled(room, uploads=True)
         await self._limiter.require(f"room-photo:{user.id}", UPLOAD_LIMIT, UPLOAD_WINDOW_SECS,
                                     "You are uploading photos too fast")
         width, height = await self._photos.check_photo(photo)
-        digest = await self._executors.run_io(self._blobs.put_bytes, bytes(photo or b""))
+        digest = await self._executors.run_io(self._blobs.put_bytes, bytes(photo))
         await self._cache.set(_photo_key(user.id, digest), b"1", PHOTO_KEPT_SECS)
         return {"id": digest, "width": width, "height": height}
 
@@ -75,7 +67,7 @@ class RoomStylize:
         if not style:
             raise InvalidInput("Name a style: /stylize <style> [what the photo shows], with a photo attached.",
                                code="invalid_preset", data={"field": "text"})
-        await self._require_uploads(room)
+        await self._rooms.require_enabled(room, uploads=True)
         if photo is None:
             raise InvalidInput("Attach a photo to stylize (the picture button beside the message box).",
                                code="not_an_image", data={"field": "photo"})
