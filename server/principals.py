@@ -5,7 +5,8 @@ Every write that changes what a snapshot says (profile edit, log-out, token
 revocation, password change, a role change) deletes the affected entries, so the
 cache never answers for a revoked credential; the TTL only bounds memory.
 
-Scaled out, the cache is Redis, shared by every process. Embedded, it is in-process,
+Scaled out, the cache is Redis, shared by every process, and each process keeps copies of the entries it
+read while it hears every forget (server/principal_mirror.py). Embedded, it is in-process,
 and another process on the same SQLite file (``run.py moderator``) cannot reach it:
 such changes are appended to a small journal file beside the database, which the
 server checks (one ``stat``) before every cached answer and every half second.
@@ -26,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.cache import Cache, set_json
+from server.principal_mirror import PrincipalMirror
 from server.store.models import ApiToken, BrowserSession, User
 
 log = logging.getLogger(__name__)
@@ -112,10 +114,11 @@ class ChangeJournal:
 
 class PrincipalCache:
     def __init__(self, cache: Cache, sessions: async_sessionmaker[AsyncSession],
-                 journal: ChangeJournal | None = None):
+                 journal: ChangeJournal | None = None, mirror: PrincipalMirror | None = None):
         self._cache = cache
         self._db = sessions
         self._journal = journal
+        self._mirror = mirror
         # Bumped when another process changed someone: every earlier entry is then unreachable (and ages out).
         self._generation = 0
         self._restored: dict[bytes, tuple[User, Any]] = {}  # an entry's bytes -> what they say (shared, read-only)
@@ -128,9 +131,15 @@ class PrincipalCache:
     async def get(self, kind: str, credential_hash: str) -> tuple[User, Any] | None:
         """The cached user and the credential's extra (token id, session expiry), or None."""
         await self.sync()
-        raw = await self._cache.get(self._key(kind, credential_hash))
+        key = self._key(kind, credential_hash)
+        raw = self._mirror.get(key) if self._mirror is not None else None
         if raw is None:
-            return None
+            ticket = self._mirror.ticket() if self._mirror is not None else None
+            raw = await self._cache.get(key)
+            if raw is None:
+                return None
+            if self._mirror is not None:
+                self._mirror.put(key, raw, ticket)
         # The same entry is read on every request of a busy client: decoding it and building the User
         # again was most of an authenticated read's own cost. Identical bytes give the same answer, so it
         # is kept by them; a change to the user or a revocation changes or removes the entry itself.
@@ -149,7 +158,10 @@ class PrincipalCache:
             await set_json(self._cache, self._key(kind, credential_hash), entry, ttl)
 
     async def forget(self, kind: str, *credential_hashes: str) -> None:
-        await self._cache.delete(*(self._key(kind, h) for h in credential_hashes))
+        keys = [self._key(kind, h) for h in credential_hashes]
+        await self._cache.delete(*keys)
+        if self._mirror is not None and keys:
+            await self._mirror.forget(keys)
 
     async def forget_user(self, user_id: int) -> None:
         """Drop every cached credential of a user (after their profile or password changed)."""

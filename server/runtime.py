@@ -39,6 +39,7 @@ from server.metrics import HttpMetrics
 from server.modelhub.service import ModelHub
 from server.originals import Originals
 from server.presets import PresetService
+from server.principal_mirror import PrincipalMirror
 from server.shares import ShareService
 from server.passwords import Passwords
 from server.presence import MemoryPresence, Presence, RedisPresence
@@ -143,12 +144,17 @@ class Runtime:
         # Counters in a store of their own: in-process, a flood of cached pages would evict them.
         limiter = RateLimiter(RedisCache(client, settings.redis_prefix, "limits:") if client
                               else MemoryCache(max_entries=LIMITER_MEMORY_ENTRIES))
-        principals = PrincipalCache(cache, db, journal_for(settings.effective_database_url, client is not None))
+        mirror = None
         if client is not None:
-            hub: Hub = await RedisHub(client, settings.redis_prefix).start()
+            redis_hub = await RedisHub(client, settings.redis_prefix).start()
+            hub: Hub = redis_hub
             presence: Presence = RedisPresence(client, settings.redis_prefix)
+            mirror = PrincipalMirror(redis_hub)
+            await mirror.start()
         else:
             hub, presence = MemoryHub(), MemoryPresence()
+        principals = PrincipalCache(cache, db, journal_for(settings.effective_database_url, client is not None),
+                                    mirror)
         chat = ChatService(db, hub, presence, limiter, settings)
         topics = TopicPolicy()
         topics.register("user", own_user_topic)

@@ -72,6 +72,25 @@ class RedisHub(HubCore):
         # Channels whose SUBSCRIBE could not reach Redis; the listener makes them once it answers.
         self._unsubscribed: set[str] = set()
         self._listener: asyncio.Task | None = None
+        # What `unbroken` says: whether every channel is subscribed on a live connection, and how many
+        # times this process may have missed messages (a lost connection, a reconnect).
+        self._hearing = False
+        self._gaps = 0
+
+    @property
+    def unbroken(self) -> int | None:
+        """While this process hears every message published to its channels: a number that changes after
+        any moment it may have missed some; None while it may be missing them now. What a process learnt
+        from messages (e.g. which cached entries were forgotten elsewhere) holds while the number holds."""
+        connection = self._pubsub.connection
+        # A dropped connection is seen here at once; the listener notices it only after redis-py's retries.
+        if not self._hearing or connection is None or not connection.is_connected:
+            return None
+        return self._gaps
+
+    def _lost(self) -> None:
+        self._hearing = False
+        self._gaps += 1
 
     async def start(self) -> "RedisHub":
         # No Redis call here: the service starts (and reports not ready) while Redis is down.
@@ -113,6 +132,7 @@ class RedisHub(HubCore):
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("subscribing to %s waits for Redis (%s)", topic, exc)
                 self._unsubscribed.add(channel)
+                self._lost()
             self._watch_connection()
             self._has_channels.set()
 
@@ -134,6 +154,7 @@ class RedisHub(HubCore):
 
     async def _on_pubsub_connect(self, _connection: Any) -> None:
         self._reconnected = True
+        self._gaps += 1  # published while it was down: gone
 
     @staticmethod
     def _unavailable(exc: BaseException) -> Unavailable:
@@ -208,6 +229,7 @@ class RedisHub(HubCore):
                     self._unsubscribed.difference_update(waiting)
                     self._watch_connection()
                     self._reconnected = True  # what was published meanwhile is read back below
+                self._hearing = not self._unsubscribed
                 message = await self._pubsub.get_message(timeout=LISTEN_POLL_SECS)
                 if self._reconnected:
                     self._reconnected = False
@@ -220,6 +242,7 @@ class RedisHub(HubCore):
             except (*UNAVAILABLE_ERRORS, Unavailable, OSError) as exc:
                 log.warning("hub lost its Redis pub/sub connection (%s); reconnecting", exc)
                 self._reconnected = True
+                self._lost()
                 await asyncio.sleep(RECONNECT_DELAY_SECS)
             except Exception:
                 log.exception("hub listener failed on a message; continuing")
