@@ -71,7 +71,8 @@ class SecurityHeaders(web.OutputTransform):
 
     def transform_first_chunk(self, status_code: int, headers, chunk: bytes, finishing: bool):  # type: ignore[no-untyped-def]
         for name, value in SECURITY_HEADERS.items():
-            headers.setdefault(name, value)
+            if name not in headers:  # (MutableMapping.setdefault raises and catches a KeyError for each)
+                headers[name] = value
         return status_code, headers, chunk
 
 
