@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import struct
@@ -107,9 +108,18 @@ def drop_from_page_cache(path: Path) -> None:
         os.close(fd)
 
 
-def timed(cmd: list[str]) -> float:
+def children_cpu() -> float:
+    """CPU seconds used so far by this process's finished children (cp, curl): the client's own cost."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str], cpu: list[float] | None = None) -> float:
+    cpu_before = children_cpu()
     started = time.perf_counter()
     guard.run(cmd, stdout=subprocess.DEVNULL)
+    if cpu is not None:
+        cpu.append(children_cpu() - cpu_before)
     return time.perf_counter() - started
 
 
@@ -136,7 +146,8 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int, rounds:
     headers = {"Authorization": f"Bearer {token}"}
     idle_rss = psutil.Process(pid).memory_info().rss
     figures: dict[str, list[float]] = {"cp": [], "sync": [], "up": [], "down": [], "up_rss": [], "down_rss": [],
-                                       "up_cpu": [], "down_cpu": []}
+                                       "up_cpu": [], "down_cpu": [], "down_null": [], "cp_client": [],
+                                       "down_client": [], "null_client": []}
     server = psutil.Process(pid)
 
     def cpu() -> float:
@@ -145,7 +156,7 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int, rounds:
 
     for _ in range(rounds):  # cp, upload and download take turns, so each round sees the same machine
         drop_from_page_cache(source)
-        figures["cp"].append(timed(["cp", str(source), str(work / "copy.safetensors")]))
+        figures["cp"].append(timed(["cp", str(source), str(work / "copy.safetensors")], figures["cp_client"]))
         figures["sync"].append(timed(["sync", "-f", str(work / "copy.safetensors")]))
         (work / "copy.safetensors").unlink()
 
@@ -167,16 +178,17 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int, rounds:
         assert file["sha256"] == sha, "the server stored other bytes"
 
         target = work / "downloaded.safetensors"
+        download = ["curl", "-sS", "--fail", "--max-time", str(guard.SUBPROCESS_TIMEOUT_SECS),
+                    f"{base}{file['download_url']}", "-o"]
         with PeakRss(pid) as down_rss:
             cpu_before = cpu()
-            started = time.perf_counter()
-            guard.run(["curl", "-sS", "--fail", "--max-time", str(guard.SUBPROCESS_TIMEOUT_SECS), "-o", str(target),
-                       f"{base}{file['download_url']}"])
-            figures["down"].append(time.perf_counter() - started)
+            figures["down"].append(timed(download + [str(target)], figures["down_client"]))
             figures["down_cpu"].append(cpu() - cpu_before)
         figures["down_rss"].append(down_rss.peak)
         assert target.stat().st_size == total
         target.unlink()
+        # What the server delivers when the client keeps nothing: the client's own disk write left out.
+        figures["down_null"].append(timed(download + ["/dev/null"], figures["null_client"]))
 
     med = {key: statistics.median(values) for key, values in figures.items()}
     cp_secs, sync_secs, up_secs, down_secs = med["cp"], med["sync"], med["up"], med["down"]
@@ -191,6 +203,10 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int, rounds:
     print(f"  download GET (curl -o)  {down_secs:6.2f} s  {mbs(down_secs):7.0f} MB/s   "
           f"ratio to cp {cp_secs / down_secs:.2f}                   peak server RSS {med['down_rss'] / MiB:.0f} MiB"
           f"   rounds {each('down')}")
+    print(f"  download to /dev/null   {med['down_null']:6.2f} s  {mbs(med['down_null']):7.0f} MB/s   "
+          f"ratio to cp {cp_secs / med['down_null']:.2f}   rounds {each('down_null')}")
+    print(f"  the client's own CPU: cp {med['cp_client']:.2f} s; curl -o file {med['down_client']:.2f} s, "
+          f"curl -o /dev/null {med['null_client']:.2f} s (2 cores: the client's work shares them with the server's)")
     print(f"  server CPU (all its threads): upload {med['up_cpu']:.2f} s, download {med['down_cpu']:.2f} s per "
           f"{total / MiB:.0f} MiB; per-round ratios to cp+sync (upload) "
           f"{', '.join(f'{(c + y) / u:.2f}' for c, y, u in zip(figures['cp'], figures['sync'], figures['up']))}, "
