@@ -87,6 +87,7 @@ class RoomImagine:
             async with self._db() as db:
                 await db.execute(update(Room).where(Room.id == room_id).values(**values))
                 await db.commit()
-        await self._hub.publish(room_topic(room), {"type": "room.settings", "room": room, **await self.switches(room)},
-                                sequenced=False)
-        return await self.describe(actor, room)
+        switches = await self.switches(room)
+        await self._hub.publish(room_topic(room), {"type": "room.settings", "room": room, **switches}, sequenced=False)
+        # What `describe` would read again: the actor was just found to manage the room.
+        return {"name": room, **switches, "can_manage": True, "owned": owner is not None}
