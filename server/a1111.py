@@ -226,17 +226,20 @@ class A1111Service:
 
     # Catalogue
 
-    async def _specs(self) -> list[Any]:
-        await self._executors.run_io(self._jobs.kinds.registry.refresh)
+    def _scan_specs(self) -> list[Any]:
+        """The checkpoints by name, the folder read again (blocks: call it in the I/O pool)."""
+        self._jobs.kinds.registry.refresh()
         return sorted(self._jobs.kinds.registry.specs(), key=lambda spec: spec.name)
+
+    async def _specs(self) -> list[Any]:
+        return await self._executors.run_io(self._scan_specs)
 
     async def sd_models(self) -> list[dict[str, Any]]:
         """SDModelItem for each checkpoint the workers share."""
         registry = self._jobs.kinds.registry
 
         def scan() -> list[tuple[Any, str]]:  # one trip to the I/O pool: the folder, then each file's hash
-            registry.refresh()
-            return [(spec, registry.short_hash(spec)) for spec in sorted(registry.specs(), key=lambda s: s.name)]
+            return [(spec, registry.short_hash(spec)) for spec in self._scan_specs()]
 
         return [{"title": f"{spec.name} [{short}]", "model_name": spec.name, "hash": short, "sha256": None,
                  "filename": str(spec.path.name), "config": None}
