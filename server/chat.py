@@ -13,13 +13,13 @@ import asyncio
 import re
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
 
-from server.chat_writer import MessageWriter
+from server.chat_writer import MessageWriter, take_seqs
 from server.text import clean_text
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.hub import Hub, Reset
@@ -238,7 +238,7 @@ class ChatService:
                 raise Forbidden("Only the author may edit a message.")
             if message.hidden_at is not None:
                 raise Forbidden("A moderator hid this message; it cannot be edited.", code="message_hidden")
-            message.seq = await self._next_seq(db, message.room_id)
+            message.seq = await take_seqs(db, message.room_id, 1)
             message.text = text
             message.mentions = " ".join(u.username for u in mentioned)
             message.edited_at = utcnow()
@@ -256,7 +256,7 @@ class ChatService:
             # in another process may not have reached this socket yet.
             if author.id != actor.id and not await db.scalar(select(User.is_moderator).where(User.id == actor.id)):
                 raise Forbidden("Only the author or a moderator may delete a message.")
-            message.seq = await self._next_seq(db, message.room_id)
+            message.seq = await take_seqs(db, message.room_id, 1)
             message.deleted_at = utcnow()
             message.text = ""
             await db.commit()
@@ -298,7 +298,7 @@ class ChatService:
             if row is None or row[0].deleted_at is not None:
                 raise NotFound(f"No message {str(message_id)[:40]}.")
             message, author, room = row
-            message.seq = await self._next_seq(db, message.room_id)
+            message.seq = await take_seqs(db, message.room_id, 1)
             message.hidden_at = utcnow() if hidden else None
             await db.commit()
         if hidden:
@@ -371,12 +371,6 @@ class ChatService:
         if len(self._room_ids) < ROOM_ID_CACHE_ENTRIES:
             self._room_ids[name] = room_id
         return room_id
-
-    async def _next_seq(self, db: AsyncSession, room_id: int) -> int:
-        # The UPDATE takes the row lock (MySQL) or the write lock (SQLite) until commit,
-        # so concurrent senders to one room get consecutive seqs in commit order.
-        await db.execute(update(Room).where(Room.id == room_id).values(last_seq=Room.last_seq + 1))
-        return await db.scalar(select(Room.last_seq).where(Room.id == room_id))
 
     async def _message(self, db: AsyncSession, room: str, message_id: Any) -> tuple[Message, User]:
         if not isinstance(message_id, int):

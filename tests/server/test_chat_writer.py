@@ -86,3 +86,27 @@ async def test_a_failing_batch_reports_to_every_sender(runtime):
     results = await asyncio.wait_for(asyncio.gather(
         *(writer.insert(987654, 1, f"m{i}", "", None) for i in range(3)), return_exceptions=True), 60)
     assert all(isinstance(r, Exception) for r in results), results
+
+
+async def test_stored_messages_are_what_the_database_holds(runtime):
+    # The writer builds its Message objects from the rows it sent (not from an ORM flush): each must carry
+    # its own row's id and every field a reader of the database sees, over two rooms in one batch.
+    async with runtime.db() as db:
+        author = User(username="mirror", password_hash="x", display_name="mirror")
+        db.add(author)
+        await db.flush()
+        rooms = [Room(name="delta", created_by=author.id, last_seq=0),
+                 Room(name="eps", created_by=author.id, last_seq=7)]
+        db.add_all(rooms)
+        await db.commit()
+    writer = MessageWriter(runtime.db)
+    stored = await asyncio.wait_for(asyncio.gather(*(
+        writer.insert(rooms[i % 2].id, author.id, f"text {i}", "someone" if i % 3 else "",
+                      f"ref-{i}" if i % 4 else None, job_id=f"job{i}" if i % 5 == 0 else None)
+        for i in range(30))), 60)
+    columns = [c.key for c in Message.__table__.columns]
+    async with runtime.db() as db:
+        rows = {m.id: m for m in await db.scalars(select(Message))}
+    assert len(rows) == 30 and len({m.id for m in stored}) == 30
+    for message in stored:
+        assert {c: getattr(message, c) for c in columns} == {c: getattr(rows[message.id], c) for c in columns}
