@@ -28,7 +28,6 @@ import redis.asyncio as redis
 from server.errors import Unavailable
 from server.hub import frames
 from server.hub.base import HubCore, Reset, Subscriber
-from server.hub.outbox import PublishOutbox
 from server.redis_client import UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,6 @@ class RedisHub(HubCore):
         self._prefix = prefix + "hub:"
         self._history_events = history_events
         self._publish_sequenced = client.register_script(PUBLISH_SEQUENCED)
-        self._outbox = PublishOutbox(client)
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._has_channels = asyncio.Event()
         self._reconnected = False
@@ -119,7 +117,7 @@ class RedisHub(HubCore):
                 raise self._unavailable(exc) from None
         marker = b"-" if seq is None else str(seq).encode()
         try:
-            await self._outbox.publish(self._channel(topic), marker + b"\n" + payload)
+            await self._redis.publish(self._channel(topic), marker + b"\n" + payload)
         except UNAVAILABLE_ERRORS as exc:
             # A durable event is stored (subscribers backfill it from the store once Redis is back);
             # an ephemeral one (typing, presence, previews) is worth nothing later.
@@ -260,7 +258,6 @@ class RedisHub(HubCore):
         await self._deliver_in_order(topic, seq, frames.with_topic(payload, topic, seq), epoch.decode() or None)
 
     async def close(self) -> None:
-        await self._outbox.close()
         if self._listener is not None:
             self._listener.cancel()
             try:
