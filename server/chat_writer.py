@@ -20,9 +20,8 @@ the row whatever order the rows come back in.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, update

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable, Protocol
+from typing import Awaitable, Callable
 
-from server.hub import Hub
+from server.hub import RedisHub
 from server.hub.frames import BadFrame, decode
 
 TOPIC = "principals"
@@ -25,17 +25,8 @@ MIRROR_TTL_SECS = 1.0
 MIRROR_ENTRIES = 4096
 
 
-class HeardHub(Hub, Protocol):
-    @property
-    def unbroken(self) -> int | None: ...
-
-
-# What a copy is made under: the hub's gap count and the forgets heard, both as they were before the read.
-Ticket = tuple[int, int]
-
-
 class PrincipalMirror:
-    def __init__(self, hub: HeardHub, ttl_secs: float = MIRROR_TTL_SECS,
+    def __init__(self, hub: RedisHub, ttl_secs: float = MIRROR_TTL_SECS,
                  clock: Callable[[], float] = time.monotonic):
         self._hub = hub
         self._ttl = ttl_secs
@@ -46,32 +37,23 @@ class PrincipalMirror:
     async def start(self) -> None:
         await self._hub.subscribe(TOPIC, self)
 
-    async def close(self) -> None:
-        await self._hub.unsubscribe(TOPIC, self)
-
-    def get(self, key: str) -> bytes | None:
+    async def get(self, key: str, read_shared: Callable[[str], Awaitable[bytes | None]]) -> bytes | None:
+        """The entry under ``key``: this process's copy, else ``read_shared(key)``'s answer (copied, unless a
+        forget was heard or the subscription broke while it was read: the answer may be the forgotten one)."""
         gaps = self._hub.unbroken
         copy = self._copies.get(key)
-        if copy is None or gaps is None:
-            return None
-        expires_at, copied_gaps, raw = copy
-        if copied_gaps != gaps or expires_at <= self._clock():
+        if copy is not None:
+            expires_at, copied_gaps, raw = copy
+            if gaps is not None and copied_gaps == gaps and expires_at > self._clock():
+                return raw
             del self._copies[key]
-            return None
+        before = (gaps, self._forgets)
+        raw = await read_shared(key)
+        if raw is not None and gaps is not None and before == (self._hub.unbroken, self._forgets):
+            self._copies[key] = (self._clock() + self._ttl, gaps, raw)
+            if len(self._copies) > MIRROR_ENTRIES:
+                self._copies.popitem(last=False)
         return raw
-
-    def ticket(self) -> Ticket | None:
-        """Taken before reading the shared cache: a forget heard, or a gap, while it is read voids the copy."""
-        gaps = self._hub.unbroken
-        return None if gaps is None else (gaps, self._forgets)
-
-    def put(self, key: str, raw: bytes, ticket: Ticket | None) -> None:
-        if ticket is None or ticket != (self._hub.unbroken, self._forgets):
-            return
-        self._copies[key] = (self._clock() + self._ttl, ticket[0], raw)
-        self._copies.move_to_end(key)
-        if len(self._copies) > MIRROR_ENTRIES:
-            self._copies.popitem(last=False)
 
     async def forget(self, keys: list[str]) -> None:
         """Drop ``keys`` here and in every other process (after they were deleted from the shared cache)."""

@@ -3,7 +3,8 @@
 Entries are keyed by the credential's sha256 and hold a snapshot of the user.
 Every write that changes what a snapshot says (profile edit, log-out, token
 revocation, password change, a role change) deletes the affected entries, so the
-cache never answers for a revoked credential; the TTL only bounds memory.
+cache never answers for a revoked credential (scaled out, another process's copy once
+it has heard of the delete, see below); the TTL only bounds memory.
 
 Scaled out, the cache is Redis, shared by every process, and each process keeps copies of the entries it
 read while it hears every forget (server/principal_mirror.py). Embedded, it is in-process,
@@ -132,14 +133,9 @@ class PrincipalCache:
         """The cached user and the credential's extra (token id, session expiry), or None."""
         await self.sync()
         key = self._key(kind, credential_hash)
-        raw = self._mirror.get(key) if self._mirror is not None else None
+        raw = await (self._mirror.get(key, self._cache.get) if self._mirror is not None else self._cache.get(key))
         if raw is None:
-            ticket = self._mirror.ticket() if self._mirror is not None else None
-            raw = await self._cache.get(key)
-            if raw is None:
-                return None
-            if self._mirror is not None:
-                self._mirror.put(key, raw, ticket)
+            return None
         # The same entry is read on every request of a busy client: decoding it and building the User
         # again was most of an authenticated read's own cost. Identical bytes give the same answer, so it
         # is kept by them; a change to the user or a revocation changes or removes the entry itself.

@@ -7,7 +7,6 @@ none either, so storing one convention avoids silent conversions.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 
 from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.dialects import mysql
@@ -29,18 +28,7 @@ def utcnow() -> dt.datetime:
 
 def iso(value: dt.datetime | None) -> str | None:
     """A stored naive-UTC time as ISO 8601 with a ``Z``, for JSON."""
-    if value is None:
-        return None
-    # Aware times equal to a naive one's instant must not share its entry: only naive (stored) ones are kept.
-    return _naive_iso(value) if value.tzinfo is None else _format(value)
-
-
-def _format(value: dt.datetime) -> str:
-    return value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-# The same few times (a signed-in user's creation, a room's newest messages) are written on every answer.
-_naive_iso = functools.lru_cache(maxsize=4096)(_format)
+    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 class Base(DeclarativeBase):

@@ -66,31 +66,55 @@ async def test_copies_are_void_after_a_forget_or_a_lost_connection(redis_server)
     client = connect(redis_server.url)
     hub = await RedisHub(client, f"va:mirror:{uuid.uuid4().hex[:8]}:").start()
     mirror, other = PrincipalMirror(hub), PrincipalMirror(hub)
+    shared = {"k": b"entry"}  # the shared cache, as the mirror reads it
+
+    async def read_shared(key: str) -> bytes | None:
+        return shared.get(key)
+
+    async def copied(key: str) -> bytes | None:
+        """What the mirror answers without asking the shared cache."""
+        async def unreachable(_key: str) -> None:
+            return None
+        return await mirror.get(key, unreachable)
+
     try:
         await mirror.start()
         await other.start()
         await wait_until(lambda: hub.unbroken is not None)
-        mirror.put("k", b"entry", mirror.ticket())
-        assert mirror.get("k") == b"entry"
+        assert await mirror.get("k", read_shared) == b"entry"
+        assert await copied("k") == b"entry"
 
         # A forget heard while the shared cache was being read: the value read may be the forgotten one.
-        ticket = mirror.ticket()
-        await other.forget(["k"])
-        await wait_until(lambda: mirror.get("k") is None)  # heard from the hub
-        mirror.put("k", b"stale", ticket)
-        assert mirror.get("k") is None
+        async def read_during_a_forget(key: str) -> bytes | None:
+            stale = shared.pop(key)
+            await other.forget([key])
+            await asyncio.sleep(0.2)  # heard from the hub meanwhile
+            return stale
 
-        mirror.put("k", b"entry", mirror.ticket())
+        shared["j"] = b"entry"
+        assert await mirror.get("j", read_during_a_forget) == b"entry"
+        assert await copied("j") is None
+
+        await other.forget(["k"])
+        await wait_until(lambda: not mirror._copies)  # heard from the hub
+        assert await copied("k") is None
+
+        assert await mirror.get("k", read_shared) == b"entry"
+        shared["m"] = b"entry"
+        assert await mirror.get("m", read_shared) == b"entry"
         redis_server.stop()
         # Forgets published meanwhile are lost: no copy is used until the connection is back...
         await wait_until(lambda: hub.unbroken is None)
-        assert mirror.get("k") is None and mirror.ticket() is None
+        assert await copied("k") is None
+        await mirror.get("k", read_shared)
+        assert await copied("k") is None  # nor made
         redis_server.start()
         await wait_until(lambda: hub.unbroken is not None, timeout=20)
         # ...and none made before it is used after.
-        assert mirror.get("k") is None
-        mirror.put("k", b"fresh", mirror.ticket())
-        assert mirror.get("k") == b"fresh"
+        assert await copied("m") is None
+        shared["k"] = b"fresh"
+        assert await mirror.get("k", read_shared) == b"fresh"
+        assert await copied("k") == b"fresh"
     finally:
         await hub.close()
         await client.aclose()

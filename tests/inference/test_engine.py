@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from inference.engine import Engine, EngineConfig
+from inference.engine import Engine, EngineConfig, Job
 from inference.errors import GenerationCancelled, GenerationFailed, InvalidRequest
 from inference.inpaint import crop_box
 from inference.events import Cancelled, Done, Failed, JobEvent, Preview, Progress, Started
@@ -98,17 +98,24 @@ async def test_same_seed_same_bytes(engine: Engine, sampler: str) -> None:
     assert one.images[0].png != other.images[0].png
 
 
-@pytest.mark.timeout(60)
-async def test_cancel_stops_within_one_step(engine: Engine) -> None:
+def submit_cancelled_at_step_2(engine: Engine, request: GenerationRequest, *, keep: bool = False
+                               ) -> tuple[Job, list[JobEvent]]:
+    """A job that is asked to stop (``keep``: keeping what it made) when its second step is reported."""
     events: list[JobEvent] = []
     job = None
 
     def on_event(event: JobEvent) -> None:
         events.append(event)
         if isinstance(event, Progress) and event.step == 2:
-            job.cancel()
+            job.cancel(keep=keep)
 
-    job = engine.submit(req(steps=60), on_event)
+    job = engine.submit(request, on_event)
+    return job, events
+
+
+@pytest.mark.timeout(60)
+async def test_cancel_stops_within_one_step(engine: Engine) -> None:
+    job, events = submit_cancelled_at_step_2(engine, req(steps=60))
     with pytest.raises(GenerationCancelled):
         await job
     await asyncio.sleep(0)
@@ -122,15 +129,7 @@ async def test_cancel_stops_within_one_step(engine: Engine) -> None:
 
 @pytest.mark.timeout(60)
 async def test_a_cancel_that_keeps_decodes_the_step_it_stopped_at(engine: Engine) -> None:
-    events: list[JobEvent] = []
-    job = None
-
-    def on_event(event: JobEvent) -> None:
-        events.append(event)
-        if isinstance(event, Progress) and event.step == 2:
-            job.cancel(keep=True)
-
-    job = engine.submit(req(steps=60, width=96), on_event)
+    job, events = submit_cancelled_at_step_2(engine, req(steps=60, width=96), keep=True)
     result = await job
     await asyncio.sleep(0)
     stopped_at = result.timings["interrupted_at_step"]
