@@ -7,10 +7,22 @@
 
 import { assert, byTestId, freshContext, makePng, registerViaUi, runE2E } from './lib.mjs'
 
+/** In the window and not under anything (the sticky header): the element itself is what a click at its centre hits. */
 const inView = (page, testId) => page.getByTestId(testId).first().evaluate((el) => {
   const box = el.getBoundingClientRect()
-  return box.top >= 0 && box.bottom <= window.innerHeight && box.height > 0
+  if (!(box.top >= 0 && box.bottom <= window.innerHeight && box.height > 0)) return false
+  const hit = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2)
+  return !!hit && (el === hit || el.contains(hit))
 })
+
+/** The stage scrolls smoothly, so "in view" is waited for (a few seconds at most), not sampled once. */
+async function comesIntoView(page, testId) {
+  for (let i = 0; i < 30; i++) {
+    if (await inView(page, testId)) return true
+    await page.waitForTimeout(100)
+  }
+  return false
+}
 
 async function choose(page, select, option, value) {
   await byTestId(page, select).click()
@@ -19,11 +31,11 @@ async function choose(page, select, option, value) {
   await item.waitFor({ state: 'hidden' })
 }
 
-async function fillSmall(page, steps) {
+async function fillSmall(page, steps, side = 64) {
   await byTestId(page, 'gen-status').waitFor()
   await choose(page, 'gen-model', 'gen-model-option', 'demo-tiny')
-  await choose(page, 'gen-width', 'gen-width-option', 64)
-  await choose(page, 'gen-height', 'gen-height-option', 64)
+  await choose(page, 'gen-width', 'gen-width-option', side)
+  await choose(page, 'gen-height', 'gen-height-option', side)
   await byTestId(page, 'gen-steps').fill(String(steps))
   await byTestId(page, 'gen-prompt').fill('a lighthouse at dusk')
 }
@@ -32,7 +44,9 @@ await runE2E('generate-kinds', async ({ browser, page, log }) => {
   await registerViaUi(page)
   log('10: the Generate button is on the first screen at 1280×860')
   await page.goto('/generate')
-  await fillSmall(page, 150)
+  // Large enough that the first job is still running when it is cancelled below, even on a slow machine (at 64 px
+  // its 150 steps took 2 s here).
+  await fillSmall(page, 150, 256)
   await page.evaluate(() => window.scrollTo(0, 0))
   assert.ok(await inView(page, 'gen-submit'), 'the button is in view without scrolling')
 
@@ -41,9 +55,9 @@ await runE2E('generate-kinds', async ({ browser, page, log }) => {
   await byTestId(page, 'gen-submit').click()
   await page.locator('[data-testid="gen-status"][data-status="running"]').waitFor()
   await byTestId(page, 'gen-cancel').waitFor()
-  assert.ok(await inView(page, 'gen-status'), 'the status is in view')
-  assert.ok(await inView(page, 'gen-cancel'), 'Cancel is in view')
-  assert.ok(await inView(page, 'gen-progress'), 'the progress is in view')
+  assert.ok(await comesIntoView(page, 'gen-status'), 'the status is in view')
+  assert.ok(await comesIntoView(page, 'gen-cancel'), 'Cancel is in view')
+  assert.ok(await comesIntoView(page, 'gen-progress'), 'the progress is in view')
 
   log('10: a job cancelled while it waits was "cancelled before it started"')
   await byTestId(page, 'gen-submit').click()
@@ -53,6 +67,7 @@ await runE2E('generate-kinds', async ({ browser, page, log }) => {
   assert.equal((await byTestId(page, 'gen-cancelled-text').innerText()).trim(), 'Cancelled before it started')
   const running = page.locator('[data-testid="gen-history-item"][data-status="running"]')
   await running.click()
+  assert.ok(await comesIntoView(page, 'gen-cancel'), 'opening the running job from the bottom of the page shows its Cancel')
   await byTestId(page, 'gen-cancel').click()
   await page.locator('[data-testid="gen-status"][data-status="cancelled"]').waitFor()
   assert.match(await byTestId(page, 'gen-cancelled-text').innerText(), /Cancelled at step \d+ of 150/)
