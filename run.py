@@ -14,12 +14,6 @@ from config import Settings, load_settings
 
 log = logging.getLogger("va")
 
-# Streaming handlers lower this per request (APIHandler.prepare); it is only the ceiling.
-SERVER_MAX_BODY_BYTES = 64 * 1024**3
-# Body bytes handed to a streaming handler per call: 64 KiB (Tornado's default) costs a callback per 64 KiB of
-# a multi-gigabyte model upload; 1 MiB cuts that 16-fold and is still flat memory per connection.
-SERVER_CHUNK_BYTES = 1024 * 1024
-
 # Each command imports what it needs when it runs: a web process must never load torch (only a worker
 # does), and `migrate` should not pay for either.
 
@@ -47,9 +41,7 @@ async def _start_runtime(settings: Settings):  # -> Runtime
 
 
 async def serve(settings: Settings) -> None:
-    from tornado.httpserver import HTTPServer
-
-    from server.app import make_app
+    from server.app import make_app, make_http_server
 
     runtime = await _start_runtime(settings)
     if settings.inference_enabled:
@@ -61,7 +53,7 @@ async def serve(settings: Settings) -> None:
     # (hundreds of ms, a p99 spike every few seconds under load). Freezing them keeps the collector on new ones.
     gc.collect()
     gc.freeze()
-    server = HTTPServer(app, max_body_size=SERVER_MAX_BODY_BYTES, chunk_size=SERVER_CHUNK_BYTES, xheaders=False)
+    server = make_http_server(app)
     server.listen(settings.port, settings.host)
     mode = "embedded (SQLite, in-process)" if runtime.embedded else "services"
     role = "web + worker" if settings.inference_enabled else "web only"

@@ -124,7 +124,7 @@ class PutFileHandler(HubHandler):
         user = self.require_user().user
         version_id, filename = self.path_args
         length = self.request.headers.get("Content-Length")
-        self.request.connection.set_max_body_size(self.modelhub.uploads.max_file_bytes)
+        self.accept_large_body(self.modelhub.uploads.max_file_bytes)
         self._upload = await self.modelhub.uploads.begin_put(
             user, int(version_id), filename, as_id(length))
 
@@ -139,6 +139,7 @@ class PutFileHandler(HubHandler):
         self.write_json({"file": await self._upload.finish()}, status=201)
 
     def on_finish(self) -> None:
+        super().on_finish()
         self._abort_if_unfinished()
 
     def on_connection_close(self) -> None:
@@ -202,7 +203,7 @@ class TusUploadHandler(TusHandler):
         user = self.require_user().user
         self.require_media_type({TUS_CONTENT_TYPE}, "a PATCH's chunk")
         offset = parse_id(self.request.headers.get("Upload-Offset"), "Upload-Offset")
-        self.request.connection.set_max_body_size(self.modelhub.uploads.max_file_bytes)
+        self.accept_large_body(self.modelhub.uploads.max_file_bytes)
         checksum = parse_tus_checksum(self.request.headers.get("Upload-Checksum"))
         length = self.request.headers.get("Content-Length", "")
         self._append = await self.modelhub.uploads.begin_append(
@@ -244,6 +245,7 @@ class TusUploadHandler(TusHandler):
         self.finish()
 
     def on_finish(self) -> None:
+        super().on_finish()
         self._keep_partial()
 
     def on_connection_close(self) -> None:

@@ -5,15 +5,12 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from config import Settings
-from server.app import make_app
+from server.app import make_app, make_http_server
 from server.runtime import Runtime
 from server.worker.role import WorkerRole
-
-MAX_BODY_BYTES = 64 * 1024**3
 
 
 @asynccontextmanager
@@ -29,7 +26,7 @@ async def running_server(settings: Settings, *, handlers: list | None = None) ->
         app = make_app(runtime)
         if handlers:
             app.add_handlers(r".*", handlers)
-        server = HTTPServer(app, max_body_size=MAX_BODY_BYTES)
+        server = make_http_server(app)
         sockets = bind_sockets(0, "127.0.0.1")
         server.add_sockets(sockets)
         yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}", runtime
