@@ -245,11 +245,16 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=["in-process", "redis"], default=["in-process", "redis"])
     parser.add_argument("--rounds", type=int, default=3, help="runs per server; the median is printed")
     parser.add_argument("--deadline-secs", type=float, default=3600, help="give up (exit 2) after this long")
+    parser.add_argument("--publish-window", type=int, default=PUBLISH_WINDOW,
+                        help="chat messages each publisher keeps unacknowledged (ours waits for acks: with a small "
+                             "window the rate is the round trip's, not the server's capacity)")
     args = parser.parse_args()
     guard.main(lambda: run(args), deadline_secs=args.deadline_secs)
 
 
 def run(args: argparse.Namespace) -> None:
+    global PUBLISH_WINDOW
+    PUBLISH_WINDOW = args.publish_window
     with guard.scratch_database() as database:
         measure(args, database)
 
@@ -287,7 +292,8 @@ def measure(args: argparse.Namespace, database: str) -> None:
             base, tokens = next(iter(endpoints.values()))
             frame_size = our_frame_size(base, tokens[0][1], path)
             print(f"\n== {PATHS[path]}: one room, every event to every client; frame {frame_size} bytes; "
-                  f"{PUBLISHERS} publishers")
+                  f"{PUBLISHERS} publishers" + (f", each with {PUBLISH_WINDOW} messages unacknowledged"
+                                                if path == "chat" else ""))
             for clients in args.clients:
                 messages = args.messages if clients <= 100 else max(20, args.messages // 5)
                 runs: dict[str, list[dict]] = {"reference": [], **{name: [] for name in endpoints}}
