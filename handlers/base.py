@@ -207,9 +207,9 @@ class APIHandler(BaseHandler):
     def accept_large_body(self, max_bytes: int) -> None:
         """Take a body of up to `max_bytes` (a model upload), read from the socket in large pieces.
 
-        The server reads sockets 64 KiB at a time, which suits small requests (run.py says why); for a body of
-        gigabytes that is a read and a buffer append per 64 KiB, so this request's connection reads in the
-        server's body chunk size until it finishes."""
+        The server reads sockets 64 KiB at a time, which suits small requests (server/app.py says why); for a
+        body of gigabytes that is a read and a buffer append per 64 KiB, so this request's connection reads in
+        the server's body chunk size until it finishes."""
         connection = self.request.connection
         connection.set_max_body_size(max_bytes)
         stream, params = getattr(connection, "stream", None), getattr(connection, "params", None)
