@@ -43,9 +43,12 @@ from bench import guard  # noqa: E402
 from bench.http_api import free_port, make_token, start_server  # noqa: E402
 
 ROOM = "bench"
-# Several people talk in a busy room; each publisher socket keeps this many sends unacknowledged.
+# Several people talk in a busy room; each publisher socket keeps this many chat messages unacknowledged
+# (--publish-window).
 PUBLISHERS = 4
 PUBLISH_WINDOW = 8
+# Publishers that wait for nothing (typing, the reference) let the receivers run after this many sends.
+YIELD_EVERY = 8
 
 
 def unpack_events(frame: bytes) -> list[dict]:
@@ -86,7 +89,7 @@ class Receiver:
 
 
 async def run_ours(base: str, tokens: list[tuple[int, str]], clients: int, messages: int, path: str,
-                   pid: int) -> dict:
+                   pid: int, window: int) -> dict:
     ws_url = base.replace("http://", "ws://") + "/ws"
     headers = {"Origin": base}
     sockets = [await connect(ws_url, additional_headers=headers, max_size=None, compression=None)
@@ -104,7 +107,7 @@ async def run_ours(base: str, tokens: list[tuple[int, str]], clients: int, messa
                                   compression=None)
         await publisher.send(msgpack.packb({"op": "sub", "topic": f"room:{ROOM}", "ref": "s"}))
         publishers.append(publisher)
-    return await drive(sockets, publishers, clients, messages, ours=True, path=path,
+    return await drive(sockets, publishers, clients, messages, ours=True, path=path, window=window,
                        user_ids=[user_id for user_id, _ in tokens], pid=pid)
 
 
@@ -116,7 +119,8 @@ async def run_reference(port: int, clients: int, messages: int, frame_size: int,
 
 
 async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool, frame_size: int = 0,
-                path: str = "chat", user_ids: list[int] | None = None, pid: int) -> dict:
+                path: str = "chat", user_ids: list[int] | None = None, pid: int,
+                window: int = PUBLISH_WINDOW) -> dict:
     latencies: list[float] = []
     done = asyncio.Event()
     counter = [0]
@@ -129,14 +133,14 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
     run_id = uuid.uuid4().hex[:8]
 
     async def publish(index: int, publisher) -> None:
-        window = asyncio.Semaphore(PUBLISH_WINDOW)
+        unacknowledged = asyncio.Semaphore(window)
 
         async def read_replies() -> None:
             async for frame in publisher:
                 now = time.perf_counter()
                 for event in unpack_events(frame):
                     if event.get("type") == "ack" and "message" in event:
-                        window.release()
+                        unacknowledged.release()
                     elif event.get("type") == "chat.msg":
                         latencies.append(now - float(event["message"]["text"].split()[1]))
                         counter[0] += 1
@@ -154,17 +158,17 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
             if typing:
                 typing_sent[user_ids[index]].append(time.perf_counter())
                 await publisher.send(msgpack.packb({"op": "typing", "room": ROOM}))
-                if i % PUBLISH_WINDOW == 0:
+                if i % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
             elif ours:
-                await window.acquire()
+                await unacknowledged.acquire()
                 await publisher.send(msgpack.packb(
                     {"op": "chat.send", "room": ROOM, "text": text, "ref": f"{run_id}-{i}"}))
             else:
                 event = {"type": "chat.msg", "topic": f"room:{ROOM}", "seq": i,
                          "message": {"text": text, "pad": "x" * max(0, frame_size - 60)}}
                 await publisher.send(msgpack.packb(event))
-                if i % PUBLISH_WINDOW == 0:
+                if i % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
 
     server = psutil.Process(pid)
@@ -253,8 +257,6 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    global PUBLISH_WINDOW
-    PUBLISH_WINDOW = args.publish_window
     with guard.scratch_database() as database:
         measure(args, database)
 
@@ -292,7 +294,7 @@ def measure(args: argparse.Namespace, database: str) -> None:
             base, tokens = next(iter(endpoints.values()))
             frame_size = our_frame_size(base, tokens[0][1], path)
             print(f"\n== {PATHS[path]}: one room, every event to every client; frame {frame_size} bytes; "
-                  f"{PUBLISHERS} publishers" + (f", each with {PUBLISH_WINDOW} messages unacknowledged"
+                  f"{PUBLISHERS} publishers" + (f", each with {args.publish_window} messages unacknowledged"
                                                 if path == "chat" else ""))
             for clients in args.clients:
                 messages = args.messages if clients <= 100 else max(20, args.messages // 5)
@@ -302,7 +304,7 @@ def measure(args: argparse.Namespace, database: str) -> None:
                         run_reference(ref_port, clients, messages, frame_size, pids["reference"]), 600)))
                     for name, (base, tokens) in endpoints.items():
                         runs[name].append(asyncio.run(asyncio.wait_for(
-                            run_ours(base, tokens, clients, messages, path, pids[name]), 600)))
+                            run_ours(base, tokens, clients, messages, path, pids[name], args.publish_window), 600)))
                 reference = median_run(runs["reference"])
                 print(f"{clients} clients x {messages} events, median of {args.rounds} rounds")
                 print(f"  websockets broadcast(): {reference['delivered_per_sec']:9.0f} delivered/s  "
