@@ -123,25 +123,36 @@ async def test_fair_across_users_with_one_worker(cluster: Cluster):
             await client.aclose()
 
 
-async def test_a_worker_keeps_its_loaded_model(cluster: Cluster, shared_data: Path):
+async def test_a_worker_keeps_its_loaded_model(cluster: Cluster, shared_data: Path, database_url: str):
     (shared_data / "models" / "demo-other").symlink_to((shared_data / "models" / MODEL).resolve(),
                                                         target_is_directory=True)
     web = await cluster.web()
     ports = [str(free_port()), str(free_port())]
     workers = [await cluster.worker(VA_WORKER_METRICS_PORT=port) for port in ports]
     alice, bob = await signed_in(web.base_url, "alice"), await signed_in(web.base_url, "bob")
+    carol, dave = await signed_in(web.base_url, "carol"), await signed_in(web.base_url, "dave")
+    long = {**SMALL, "width": 512, "height": 512, "steps": 150}  # runs until it is cancelled
     try:
-        # Equal jobs, submitted alternately while both workers are free: each takes one model first, and as
-        # they finish at the same pace no user waits more than a turn, so each keeps taking its model's jobs.
-        first = (await alice.post("/api/jobs", {**SMALL, "steps": 20})).json()["job"]["id"]
-        second = (await bob.post("/api/jobs", {**SMALL, "model": "demo-other", "steps": 20})).json()["job"]["id"]
-        ids = []
-        for _ in range(3):
-            ids.append((alice, (await alice.post("/api/jobs", {**SMALL, "steps": 20})).json()["job"]["id"]))
-            ids.append((bob, (await bob.post("/api/jobs", {**SMALL, "model": "demo-other", "steps": 20}))
-                        .json()["job"]["id"]))
-        for client, job_id in [(alice, first), (bob, second), *ids]:
-            await wait_status(client, job_id, ("done",), timeout=120)
+        # Every job but Carol's runs until it is cancelled, so that at each choice exactly one worker is free,
+        # whatever the machine's pace: the choice is that worker's alone.
+        tiny_run = (await alice.post("/api/jobs", long)).json()["job"]["id"]
+        await wait_status(alice, tiny_run, ("running",))
+        other_run = (await bob.post("/api/jobs", {**long, "model": "demo-other"})).json()["job"]["id"]
+        await wait_status(bob, other_run, ("running",))
+        # Carol's job is first in line (neither has been served, she queued first), Dave's second.
+        carols = (await carol.post("/api/jobs", {**SMALL, "model": "demo-other", "steps": 2})).json()["job"]["id"]
+        daves = (await dave.post("/api/jobs", long)).json()["job"]["id"]
+        await alice.delete(f"/api/jobs/{tiny_run}")
+        await wait_status(dave, daves, ("running",))  # the freed worker went past Carol to the model it holds
+        busy = "the other worker must still be busy, for the choice to have been the free worker's alone"
+        assert (await bob.get(f"/api/jobs/{other_run}")).json()["job"]["status"] == "running", busy
+        await bob.delete(f"/api/jobs/{other_run}")
+        await wait_status(carol, carols, ("done",))
+        assert (await dave.get(f"/api/jobs/{daves}")).json()["job"]["status"] == "running", busy
+        await dave.delete(f"/api/jobs/{daves}")
+        rows = job_rows(database_url)
+        assert rows[daves]["worker_id"] == rows[tiny_run]["worker_id"], "Dave's job went to the worker holding it"
+        assert rows[carols]["worker_id"] == rows[other_run]["worker_id"] != rows[tiny_run]["worker_id"]
         loads = 0
         async with httpx.AsyncClient() as client:
             for port in ports:
@@ -151,8 +162,8 @@ async def test_a_worker_keeps_its_loaded_model(cluster: Cluster, shared_data: Pa
         assert loads == 2, f"each worker loaded one model and kept taking its jobs; {loads} loads"
         assert len(workers) == 2
     finally:
-        await alice.aclose()
-        await bob.aclose()
+        for client in (alice, bob, carol, dave):
+            await client.aclose()
 
 
 async def test_kill_9_mid_job_the_job_runs_again_elsewhere_exactly_once(cluster: Cluster, database_url: str):
