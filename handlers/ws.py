@@ -109,6 +109,9 @@ class SocketHandler(websocket.WebSocketHandler, BaseHandler):
         return None  # previews are already compressed images; deflate would only cost CPU
 
     async def open(self) -> None:
+        # Events leave in flush passes, already coalesced: Nagle's algorithm would hold a pass's frame until the
+        # client acknowledged the last one (up to its delayed-ACK timer, ~40 ms), a stall on every round trip.
+        self.set_nodelay(True)
         runtime = self.runtime
         self.connection = Connection(
             self.principal, runtime.hub, runtime.topics, self.settings["socket_ops"], runtime,
