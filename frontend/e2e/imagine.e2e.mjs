@@ -3,7 +3,7 @@
 // only every 2 s here, so waiting for the next one would be too late), a reload continues live, and
 // the finished image has Remix, Publish (the sender) and Download. The room's owner turns /imagine off
 // and the refusal is clear.
-//   VA_BASE_URL=http://127.0.0.1:8888 node e2e/imagine.e2e.mjs   (a server with imagine_steps=150, imagine_side_px=192, preview_fps=0.5)
+//   VA_BASE_URL=http://127.0.0.1:8888 node e2e/imagine.e2e.mjs   (a server with imagine_steps=150, imagine_side_px=512, preview_fps=0.5)
 
 import { randomBytes } from 'node:crypto'
 import { assert, byTestId, freshContext, randomUsername, registerViaUi, runE2E } from './lib.mjs'

@@ -16,12 +16,13 @@ from tests.support.server import running_server
 
 @pytest.fixture
 async def imagine_server(embedded_backend, tmp_path) -> AsyncIterator[str]:
-    """`demo-tiny`, long renders (150 steps at 192 px: still running when a third page joins, even on a quiet machine) and a preview only every 2 s: a page that joins
-    mid-render shows a frame at once only because the server keeps the newest one."""
+    """`demo-tiny`, long renders and a preview only every 2 s: a page that joins mid-render shows a frame at once
+    only because the server keeps the newest one. 150 steps at 512 px took 11 s on a fast day here (at 192 px, 2.7 s:
+    done before the third page joined); the test needs about 4 s of it, and a slow day's 25 s fits its waits."""
     require_browser()
     data = tmp_path / "data"
     await asyncio.to_thread(build_demo_model, data / "models" / DEMO_MODEL_NAME)
-    settings = make_settings(embedded_backend, data, preview_fps=0.5, imagine_steps=150, imagine_side_px=192)
+    settings = make_settings(embedded_backend, data, preview_fps=0.5, imagine_steps=150, imagine_side_px=512)
     async with running_server(settings) as (base_url, _runtime):
         yield base_url
 
