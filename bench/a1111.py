@@ -39,6 +39,7 @@ from tornado.netutil import bind_sockets
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import guard  # noqa: E402
+from bench.cpu import cpu_seconds  # noqa: E402
 from bench.http_api import free_port, start_reference  # noqa: E402
 from bench.loadgen import _read_response as read_response  # noqa: E402
 from inference.demo_model import DEMO_MODEL_NAME, build_demo_model  # noqa: E402
@@ -143,11 +144,10 @@ async def polling_cpu(base_url: str, pid: int, args: argparse.Namespace) -> None
         jobs.append((client, (await client.post("/api/jobs", body)).json()["job"]["id"]))
 
     async def cpu_over(process: psutil.Process, seconds: float) -> float:
-        before = process.cpu_times()
+        before = cpu_seconds(process)
         started = time.perf_counter()
         await asyncio.sleep(seconds)
-        after = process.cpu_times()
-        return ((after.user - before.user) + (after.system - before.system)) / (time.perf_counter() - started) * 100
+        return (cpu_seconds(process) - before) / (time.perf_counter() - started) * 100
 
     host, port = base_url.removeprefix("http://").split(":")
 

@@ -27,6 +27,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import guard  # noqa: E402
+from bench.cpu import cpu_seconds  # noqa: E402
 from bench.loadgen import LoadResult, run_load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,11 +148,10 @@ def run(args: argparse.Namespace) -> None:
             for _ in range(args.rounds):
                 for name, (port, token) in targets.items():
                     server = psutil.Process(pids[name])
-                    before = server.cpu_times()
+                    before = cpu_seconds(server)
                     result = asyncio.run(load(port, token, args.seconds))
-                    after = server.cpu_times()
+                    spent = cpu_seconds(server) - before
                     results[name].append(result)
-                    spent = (after.user - before.user) + (after.system - before.system)
                     cpu_per_request[name].append(spent / max(1, result.requests + result.errors) * 1e6)
         finally:
             for server in servers:

@@ -40,6 +40,7 @@ from sqlalchemy import create_engine, insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import guard  # noqa: E402
+from bench.cpu import cpu_seconds  # noqa: E402
 from bench.http_api import free_port, start_server  # noqa: E402
 from bench.loadgen import run_load  # noqa: E402
 from server.store.hub_tables import HubModel  # noqa: E402
@@ -149,11 +150,6 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int, rounds:
                                        "up_cpu": [], "down_cpu": [], "down_null": [], "cp_client": [],
                                        "down_client": [], "null_client": []}
     server = psutil.Process(pid)
-
-    def cpu() -> float:
-        times = server.cpu_times()
-        return times.user + times.system
-
     for _ in range(rounds):  # cp, upload and download take turns, so each round sees the same machine
         drop_from_page_cache(source)
         figures["cp"].append(timed(["cp", str(source), str(work / "copy.safetensors")], figures["cp_client"]))
@@ -166,13 +162,13 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int, rounds:
         version = model.json()["model"]["versions"][0]["id"]
         drop_from_page_cache(source)
         with PeakRss(pid) as up_rss:
-            cpu_before = cpu()
+            cpu_before = cpu_seconds(server)
             started = time.perf_counter()
             out = guard.run(["curl", "-sS", "--fail-with-body", "--max-time", str(guard.SUBPROCESS_TIMEOUT_SECS),
                              "-T", str(source), "-H", f"Authorization: Bearer {token}",
                              f"{base}/api/hub/versions/{version}/files/big.safetensors"], capture_output=True)
             figures["up"].append(time.perf_counter() - started)
-            figures["up_cpu"].append(cpu() - cpu_before)
+            figures["up_cpu"].append(cpu_seconds(server) - cpu_before)
         figures["up_rss"].append(up_rss.peak)
         file = json.loads(out.stdout)["file"]
         assert file["sha256"] == sha, "the server stored other bytes"
@@ -181,9 +177,9 @@ def transfer(port: int, token: str, work: Path, size_mib: int, pid: int, rounds:
         download = ["curl", "-sS", "--fail", "--max-time", str(guard.SUBPROCESS_TIMEOUT_SECS),
                     f"{base}{file['download_url']}", "-o"]
         with PeakRss(pid) as down_rss:
-            cpu_before = cpu()
+            cpu_before = cpu_seconds(server)
             figures["down"].append(timed(download + [str(target)], figures["down_client"]))
-            figures["down_cpu"].append(cpu() - cpu_before)
+            figures["down_cpu"].append(cpu_seconds(server) - cpu_before)
         figures["down_rss"].append(down_rss.peak)
         assert target.stat().st_size == total
         target.unlink()

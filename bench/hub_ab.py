@@ -27,6 +27,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench import guard  # noqa: E402
+from bench.cpu import cpu_seconds  # noqa: E402
 from bench.http_api import SERVER_START_SECS, free_port  # noqa: E402
 from bench.hub import MiB, account, drop_from_page_cache, timed, write_big_safetensors  # noqa: E402
 
@@ -44,11 +45,6 @@ def start(tree: Path, env: dict[str, str], port: int) -> subprocess.Popen:
         except httpx.HTTPError:
             time.sleep(0.2)
     raise RuntimeError(f"{tree}: the server did not start: {log.read_text()[-2000:]}")
-
-
-def cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
 
 
 def main() -> None:
@@ -90,19 +86,19 @@ def run(args: argparse.Namespace) -> None:
                                    headers=headers, timeout=30)
                 version = model.json()["model"]["versions"][0]["id"]
                 drop_from_page_cache(source)
-                before, started = cpu(pid), time.perf_counter()
+                before, started = cpu_seconds(psutil.Process(pid)), time.perf_counter()
                 out = guard.run(["curl", "-sS", "--fail-with-body", "-T", str(source), "-H",
                                  f"Authorization: Bearer {token}",
                                  f"{base}/api/hub/versions/{version}/files/big.safetensors"], capture_output=True)
                 figures.setdefault(f"{name} up", []).append(time.perf_counter() - started)
-                figures.setdefault(f"{name} up cpu", []).append(cpu(pid) - before)
+                figures.setdefault(f"{name} up cpu", []).append(cpu_seconds(psutil.Process(pid)) - before)
                 file = json.loads(out.stdout)["file"]
                 assert file["sha256"] == sha
                 target = work / "down"
-                before, started = cpu(pid), time.perf_counter()
+                before, started = cpu_seconds(psutil.Process(pid)), time.perf_counter()
                 guard.run(["curl", "-sS", "--fail", "-o", str(target), f"{base}{file['download_url']}"])
                 figures.setdefault(f"{name} down", []).append(time.perf_counter() - started)
-                figures.setdefault(f"{name} down cpu", []).append(cpu(pid) - before)
+                figures.setdefault(f"{name} down cpu", []).append(cpu_seconds(psutil.Process(pid)) - before)
                 assert target.stat().st_size == total
                 target.unlink()
                 # The next round stores the file anew (the blob store keeps one copy per sha256).

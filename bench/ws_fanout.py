@@ -13,7 +13,7 @@ median is printed (a noisy shared machine moves single runs by tens of percent).
 each server's own CPU time per delivery while the events flow (psutil, its process alone, connecting
 and subscribing left out), and this process's share of a core: on 2 cores the clients can cap the
 rate (near 100 %, they do), and the server's cost is what the server code decides. Most receivers
-count their events without decoding them (Receiver), so the size of an event weighs on the server,
+count their events without decoding them (count_events), so the size of an event weighs on the server,
 not on the clients.
 
 Chat publishers wait for acks: with the default window the chat rate is the round trip's; a window
@@ -45,6 +45,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench import guard  # noqa: E402
+from bench.cpu import cpu_seconds  # noqa: E402
 from bench.http_api import free_port, make_token, start_server  # noqa: E402
 
 ROOM = "bench"
@@ -52,7 +53,7 @@ ROOM = "bench"
 # (--publish-window).
 PUBLISHERS = 4
 PUBLISH_WINDOW = 8
-# Receivers that decode every event and record its latency; the others count their events (Receiver).
+# Receivers that decode every event and record its latency; the others only count theirs (count_events).
 DECODING_RECEIVERS = 10
 # Publishers that wait for nothing (typing, the reference) let the receivers run after this many sends.
 YIELD_EVERY = 8
@@ -68,32 +69,33 @@ def event_marker(kind: str) -> bytes:
     return msgpack.packb("type") + msgpack.packb(kind)
 
 
+async def count_events(ws, marker: bytes, expected: int, done: asyncio.Event, counter: list[int]) -> None:
+    """Counts the events of one kind arriving at one client, by a byte search for ``marker`` in each frame.
+
+    All clients run in this one Python thread, and decoding every copy of a 270-byte chat event (1.8 us
+    against 0.55 us for a typing event) made this process, not the server, set the chat rate; the few
+    Receivers decode everything and record the latency.
+    """
+    async for frame in ws:
+        counter[0] += frame.count(marker)
+        if counter[0] >= expected:
+            done.set()
+
+
 class Receiver:
     """Counts events arriving at one client and records their latency.
 
     chat.msg events carry their send time in the text; typing events carry nothing of the
     sender's, so the k-th typing event from a publisher is matched with its k-th send time.
-
-    With a ``marker``, the receiver only counts the events of that kind in each frame (a byte
-    search) and records no latency: all clients run in this one Python thread, and decoding
-    every copy of a 270-byte chat event (1.8 us against 0.55 us for a typing event) made this
-    process, not the server, set the chat rate. A few receivers still decode everything.
     """
 
     def __init__(self, ws, latencies: list[float], expected: int, done: asyncio.Event, counter: list[int],
-                 typing_sent: dict[int, list[float]] | None = None, marker: bytes | None = None):
+                 typing_sent: dict[int, list[float]] | None = None):
         self.ws, self.latencies, self.expected, self.done, self.counter = ws, latencies, expected, done, counter
         self.typing_sent = typing_sent
         self.typing_seen: dict[int, int] = {}
-        self.marker = marker
 
     async def run(self) -> None:
-        if self.marker is not None:
-            async for frame in self.ws:
-                self.counter[0] += frame.count(self.marker)
-                if self.counter[0] >= self.expected:
-                    self.done.set()
-            return
         async for frame in self.ws:
             now = time.perf_counter()
             for event in unpack_events(frame):
@@ -153,10 +155,10 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
     expected = (clients + len(publishers)) * messages
     typing_sent: dict[int, list[float]] = {user_id: [] for user_id in user_ids or []}
     marker = event_marker("typing" if typing else "chat.msg")
-    receivers = [Receiver(ws, latencies, expected, done, counter, typing_sent,
-                          marker=None if index < DECODING_RECEIVERS else marker)
-                 for index, ws in enumerate(sockets)]
-    tasks = [asyncio.create_task(r.run()) for r in receivers]
+    tasks = [asyncio.create_task(Receiver(ws, latencies, expected, done, counter, typing_sent).run())
+             for ws in sockets[:DECODING_RECEIVERS]]
+    tasks += [asyncio.create_task(count_events(ws, marker, expected, done, counter))
+              for ws in sockets[DECODING_RECEIVERS:]]
     run_id = uuid.uuid4().hex[:8]
 
     async def publish(index: int, publisher) -> None:
@@ -198,8 +200,8 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
                 if i % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
 
-    server, clients_process = psutil.Process(pid), psutil.Process()
-    cpu_before, clients_cpu_before = server.cpu_times(), clients_process.cpu_times()
+    server, clients = psutil.Process(pid), psutil.Process()
+    server_cpu, clients_cpu = cpu_seconds(server), cpu_seconds(clients)
     started = time.perf_counter()
     try:
         # Publishing waits for acks: a server that stops answering must not stall the run.
@@ -208,10 +210,7 @@ async def drive(sockets, publishers, clients: int, messages: int, *, ours: bool,
     except TimeoutError:
         raise RuntimeError(f"only {counter[0]} of {expected} deliveries arrived") from None
     elapsed = time.perf_counter() - started
-    cpu_after, clients_cpu_after = server.cpu_times(), clients_process.cpu_times()
-    server_cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
-    clients_cpu = (clients_cpu_after.user - clients_cpu_before.user) + (
-        clients_cpu_after.system - clients_cpu_before.system)
+    server_cpu, clients_cpu = cpu_seconds(server) - server_cpu, cpu_seconds(clients) - clients_cpu
     for task in tasks:
         task.cancel()
     for ws in sockets + publishers:

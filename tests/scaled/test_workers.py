@@ -39,10 +39,14 @@ async def events_until_final(ws: WsClient, job_id: str, timeout: float = 90) -> 
             return events
 
 
+async def job_now(client: ApiClient, job_id: str) -> dict:
+    return (await client.get(f"/api/jobs/{job_id}")).json()["job"]
+
+
 async def wait_status(client: ApiClient, job_id: str, statuses: tuple[str, ...], timeout: float = 90) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        job = (await client.get(f"/api/jobs/{job_id}")).json()["job"]
+        job = await job_now(client, job_id)
         if job["status"] in statuses:
             return job
         assert time.monotonic() < deadline, f"job stayed {job['status']}: {job}"
@@ -145,10 +149,10 @@ async def test_a_worker_keeps_its_loaded_model(cluster: Cluster, shared_data: Pa
         await alice.delete(f"/api/jobs/{tiny_run}")
         await wait_status(dave, daves, ("running",))  # the freed worker went past Carol to the model it holds
         busy = "the other worker must still be busy, for the choice to have been the free worker's alone"
-        assert (await bob.get(f"/api/jobs/{other_run}")).json()["job"]["status"] == "running", busy
+        assert (await job_now(bob, other_run))["status"] == "running", busy
         await bob.delete(f"/api/jobs/{other_run}")
         await wait_status(carol, carols, ("done",))
-        assert (await dave.get(f"/api/jobs/{daves}")).json()["job"]["status"] == "running", busy
+        assert (await job_now(dave, daves))["status"] == "running", busy
         await dave.delete(f"/api/jobs/{daves}")
         rows = job_rows(database_url)
         assert rows[daves]["worker_id"] == rows[tiny_run]["worker_id"], "Dave's job went to the worker holding it"
@@ -243,7 +247,7 @@ async def test_cancel_from_the_other_web_process(cluster: Cluster):
         assert stopped["step"] < progress["step"] + 10, "cancel reached the worker within a few steps"
         await asyncio.sleep(0.5)
         assert not any(e.get("job") == waiting and e["type"] == "gen.started" for e in ws.events)
-        assert (await alice.get(f"/api/jobs/{running}")).json()["job"]["status"] == "cancelled"
+        assert (await job_now(alice, running))["status"] == "cancelled"
     finally:
         await alice.aclose()
         await alice2.aclose()
@@ -288,7 +292,7 @@ async def test_restarts_and_sigterm_never_lose_or_steal_a_job(cluster: Cluster, 
         await wait_status(alice, job_id, ("running",))
         graceful.terminate()
         assert await graceful.wait_exit(60) == 0
-        assert (await alice.get(f"/api/jobs/{job_id}")).json()["job"]["status"] == "done"
+        assert (await job_now(alice, job_id))["status"] == "done"
     finally:
         await alice.aclose()
         ws.close()
