@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable
+from typing import Any
 
 from pydantic import BaseModel, StrictBool
 
@@ -98,11 +98,11 @@ async def chat_send(call: OpCall[SendArgs]) -> Later:
     client_ref = str(call.ref)[:MAX_REF_CHARS] if call.ref is not None else None
     stored = await call.services.chat.accept(call.user, subscribed_room(call), call.args.text, client_ref,
                                              call.args.photo)
-    return Later(_acked(stored))
+    return Later(stored, _acked)
 
 
-async def _acked(stored: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "ack", "message": await stored}
+def _acked(stored: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "ack", "message": stored}
 
 
 @op("chat.edit", EditArgs)

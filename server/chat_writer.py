@@ -68,13 +68,14 @@ class MessageWriter:
     def enqueue(self, room_id: int, author_id: int, text: str, mentions: str,
                 client_ref: str | None, job_id: str | None = None) -> asyncio.Future[Message]:
         """Queue one message for the next batch; the future is its stored row (or the IntegrityError).
-        Messages queued one after another get their seqs in that order. Awaiting it through
-        ``asyncio.shield`` is what keeps a sender that goes away from cancelling the others' batch."""
+        Messages queued one after another get their seqs in that order. A sender that goes away
+        (cancelling its future) cancels nothing else: the batch is the writer task's, which skips
+        futures already done."""
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(room_id, author_id, text, mentions, client_ref, job_id, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches(), name="chat-message-writer")
-        return asyncio.shield(future)
+        return future
 
     async def _write_batches(self) -> None:
         while self._queue:

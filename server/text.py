@@ -13,7 +13,11 @@ from typing import Any
 
 from server.errors import InvalidInput
 
-LINE_CONTROLS = frozenset("\n\t")
+# Unicode's control characters (category Cc) are exactly U+0000–U+001F and U+007F–U+009F; line breaks and
+# tabs are the ones allowed where text may run over several lines. A regex scans in C: testing the
+# category of each character in Python was a fifth of what a chat message cost the server.
+CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARS_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # A tag: 1–40 letters (any script) or digits, with _ - . + inside ("sd1.5", "c++", "水彩"), matched whole.
 TAG_RE = re.compile(r"[^\W_][\w.+\-]{0,39}")
 TAG_RULE = "1–40 letters or digits, with _ - . + inside"
@@ -32,8 +36,7 @@ def clean_text(value: Any, field: str, max_chars: int, *, required: bool = False
     if len(value) > max_chars:
         raise InvalidInput(f"`{field}` must be at most {max_chars:,} characters but is {len(value):,}.",
                            code="too_long", data={"field": field, "limit": max_chars})
-    allowed = LINE_CONTROLS if multiline else frozenset()
-    if any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in value):
+    if (CONTROL_CHARS_BUT_LINES if multiline else CONTROL_CHARS).search(value):
         raise InvalidInput(f"`{field}` must not contain control characters.", data={"field": field})
     return value
 

@@ -216,11 +216,15 @@ class Connection:
         if not isinstance(ref, (str, int)) or (isinstance(ref, str) and len(ref) > MAX_REF_CHARS):
             ref = None
         name = message.get("op") if isinstance(message, dict) else None
-        reply = await self._answer(self._run_op(message, ref), name, ref)
-        if isinstance(reply, Later):
-            answering = asyncio.ensure_future(self._answer(reply.reply, name, ref))
-            self._answering.add(answering)  # held: the loop keeps only a weak reference to a task
-            answering.add_done_callback(self._answering.discard)
+        try:
+            result = await self._run_op(message, ref)
+        except BaseException as exc:
+            self._fail(exc, name, ref)
+            return
+        if isinstance(result, Later):
+            self._answer_later(result, name, ref)
+        else:
+            self._reply(result, ref)
 
     async def _run_op(self, message: Any, ref: str | int | None) -> dict[str, Any] | Later | None:
         if not isinstance(message, dict) or not isinstance(message.get("op"), str):
@@ -233,29 +237,42 @@ class Connection:
         args = op.arguments({k: v for k, v in message.items() if k not in ("op", "ref")})
         return await op.run(OpCall(socket=self, args=args, services=self._services, ref=ref))
 
-    async def _answer(self, reply: Awaitable[dict[str, Any] | Later | None], name: Any, ref: str | int | None
-                      ) -> Later | None:
-        """Send what ``reply`` comes to (a `Later` is returned, to be answered in its turn); an error
-        becomes an `error` frame, never a crash."""
-        try:
-            result = await reply
-        except AppError as exc:
-            self._emit({"type": "error", **exc.to_json(), **({"ref": ref} if ref is not None else {})})
-            return None
-        except NOT_REQUEST_FAILURES:
-            raise
-        except BaseException:  # anything else, a native library's panic included (PyO3's is a BaseException)
-            log.exception("op %r failed", name)
-            self._emit({"type": "error", "code": "internal_error", "message": "Something went wrong on our side.",
-                        **({"ref": ref} if ref is not None else {})})
-            return None
-        if isinstance(result, Later):
-            return result
+    def _answer_later(self, later: Later, name: Any, ref: str | int | None) -> None:
+        """Reply once ``later.reply`` is done, from its done callback: no task of our own per frame (a chat
+        message's reply waits for its commit; the socket reads its next frame meanwhile)."""
+        answering = asyncio.ensure_future(later.reply)
+        self._answering.add(answering)  # held: the loop keeps only a weak reference to a task
+
+        def answer(done: asyncio.Future) -> None:
+            self._answering.discard(done)
+            if done.cancelled():
+                return
+            failure = done.exception()
+            if failure is not None:
+                self._fail(failure, name, ref)
+            else:
+                result = done.result()
+                self._reply(later.frame(result) if later.frame is not None else result, ref)
+
+        answering.add_done_callback(answer)
+
+    def _reply(self, result: dict[str, Any] | None, ref: str | int | None) -> None:
         if result is not None:
             if ref is not None:
                 result["ref"] = ref
             self._emit(result)
-        return None
+
+    def _fail(self, exc: BaseException, name: Any, ref: str | int | None) -> None:
+        """An op's failure becomes an `error` frame, never a crash (what stops the process goes on up)."""
+        if isinstance(exc, AppError):
+            self._emit({"type": "error", **exc.to_json(), **({"ref": ref} if ref is not None else {})})
+            return
+        if isinstance(exc, NOT_REQUEST_FAILURES):
+            raise exc
+        # Anything else, a native library's panic included (PyO3's is a BaseException).
+        log.error("op %r failed", name, exc_info=exc)
+        self._emit({"type": "error", "code": "internal_error", "message": "Something went wrong on our side.",
+                    **({"ref": ref} if ref is not None else {})})
 
     def _flooding(self) -> bool:
         now = time.monotonic()

@@ -69,7 +69,9 @@ class Later:
     (e.g. queued a chat message for its commit), so the socket goes on to its next frame meanwhile instead
     of waiting for a database round trip per frame. What ``reply`` raises is the op's `error` frame."""
 
-    reply: Awaitable[dict[str, Any] | None]
+    reply: Awaitable[Any]
+    # The reply frame made of what ``reply`` comes to (without it, that is the frame itself, or None).
+    frame: Callable[[Any], dict[str, Any] | None] | None = None
 
 
 OpRun = Callable[[OpCall[Any]], Awaitable[dict[str, Any] | Later | None]]

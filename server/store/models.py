@@ -28,7 +28,11 @@ def utcnow() -> dt.datetime:
 
 def iso(value: dt.datetime | None) -> str | None:
     """A stored naive-UTC time as ISO 8601 with a ``Z``, for JSON."""
-    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
+    if value is None:
+        return None
+    if value.tzinfo is None:  # as stored: no offset to replace (every chat event is dated this way)
+        return value.isoformat() + "Z"
+    return value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 class Base(DeclarativeBase):
