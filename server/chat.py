@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from sqlalchemy import select
@@ -57,8 +59,9 @@ def check_room_name(name: str) -> str:
 # Rooms whose name starts with a prefix may belong to something (``post:<id>``), which says who may use them:
 # (viewer or None, the part after the prefix) -> None, or raises NotFound/Forbidden.
 RoomGuard = Callable[[User | None, str], Awaitable[None]]
-# Told of every stored message: (room, message, author, mentioned users).
-MessageListener = Callable[[str, Message, User, list[User]], Awaitable[None]]
+# Told of every stored message, before its sender's ack: (room, message, author, mentioned users) -> what is
+# left to do, or None when there is nothing (most messages: no task is made for them).
+MessageListener = Callable[[str, Message, User, list[User]], Awaitable[None] | None]
 # Told when a message's text changes for readers: (message id, its text now, or None when it is gone:
 # deleted, or hidden by a moderator; the usernames it mentions now).
 ChangeListener = Callable[[int, str | None, list[str]], Awaitable[None]]
@@ -104,6 +107,21 @@ def _event_for(message: Message, author: User, room: str, since: int) -> dict[st
     return {"type": kind, "message": message_json(message, author, room)}
 
 
+@dataclass
+class _Accepted:
+    """A message accepted, waiting for its commit and then its turn to be published."""
+
+    stored: asyncio.Future[Message]  # the writer's
+    queue: Callable[[], Awaitable[Message]]  # queues it again (a retried ref freed meanwhile)
+    room: str
+    room_id: int
+    author: User
+    text: str
+    mentioned: list[User]
+    client_ref: str | None
+    published: asyncio.Future[dict[str, Any]]  # what the sender is acked with
+
+
 class ChatService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], hub: Hub, presence: Presence,
                  limiter: RateLimiter, settings: Settings):
@@ -114,6 +132,9 @@ class ChatService:
         self._presence = presence
         self._limiter = limiter
         self._writer = MessageWriter(sessions)
+        self._accepted: deque[_Accepted] = deque()
+        self._publisher: asyncio.Task | None = None
+        self._telling: set[asyncio.Future] = set()  # listeners at work (the loop holds tasks weakly)
         self.room_guards: dict[str, RoomGuard] = {}
         self.message_listeners: list[MessageListener] = []
         self.change_listeners: list[ChangeListener] = []
@@ -163,24 +184,64 @@ class ChatService:
         job_id = await self._command(author, room, text, photo)
         mentions = " ".join(u.username for u in mentioned)
 
-        def queue() -> Awaitable[Message]:
+        def queue() -> asyncio.Future[Message]:
             return self._writer.enqueue(room_id, author.id, text, mentions, client_ref, job_id)
 
         # Queued here, in this frame's turn: messages take their seqs in the order they were accepted.
-        return asyncio.ensure_future(self._publish_stored(queue(), queue, room, room_id, author, text, mentioned,
-                                                          client_ref))
+        published: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._accepted.append(_Accepted(queue(), queue, room, room_id, author, text, mentioned, client_ref, published))
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish_accepted(), name="chat-publisher")
+        return published
 
-    async def _publish_stored(self, queued: Awaitable[Message], queue: Callable[[], Awaitable[Message]], room: str,
-                              room_id: int, author: User, text: str, mentioned: list[User], client_ref: str | None
-                              ) -> dict[str, Any]:
-        message = await self._stored(queued, queue, room, room_id, author, text, client_ref)
-        if isinstance(message, dict):
-            return message  # a retry
-        payload = message_json(message, author, room)
-        await self._hub.publish(room_topic(room), {"type": "chat.msg", "message": payload}, seq=message.seq)
-        for listener in self.message_listeners:
-            await listener(room, message, author, mentioned)
-        return payload
+    async def _publish_accepted(self) -> None:
+        """Publish accepted messages once stored, in the order they were accepted. A commit stores a batch
+        at once, and all of it is published in one hub call: no task per message, and scaled out one round
+        trip to Redis per batch."""
+        while self._accepted:
+            try:
+                await self._accepted[0].stored
+            except Exception:
+                pass  # answered below, with the rest of its batch
+            ready: list[_Accepted] = []
+            while self._accepted and self._accepted[0].stored.done():
+                ready.append(self._accepted.popleft())
+            stored: list[tuple[_Accepted, Message, dict[str, Any]]] = []
+            for item in ready:
+                try:
+                    message = await self._stored(item)
+                except Exception as exc:
+                    item.published.set_exception(exc)
+                    continue
+                if isinstance(message, dict):
+                    item.published.set_result(message)  # a retry
+                else:
+                    stored.append((item, message, message_json(message, item.author, item.room)))
+            try:
+                await self._hub.publish_stored([(room_topic(item.room), message.seq,
+                                                 {"type": "chat.msg", "message": payload})
+                                                for item, message, payload in stored])
+            except Exception as exc:
+                for item, _message, _payload in stored:
+                    item.published.set_exception(exc)
+                continue
+            for item, message, payload in stored:
+                self._tell_listeners(item, message, payload)
+
+    def _tell_listeners(self, item: _Accepted, message: Message, payload: dict[str, Any]) -> None:
+        """Tell the listeners, then ack: at once when none has anything to do, else once they are done."""
+        try:
+            work = [told for listener in self.message_listeners
+                    if (told := listener(item.room, message, item.author, item.mentioned)) is not None]
+        except Exception as exc:
+            item.published.set_exception(exc)
+            return
+        if not work:
+            item.published.set_result(payload)
+            return
+        telling = asyncio.ensure_future(_all_done(work, payload))
+        self._telling.add(telling)
+        telling.add_done_callback(lambda done: _settle(self._telling, done, item.published))
 
     async def _command(self, author: User, room: str, text: str, photo: str | None = None) -> str | None:
         """Run a room command the text starts with (its job id), or None: other `/words` are plain text."""
@@ -198,28 +259,27 @@ class ChatService:
             return None
         return await command(author, room, words)
 
-    async def _stored(self, queued: Awaitable[Message], queue: Callable[[], Awaitable[Message]], room: str,
-                      room_id: int, author: User, text: str, client_ref: str | None) -> Message | dict[str, Any]:
-        """The stored message (``queued``; ``queue`` queues it again), or, for a retry of ``client_ref``, the
-        message it stored before."""
+    async def _stored(self, item: _Accepted) -> Message | dict[str, Any]:
+        """The stored message, or, for a retry of its ``client_ref``, the message that ref stored before."""
+        author, room, client_ref = item.author, item.room, item.client_ref
         for attempt in range(2):
             try:
                 # One transaction (shared with the messages sent meanwhile): the seq bump, the row, the
                 # commit. A repeated ref trips the unique index, which rolls the bump back too.
-                return await (queued if attempt == 0 else queue())
+                return await (item.stored if attempt == 0 else item.queue())
             except IntegrityError:
                 if client_ref is None:
                     raise
             async with self._db() as db:
                 earlier = await db.scalar(select(Message).where(
-                    Message.room_id == room_id, Message.author_id == author.id, Message.client_ref == client_ref))
+                    Message.room_id == item.room_id, Message.author_id == author.id, Message.client_ref == client_ref))
                 if earlier is None:
                     continue  # deleted meanwhile: the ref is free
                 if (utcnow() - earlier.created_at).total_seconds() >= self._settings.chat_ref_ttl_secs:
                     earlier.client_ref = None  # remembered long enough: the ref is free again
                     await db.commit()
                     continue
-            if earlier.text != text:
+            if earlier.text != item.text:
                 raise Conflict(f"The ref {client_ref!r} was used for another message; give every message its own "
                                f"ref (e.g. a random id).", code="ref_reused")
             return message_json(earlier, author, room)  # a retry
@@ -430,3 +490,19 @@ class ChatService:
         interval = self._settings.typing_interval_secs
         if interval == 0 or (await self._limiter.hit(f"typing:{user.id}:{room}", 1, interval)).allowed:
             await self._hub.publish(room_topic(room), {"type": "typing", "user": public_user(user)}, sequenced=False)
+
+
+async def _all_done(work: list[Awaitable[None]], result: dict[str, Any]) -> dict[str, Any]:
+    for told in work:
+        await told
+    return result
+
+
+def _settle(telling: set[asyncio.Future], done: asyncio.Future, published: asyncio.Future) -> None:
+    telling.discard(done)
+    if done.cancelled():
+        published.cancel()
+    elif done.exception() is not None:
+        published.set_exception(done.exception())
+    else:
+        published.set_result(done.result())

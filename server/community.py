@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Awaitable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -41,10 +42,16 @@ def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub
     async def on_follow(followee_id: int, follower: User) -> None:
         await notifications.notify_once(followee_id, "follow", follower)
 
-    async def on_message(room: str, message: Message, author: User, mentioned: list[User]) -> None:
-        told = {author.id}
+    def on_message(room: str, message: Message, author: User, mentioned: list[User]) -> Awaitable[None] | None:
         # A mention in a post's room names the post, so it reads as the artwork's title, not "post:12".
         post_id = int(room.removeprefix(POST_ROOM_PREFIX)) if room.startswith(POST_ROOM_PREFIX) else None
+        if not mentioned and post_id is None:
+            return None  # nobody to tell (most rooms' messages): the message is acked without waiting
+        return tell_of_message(room, post_id, message, author, mentioned)
+
+    async def tell_of_message(room: str, post_id: int | None, message: Message, author: User,
+                              mentioned: list[User]) -> None:
+        told = {author.id}
         for user in mentioned:
             await notifications.notify(user.id, "mention", author, post_id=post_id, room=room,
                                        message_id=message.id, text=message.text)

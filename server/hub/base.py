@@ -40,6 +40,10 @@ class Hub(Protocol):
         Ephemeral (``sequenced=False``): no seq, no history (typing, presence).
         """
 
+    async def publish_stored(self, events: list[tuple[str, int, dict[str, Any]]]) -> None:
+        """Durable events (topic, seq, event) the caller stored, oldest first, published together: a batch
+        of chat messages costs one call (scaled out, one round trip to Redis) instead of one per message."""
+
     def subscribe(self, topic: str, subscriber: Subscriber) -> Awaitable[None]: ...
 
     def unsubscribe(self, topic: str, subscriber: Subscriber) -> Awaitable[None]: ...

@@ -57,6 +57,10 @@ class MemoryHub(HubCore):
         self._fan_out(topic, seq, frames.with_topic(payload, topic, seq))
         return seq
 
+    async def publish_stored(self, events: list[tuple[str, int, dict[str, Any]]]) -> None:
+        for topic, seq, event in events:
+            await self._deliver_in_order(topic, seq, frames.with_topic(frames.encode(event), topic, seq))
+
     async def _range(self, topic: str, first: int, last: int | None) -> list[tuple[int, bytes]]:
         durable = self.durable_source(topic)
         if durable is not None:

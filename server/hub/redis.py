@@ -124,6 +124,16 @@ class RedisHub(HubCore):
             log.warning("not published on %s while Redis does not answer (%s)", topic, exc)
         return seq
 
+    async def publish_stored(self, events: list[tuple[str, int, dict[str, Any]]]) -> None:
+        pipeline = self._redis.pipeline(transaction=False)
+        for topic, seq, event in events:
+            pipeline.publish(self._channel(topic), str(seq).encode() + b"\n" + frames.encode(event))
+        try:
+            await pipeline.execute()
+        except UNAVAILABLE_ERRORS as exc:
+            # Stored: subscribers backfill them from the store once Redis is back (as `publish` says).
+            log.warning("%d stored events not published while Redis does not answer (%s)", len(events), exc)
+
     async def subscribe(self, topic: str, subscriber: Subscriber) -> None:
         if self._add_local(topic, subscriber):
             channel = self._channel(topic)
