@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
 
-from server.chat_writer import MessageWriter, take_seqs
+from server.chat_writer import MessageWriter, StoredMessage, take_seqs
 from server.text import clean_text
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.hub import Hub, Reset
@@ -61,7 +61,7 @@ def check_room_name(name: str) -> str:
 RoomGuard = Callable[[User | None, str], Awaitable[None]]
 # Told of every stored message, before its sender's ack: (room, message, author, mentioned users) -> what is
 # left to do, or None when there is nothing (most messages: no task is made for them).
-MessageListener = Callable[[str, Message, User, list[User]], Awaitable[None] | None]
+MessageListener = Callable[[str, StoredMessage, User, list[User]], Awaitable[None] | None]
 # Told when a message's text changes for readers: (message id, its text now, or None when it is gone:
 # deleted, or hidden by a moderator; the usernames it mentions now).
 ChangeListener = Callable[[int, str | None, list[str]], Awaitable[None]]
@@ -79,7 +79,7 @@ def clean_message_text(text: Any) -> str:
     return clean_text(text, "text", MESSAGE_MAX_CHARS, required=True)
 
 
-def message_json(message: Message, author: User, room: str) -> dict[str, Any]:
+def message_json(message: Message | StoredMessage, author: User, room: str) -> dict[str, Any]:
     deleted = message.deleted_at is not None
     hidden = message.hidden_at is not None
     return {
@@ -111,8 +111,8 @@ def _event_for(message: Message, author: User, room: str, since: int) -> dict[st
 class _Accepted:
     """A message accepted, waiting for its commit and then its turn to be published."""
 
-    stored: asyncio.Future[Message]  # the writer's
-    queue: Callable[[], Awaitable[Message]]  # queues it again (a retried ref freed meanwhile)
+    stored: asyncio.Future[StoredMessage]  # the writer's
+    queue: Callable[[], Awaitable[StoredMessage]]  # queues it again (a retried ref freed meanwhile)
     room: str
     room_id: int
     author: User
@@ -184,7 +184,7 @@ class ChatService:
         job_id = await self._command(author, room, text, photo)
         mentions = " ".join(u.username for u in mentioned)
 
-        def queue() -> asyncio.Future[Message]:
+        def queue() -> asyncio.Future[StoredMessage]:
             return self._writer.enqueue(room_id, author.id, text, mentions, client_ref, job_id)
 
         # Queued here, in this frame's turn: messages take their seqs in the order they were accepted.
@@ -206,7 +206,7 @@ class ChatService:
             ready: list[_Accepted] = []
             while self._accepted and self._accepted[0].stored.done():
                 ready.append(self._accepted.popleft())
-            stored: list[tuple[_Accepted, Message, dict[str, Any]]] = []
+            stored: list[tuple[_Accepted, StoredMessage, dict[str, Any]]] = []
             for item in ready:
                 try:
                     message = await self._stored(item)
@@ -228,7 +228,7 @@ class ChatService:
             for item, message, payload in stored:
                 self._tell_listeners(item, message, payload)
 
-    def _tell_listeners(self, item: _Accepted, message: Message, payload: dict[str, Any]) -> None:
+    def _tell_listeners(self, item: _Accepted, message: StoredMessage, payload: dict[str, Any]) -> None:
         """Tell the listeners, then ack: at once when none has anything to do, else once they are done."""
         try:
             work = [told for listener in self.message_listeners
@@ -259,7 +259,7 @@ class ChatService:
             return None
         return await command(author, room, words)
 
-    async def _stored(self, item: _Accepted) -> Message | dict[str, Any]:
+    async def _stored(self, item: _Accepted) -> StoredMessage | dict[str, Any]:
         """The stored message, or, for a retry of its ``client_ref``, the message that ref stored before."""
         author, room, client_ref = item.author, item.room, item.client_ref
         for attempt in range(2):

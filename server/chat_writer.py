@@ -14,12 +14,14 @@ IntegrityError (ChatService answers it as a retry) and the others are stored.
 A batch is written with SQL statements, not the ORM's unit of work: per message the ORM cost more than the
 database did (and on SQLite it inserted row by row, since it needs the ids in parameter order, which SQLite's
 RETURNING does not promise). One multi-row INSERT returns each row's id with its (room, seq), which names
-the row whatever order the rows come back in.
+the row whatever order the rows come back in. What it stored comes back as plain StoredMessage objects, for
+the same reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -33,13 +35,32 @@ from server.store.models import Message, Room, utcnow
 _MESSAGES = Message.__table__
 # Executed with a list of rows: SQLAlchemy sends them as one INSERT .. VALUES (..), (..) RETURNING.
 _INSERT_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, _MESSAGES.c.room_id, _MESSAGES.c.seq)
-_NEW_MESSAGE = Message.__mapper__.class_manager.new_instance
 _ROOMS = Room.__table__
 _BUMP = update(_ROOMS).where(_ROOMS.c.id == bindparam("room_id"))
 _TAKE_SEQS_RETURNING = _BUMP.values(last_seq=_ROOMS.c.last_seq + bindparam("count")).returning(_ROOMS.c.last_seq)
 # MySQL/MariaDB have no UPDATE .. RETURNING; LAST_INSERT_ID(expr) keeps the new value and the server hands it
 # back in the UPDATE's own reply (the client's insert id), which saves a SELECT.
 _TAKE_SEQS_INTO_INSERT_ID = _BUMP.values(last_seq=func.last_insert_id(_ROOMS.c.last_seq + bindparam("count")))
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """A message as its batch stored it: every column of its row, read as a Message's attributes are (an ORM
+    object, with its instance state and an attribute event per read, cost more than its publishing did)."""
+
+    id: int
+    room_id: int
+    author_id: int
+    seq: int
+    created_seq: int
+    text: str
+    mentions: str
+    client_ref: str | None
+    job_id: str | None
+    created_at: dt.datetime
+    edited_at: dt.datetime | None = None
+    deleted_at: dt.datetime | None = None
+    hidden_at: dt.datetime | None = None
 
 
 @dataclass
@@ -50,7 +71,7 @@ class _Pending:
     mentions: str
     client_ref: str | None
     job_id: str | None
-    future: asyncio.Future[Message]
+    future: asyncio.Future[StoredMessage]
 
 
 class MessageWriter:
@@ -60,18 +81,18 @@ class MessageWriter:
         self._writer: asyncio.Task | None = None
 
     async def insert(self, room_id: int, author_id: int, text: str, mentions: str,
-                     client_ref: str | None, job_id: str | None = None) -> Message:
+                     client_ref: str | None, job_id: str | None = None) -> StoredMessage:
         """Store one message with the room's next seq; returns it once committed (IntegrityError for a
         ``client_ref`` this author already used in the room)."""
         return await self.enqueue(room_id, author_id, text, mentions, client_ref, job_id)
 
     def enqueue(self, room_id: int, author_id: int, text: str, mentions: str,
-                client_ref: str | None, job_id: str | None = None) -> asyncio.Future[Message]:
+                client_ref: str | None, job_id: str | None = None) -> asyncio.Future[StoredMessage]:
         """Queue one message for the next batch; the future is its stored row (or the IntegrityError).
         Messages queued one after another get their seqs in that order. A sender that goes away
         (cancelling its future) cancels nothing else: the batch is the writer task's, which skips
         futures already done."""
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(room_id, author_id, text, mentions, client_ref, job_id, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches(), name="chat-message-writer")
@@ -94,8 +115,9 @@ class MessageWriter:
                 if not item.future.done():
                     item.future.set_result(message)
 
-    async def _write(self, batch: list[_Pending]) -> list[Message]:
+    async def _write(self, batch: list[_Pending]) -> list[StoredMessage]:
         counts = Counter(item.room_id for item in batch)
+        now = utcnow()  # a batch is one commit: its messages are stamped alike
         async with self._db() as db:
             # Rooms in id order, so two processes' batches take the row locks in the same order (no deadlock).
             next_seq: dict[int, int] = {}
@@ -107,10 +129,10 @@ class MessageWriter:
                 next_seq[item.room_id] = seq + 1
                 rows.append({"room_id": item.room_id, "author_id": item.author_id, "seq": seq, "created_seq": seq,
                              "text": item.text, "mentions": item.mentions, "client_ref": item.client_ref,
-                             "job_id": item.job_id, "created_at": utcnow()})
+                             "job_id": item.job_id, "created_at": now})
             ids = {(room_id, seq): ident for ident, room_id, seq in await db.execute(_INSERT_MESSAGES, rows)}
             await db.commit()
-        return [_stored_message(ids[row["room_id"], row["seq"]], row) for row in rows]
+        return [StoredMessage(id=ids[row["room_id"], row["seq"]], **row) for row in rows]
 
     async def _write_one_by_one(self, batch: list[_Pending]) -> None:
         for item in batch:
@@ -122,14 +144,6 @@ class MessageWriter:
                 continue
             if not item.future.done():
                 item.future.set_result(message)
-
-
-def _stored_message(ident: int, row: dict[str, Any]) -> Message:
-    """The stored row as a detached Message with every column set, built as the ORM builds the rows it loads
-    (its constructor, with an attribute event per column, cost ten times more). Nothing adds it to a session."""
-    message = _NEW_MESSAGE()
-    message.__dict__.update(row, id=ident, edited_at=None, deleted_at=None, hidden_at=None)
-    return message
 
 
 async def take_seqs(db: AsyncSession, room_id: int, count: int) -> int:

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.cache import Cache
 from server.chat import ChatService
+from server.chat_writer import StoredMessage
 from server.follows import FollowService
 from server.hub import Hub
 from server.jobs import JobService
@@ -16,7 +17,7 @@ from server.moderation import ModerationService, Target
 from server.notifications import NotificationService
 from server.originals import Originals
 from server.posts import PostService
-from server.store.models import Message, User
+from server.store.models import User
 
 POST_ROOM_PREFIX = "post:"
 
@@ -42,14 +43,14 @@ def build_community(db: async_sessionmaker[AsyncSession], cache: Cache, hub: Hub
     async def on_follow(followee_id: int, follower: User) -> None:
         await notifications.notify_once(followee_id, "follow", follower)
 
-    def on_message(room: str, message: Message, author: User, mentioned: list[User]) -> Awaitable[None] | None:
+    def on_message(room: str, message: StoredMessage, author: User, mentioned: list[User]) -> Awaitable[None] | None:
         # A mention in a post's room names the post, so it reads as the artwork's title, not "post:12".
         post_id = int(room.removeprefix(POST_ROOM_PREFIX)) if room.startswith(POST_ROOM_PREFIX) else None
         if not mentioned and post_id is None:
             return None  # nobody to tell (most rooms' messages): the message is acked without waiting
         return tell_of_message(room, post_id, message, author, mentioned)
 
-    async def tell_of_message(room: str, post_id: int | None, message: Message, author: User,
+    async def tell_of_message(room: str, post_id: int | None, message: StoredMessage, author: User,
                               mentioned: list[User]) -> None:
         told = {author.id}
         for user in mentioned:

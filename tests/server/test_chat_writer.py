@@ -8,7 +8,7 @@ import asyncio
 from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 
-from server.chat_writer import MessageWriter
+from server.chat_writer import MessageWriter, StoredMessage
 from server.store.models import Message, Room, User
 
 
@@ -37,7 +37,7 @@ async def test_concurrent_messages_share_transactions_and_keep_seq_order(runtime
         event.remove(runtime.engine.sync_engine, "commit", count)
     assert isinstance(results[-1], IntegrityError), results[-1]
     stored = results[:-1]
-    assert all(isinstance(m, Message) for m in stored), [r for r in stored if not isinstance(r, Message)][:1]
+    assert all(isinstance(m, StoredMessage) for m in stored), [r for r in stored if not isinstance(r, StoredMessage)][:1]
     # Each room's seqs are consecutive from its last_seq, in the order the messages arrived.
     assert [m.seq for m in stored[0::2]] == list(range(1, 31))
     assert [m.seq for m in stored[1::2]] == list(range(6, 36))
