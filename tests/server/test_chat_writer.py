@@ -110,3 +110,23 @@ async def test_stored_messages_are_what_the_database_holds(runtime):
     assert len(rows) == 30 and len({m.id for m in stored}) == 30
     for message in stored:
         assert {c: getattr(message, c) for c in columns} == {c: getattr(rows[message.id], c) for c in columns}
+
+
+async def test_a_batch_larger_than_one_insert_statement_is_stored_whole(runtime):
+    # Past 1,000 rows a batch's INSERT is split (SQLite's limit on parameters): every row is still stored once,
+    # with its own id, in seq order.
+    async with runtime.db() as db:
+        author = User(username="bulk", password_hash="x", display_name="bulk")
+        db.add(author)
+        await db.flush()
+        room = Room(name="bulk", created_by=author.id, last_seq=0)
+        db.add(room)
+        await db.commit()
+    writer = MessageWriter(runtime.db)
+    stored = await asyncio.wait_for(asyncio.gather(
+        *(writer.insert(room.id, author.id, f"m{i}", "", None) for i in range(1100))), 120)
+    assert [m.seq for m in stored] == list(range(1, 1101))
+    async with runtime.db() as db:
+        rows = {m.id: m.text for m in await db.scalars(select(Message).where(Message.room_id == room.id))}
+    assert rows == {m.id: m.text for m in stored}
+    assert len(rows) == 1100
