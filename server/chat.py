@@ -210,20 +210,19 @@ class ChatService:
             for item in ready:
                 try:
                     message = await self._stored(item)
-                except Exception as exc:
-                    item.published.set_exception(exc)
-                    continue
-                if isinstance(message, dict):
-                    item.published.set_result(message)  # a retry
-                else:
-                    stored.append((item, message, message_json(message, item.author, item.room)))
+                    if isinstance(message, dict):
+                        _answer(item.published, message)  # a retry
+                    else:
+                        stored.append((item, message, message_json(message, item.author, item.room)))
+                except Exception as exc:  # this message's sender is told; the others go on
+                    _answer(item.published, failure=exc)
             try:
                 await self._hub.publish_stored([(room_topic(item.room), message.seq,
                                                  {"type": "chat.msg", "message": payload})
                                                 for item, message, payload in stored])
             except Exception as exc:
                 for item, _message, _payload in stored:
-                    item.published.set_exception(exc)
+                    _answer(item.published, failure=exc)
                 continue
             for item, message, payload in stored:
                 self._tell_listeners(item, message, payload)
@@ -234,10 +233,10 @@ class ChatService:
             work = [told for listener in self.message_listeners
                     if (told := listener(item.room, message, item.author, item.mentioned)) is not None]
         except Exception as exc:
-            item.published.set_exception(exc)
+            _answer(item.published, failure=exc)
             return
         if not work:
-            item.published.set_result(payload)
+            _answer(item.published, payload)
             return
         telling = asyncio.ensure_future(_all_done(work, payload))
         self._telling.add(telling)
@@ -502,7 +501,17 @@ def _settle(telling: set[asyncio.Future], done: asyncio.Future, published: async
     telling.discard(done)
     if done.cancelled():
         published.cancel()
-    elif done.exception() is not None:
-        published.set_exception(done.exception())
     else:
-        published.set_result(done.result())
+        _answer(published, None if done.exception() else done.result(), failure=done.exception())
+
+
+def _answer(published: asyncio.Future, result: dict[str, Any] | None = None, *,
+            failure: BaseException | None = None) -> None:
+    """Settle a sender's future, unless it is done already (cancelled by a sender gone): the publisher
+    must go on to the rest of the batch whatever one sender did."""
+    if published.done():
+        return
+    if failure is not None:
+        published.set_exception(failure)
+    else:
+        published.set_result(result)
