@@ -12,15 +12,21 @@ from server.chat_writer import MessageWriter, StoredMessage
 from server.store.models import Message, Room, User
 
 
-async def test_concurrent_messages_share_transactions_and_keep_seq_order(runtime):
+async def author_with_rooms(runtime, username: str, **last_seqs: int) -> tuple[User, list[Room]]:
+    """A user and the rooms they opened (name=its last seq), stored."""
     async with runtime.db() as db:
-        author = User(username="writer", password_hash="x", display_name="writer")
-        rooms = [Room(name="alpha", last_seq=0), Room(name="beta", last_seq=5)]
+        author = User(username=username, password_hash="x", display_name=username)
+        rooms = [Room(name=name, last_seq=seq) for name, seq in last_seqs.items()]
         db.add_all([author, *rooms])
         await db.flush()
         for room in rooms:
             room.created_by = author.id
         await db.commit()
+    return author, rooms
+
+
+async def test_concurrent_messages_share_transactions_and_keep_seq_order(runtime):
+    author, rooms = await author_with_rooms(runtime, "writer", alpha=0, beta=5)
     commits = []
 
     def count(_conn):
@@ -54,13 +60,7 @@ async def test_concurrent_messages_share_transactions_and_keep_seq_order(runtime
 
 
 async def test_a_batch_without_duplicates_is_one_transaction(runtime):
-    async with runtime.db() as db:
-        author = User(username="batcher", password_hash="x", display_name="batcher")
-        db.add(author)
-        await db.flush()
-        room = Room(name="gamma", created_by=author.id, last_seq=0)
-        db.add(room)
-        await db.commit()
+    author, (room,) = await author_with_rooms(runtime, "batcher", gamma=0)
     writer = MessageWriter(runtime.db)
     first = asyncio.ensure_future(writer.insert(room.id, author.id, "first", "", None))
     await asyncio.sleep(0)  # the first batch starts with one message; the next 40 queue behind it
@@ -91,14 +91,7 @@ async def test_a_failing_batch_reports_to_every_sender(runtime):
 async def test_stored_messages_are_what_the_database_holds(runtime):
     # The writer builds its Message objects from the rows it sent (not from an ORM flush): each must carry
     # its own row's id and every field a reader of the database sees, over two rooms in one batch.
-    async with runtime.db() as db:
-        author = User(username="mirror", password_hash="x", display_name="mirror")
-        db.add(author)
-        await db.flush()
-        rooms = [Room(name="delta", created_by=author.id, last_seq=0),
-                 Room(name="eps", created_by=author.id, last_seq=7)]
-        db.add_all(rooms)
-        await db.commit()
+    author, rooms = await author_with_rooms(runtime, "mirror", delta=0, eps=7)
     writer = MessageWriter(runtime.db)
     stored = await asyncio.wait_for(asyncio.gather(*(
         writer.insert(rooms[i % 2].id, author.id, f"text {i}", "someone" if i % 3 else "",
@@ -115,13 +108,7 @@ async def test_stored_messages_are_what_the_database_holds(runtime):
 async def test_a_batch_larger_than_one_insert_statement_is_stored_whole(runtime):
     # Past 1,000 rows a batch's INSERT is split (SQLite's limit on parameters): every row is still stored once,
     # with its own id, in seq order.
-    async with runtime.db() as db:
-        author = User(username="bulk", password_hash="x", display_name="bulk")
-        db.add(author)
-        await db.flush()
-        room = Room(name="bulk", created_by=author.id, last_seq=0)
-        db.add(room)
-        await db.commit()
+    author, (room,) = await author_with_rooms(runtime, "bulk", bulk=0)
     writer = MessageWriter(runtime.db)
     stored = await asyncio.wait_for(asyncio.gather(
         *(writer.insert(room.id, author.id, f"m{i}", "", None) for i in range(1100))), 120)
