@@ -303,7 +303,7 @@ class ChatService:
             message.edited_at = utcnow()
             await db.commit()
         payload = message_json(message, author, room)
-        await self._hub.publish(room_topic(room), {"type": "chat.edited", "message": payload}, seq=message.seq)
+        await self._hub.publish_stored([(room_topic(room), message.seq, {"type": "chat.edited", "message": payload})])
         await self._changed(message.id, text, payload["mentions"])
         return payload
 
@@ -319,9 +319,9 @@ class ChatService:
             message.deleted_at = utcnow()
             message.text = ""
             await db.commit()
-        await self._hub.publish(room_topic(room), {
+        await self._hub.publish_stored([(room_topic(room), message.seq, {
             "type": "chat.deleted", "message": {"id": message.id, "room": room, "deleted": True},
-        }, seq=message.seq)
+        })])
         await self._changed(message.id, None, [])
 
     async def _changed(self, message_id: int, text: str | None, mentions: list[str]) -> None:
@@ -364,7 +364,7 @@ class ChatService:
             event = {"type": "chat.deleted", "message": {"id": message.id, "room": room, "deleted": True}}
         else:
             event = {"type": "chat.edited", "message": message_json(message, author, room)}
-        await self._hub.publish(room_topic(room), event, seq=message.seq)
+        await self._hub.publish_stored([(room_topic(room), message.seq, event)])
         await self._changed(message.id, None if hidden else message.text,
                             [] if hidden or not message.mentions else message.mentions.split())
 

@@ -31,13 +31,12 @@ HistorySource = Callable[[str, int, int | None], Awaitable["list[tuple[int, byte
 
 
 class Hub(Protocol):
-    async def publish(self, topic: str, event: dict[str, Any], *, seq: int | None = None,
-                      sequenced: bool = True) -> int | None:
+    async def publish(self, topic: str, event: dict[str, Any], *, sequenced: bool = True) -> int | None:
         """Send an event to every subscriber of ``topic`` in every process.
 
         Hub-sequenced (default): the hub assigns the next seq and keeps the event in history.
-        Durable (``seq`` given): the caller stored the event and its seq first; history is the caller's.
         Ephemeral (``sequenced=False``): no seq, no history (typing, presence).
+        Durable events (the caller stored them and their seqs first) go through ``publish_stored``.
         """
 
     async def publish_stored(self, events: list[tuple[str, int, dict[str, Any]]]) -> None:

@@ -43,12 +43,9 @@ class MemoryHub(HubCore):
             if name not in self._subscribers:
                 del self._topics[name]
 
-    async def publish(self, topic: str, event: dict[str, Any], *, seq: int | None = None,
-                      sequenced: bool = True) -> int | None:
+    async def publish(self, topic: str, event: dict[str, Any], *, sequenced: bool = True) -> int | None:
         payload = frames.encode(event)
-        if seq is not None:
-            await self._deliver_in_order(topic, seq, frames.with_topic(payload, topic, seq))
-            return seq
+        seq = None
         if sequenced:
             state = self._topic(topic)
             state.seq += 1

@@ -103,10 +103,9 @@ class RedisHub(HubCore):
     def _keys(self, topic: str) -> tuple[str, str, str]:
         return self._prefix + "seq:" + topic, self._prefix + "hist:" + topic, self._prefix + "epoch:" + topic
 
-    async def publish(self, topic: str, event: dict[str, Any], *, seq: int | None = None,
-                      sequenced: bool = True) -> int | None:
+    async def publish(self, topic: str, event: dict[str, Any], *, sequenced: bool = True) -> int | None:
         payload = frames.encode(event)
-        if seq is None and sequenced:
+        if sequenced:
             seq_key, hist_key, epoch_key = self._keys(topic)
             try:
                 return int(await self._publish_sequenced(
@@ -115,14 +114,12 @@ class RedisHub(HubCore):
                 ))
             except UNAVAILABLE_ERRORS as exc:
                 raise self._unavailable(exc) from None
-        marker = b"-" if seq is None else str(seq).encode()
         try:
-            await self._redis.publish(self._channel(topic), marker + b"\n" + payload)
+            await self._redis.publish(self._channel(topic), b"-\n" + payload)
         except UNAVAILABLE_ERRORS as exc:
-            # A durable event is stored (subscribers backfill it from the store once Redis is back);
-            # an ephemeral one (typing, presence, previews) is worth nothing later.
+            # An ephemeral event (typing, presence, previews) is worth nothing later.
             log.warning("not published on %s while Redis does not answer (%s)", topic, exc)
-        return seq
+        return None
 
     async def publish_stored(self, events: list[tuple[str, int, dict[str, Any]]]) -> None:
         pipeline = self._redis.pipeline(transaction=False)

@@ -120,7 +120,7 @@ async def test_durable_topics_replay_from_their_source(make_hub):
     hub.register_history("room:", source, current)
     recorder = Recorder()
     await hub.subscribe("room:x", recorder)
-    await hub.publish("room:x", {"type": "chat.msg", "text": "b"}, seq=2)
+    await hub.publish_stored([("room:x", 2, {"type": "chat.msg", "text": "b"})])
     assert (await recorder.wait_for(1))[0]["seq"] == 2
     assert [decode(f)["text"] for _s, f in await hub.replay("room:x", 0)] == ["a", "b"]
     assert await hub.current_seq("room:x") == 2
