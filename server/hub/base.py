@@ -20,6 +20,10 @@ class Subscriber(Protocol):
     def deliver(self, topic: str, seq: int | None, frame: bytes) -> None:
         """Called on the event loop with an encoded event frame; must not block."""
 
+    # Optional, for subscribers there are many of (sockets): ``deliver_run(topic, events, joined)`` takes a
+    # run of consecutive stored events at once, ``joined`` being their frames concatenated (made once for
+    # every subscriber). Without it, a run is delivered event by event.
+
     def reset(self, topic: str, epoch: str) -> None:
         """The topic's history restarted (a new epoch: Redis lost it): seq counts from 1 again, and
         whatever the subscriber derived from earlier events may have missed some. Must not block."""
@@ -117,6 +121,22 @@ class HubCore:
             subscriber.deliver(topic, seq, frame)
         self.delivered += len(self._subscribers.get(topic, ()))
 
+    def _fan_out_run(self, topic: str, events: list[tuple[int, bytes]]) -> None:
+        """Consecutive stored events (a commit's batch) to every subscriber: a socket takes the run's joined
+        frames in one call, so a batch costs one call per socket, not one per socket and event."""
+        if len(events) == 1:
+            self._fan_out(topic, *events[0])
+            return
+        joined = b"".join(frame for _seq, frame in events)
+        for subscriber in tuple(self._subscribers.get(topic, ())):
+            deliver_run = getattr(subscriber, "deliver_run", None)
+            if deliver_run is not None:
+                deliver_run(topic, events, joined)
+            else:
+                for seq, frame in events:
+                    subscriber.deliver(topic, seq, frame)
+        self.delivered += len(events) * len(self._subscribers.get(topic, ()))
+
     async def _range(self, topic: str, first: int, last: int | None) -> list[tuple[int, bytes]]:
         """Sequenced events ``first..last`` of a topic, addressed and ready to send."""
         raise NotImplementedError
@@ -134,29 +154,34 @@ class HubCore:
         for subscriber in tuple(self._subscribers.get(topic, ())):
             subscriber.reset(topic, epoch)
 
-    async def _deliver_in_order(self, topic: str, seq: int, frame: bytes, epoch: str | None = None) -> None:
-        """Deliver a sequenced event, first backfilling any seq skipped since the last one.
+    async def _deliver_in_order(self, topic: str, events: list[tuple[int, bytes]], epoch: str | None = None) -> None:
+        """Deliver sequenced events (seqs ascending), first backfilling any seq skipped since the last one.
 
         Durable events are published after their commit, so two senders may publish
         out of order; and Redis pub/sub may drop a message. Either way the missing
         events are already stored, so they are read back and delivered in order.
         A hub-sequenced event carries its history's ``epoch``: a new one restarts the count.
+        Each unbroken stretch of seqs goes out as one run.
         """
         if epoch is not None:
             self._note_epoch(topic, epoch)
-        last = self._last_seq.get(topic)
-        if last is not None and seq <= last:
-            return  # already delivered by a backfill
-        if last is not None and seq > last + 1:
-            for missed_seq, missed in await self._range(topic, last + 1, seq - 1):
-                if missed_seq > self._last_seq.get(topic, 0):
-                    self._last_seq[topic] = missed_seq
-                    self._fan_out(topic, missed_seq, missed)
-            if self._last_seq.get(topic, 0) >= seq:
-                return
-        if topic in self._subscribers:
-            self._last_seq[topic] = seq
-        self._fan_out(topic, seq, frame)
+        for run in _consecutive(events):
+            last = self._last_seq.get(topic)
+            if last is not None:
+                run = [(seq, frame) for seq, frame in run if seq > last]  # the rest came by a backfill
+                if not run:
+                    continue
+                if run[0][0] > last + 1:
+                    for missed_seq, missed in await self._range(topic, last + 1, run[0][0] - 1):
+                        if missed_seq > self._last_seq.get(topic, 0):
+                            self._last_seq[topic] = missed_seq
+                            self._fan_out(topic, missed_seq, missed)
+                    run = [(seq, frame) for seq, frame in run if seq > self._last_seq.get(topic, 0)]
+                    if not run:
+                        continue
+            if topic in self._subscribers:
+                self._last_seq[topic] = run[-1][0]
+            self._fan_out_run(topic, run)
 
     async def _backfill_all(self) -> None:
         """Deliver whatever every watched topic published after its last delivered seq."""
@@ -166,3 +191,23 @@ class HubCore:
                     self._last_seq[topic] = seq
                     self._fan_out(topic, seq, frame)
 
+
+
+def _consecutive(events: list[tuple[int, bytes]]) -> list[list[tuple[int, bytes]]]:
+    """Ascending (seq, frame) pairs cut where a seq is skipped."""
+    runs: list[list[tuple[int, bytes]]] = []
+    for event in events:
+        if runs and event[0] == runs[-1][-1][0] + 1:
+            runs[-1].append(event)
+        else:
+            runs.append([event])
+    return runs
+
+
+def by_topic(events: list[tuple[str, int, Any]]) -> dict[str, list[tuple[int, Any]]]:
+    """(topic, seq, event) triples as each topic's (seq, event) pairs, in the order given. Events of different
+    topics have no order between them (a batch of them is stored in one commit); a topic's own do."""
+    topics: dict[str, list[tuple[int, Any]]] = {}
+    for topic, seq, event in events:
+        topics.setdefault(topic, []).append((seq, event))
+    return topics

@@ -67,9 +67,10 @@ def with_topic(payload: bytes, topic: str, seq: int | None) -> bytes:
     return _map_header(count + added) + extra + entries
 
 
-def array_frame(frames: list[bytes]) -> bytes:
-    """Several packed events as one msgpack array, by concatenation."""
-    count = len(frames)
+def array_frame(frames: list[bytes], count: int | None = None) -> bytes:
+    """Several packed events as one msgpack array, by concatenation. ``count``: how many events the pieces
+    hold, when some hold several (a run of events joined once for every socket); by default one each."""
+    count = len(frames) if count is None else count
     if count <= FIXARRAY_MAX:
         header = bytes([0x90 | count])
     elif count <= 0xFFFF:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.hub import frames
-from server.hub.base import HubCore, Reset, Subscriber
+from server.hub.base import HubCore, Reset, Subscriber, by_topic
 
 DEFAULT_HISTORY_EVENTS = 500
 # Topic states (seq + history) kept for topics nobody watches, newest first; bounds memory.
@@ -55,8 +55,9 @@ class MemoryHub(HubCore):
         return seq
 
     async def publish_stored(self, events: list[tuple[str, int, dict[str, Any]]]) -> None:
-        for topic, seq, event in events:
-            await self._deliver_in_order(topic, seq, frames.with_topic(frames.encode(event), topic, seq))
+        for topic, run in by_topic(events).items():
+            await self._deliver_in_order(topic, [(seq, frames.with_topic(frames.encode(event), topic, seq))
+                                                 for seq, event in run])
 
     async def _range(self, topic: str, first: int, last: int | None) -> list[tuple[int, bytes]]:
         durable = self.durable_source(topic)

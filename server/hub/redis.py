@@ -14,6 +14,9 @@ topic's epoch change tells its subscribers (``reset``) and delivers on from 1.
 While Redis does not answer, a hub-sequenced publish (and reading a seq or
 history) raises ``Unavailable``; a durable event (already stored) and an
 ephemeral one are not published, and a subscription is made once Redis is back.
+
+A batch of durable events goes out as one message per topic, "@seq:size,seq:size,...\n" followed by the
+events' packed bytes one after another, so every process fans the batch out as one run.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import redis.asyncio as redis
 
 from server.errors import Unavailable
 from server.hub import frames
-from server.hub.base import HubCore, Reset, Subscriber
+from server.hub.base import HubCore, Reset, Subscriber, by_topic
 from server.redis_client import UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -123,8 +126,10 @@ class RedisHub(HubCore):
 
     async def publish_stored(self, events: list[tuple[str, int, dict[str, Any]]]) -> None:
         pipeline = self._redis.pipeline(transaction=False)
-        for topic, seq, event in events:
-            pipeline.publish(self._channel(topic), str(seq).encode() + b"\n" + frames.encode(event))
+        for topic, run in by_topic(events).items():
+            payloads = [frames.encode(event) for _seq, event in run]
+            marker = ",".join(f"{seq}:{len(payload)}" for (seq, _event), payload in zip(run, payloads))
+            pipeline.publish(self._channel(topic), f"@{marker}\n".encode() + b"".join(payloads))
         try:
             await pipeline.execute()
         except UNAVAILABLE_ERRORS as exc:
@@ -260,9 +265,12 @@ class RedisHub(HubCore):
         if marker == b"-":
             self._fan_out(topic, None, frames.with_topic(payload, topic, None))
             return
-        seq_text, _, epoch = marker.partition(b" ")  # durable events carry no epoch
+        if marker.startswith(b"@"):  # durable events (no epoch: the database keeps them)
+            await self._deliver_in_order(topic, _stored_run(topic, marker[1:], payload))
+            return
+        seq_text, _, epoch = marker.partition(b" ")
         seq = int(seq_text)
-        await self._deliver_in_order(topic, seq, frames.with_topic(payload, topic, seq), epoch.decode() or None)
+        await self._deliver_in_order(topic, [(seq, frames.with_topic(payload, topic, seq))], epoch.decode())
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -273,3 +281,14 @@ class RedisHub(HubCore):
                 pass
         await self._pubsub.aclose()
         self._subscribers.clear()
+
+
+def _stored_run(topic: str, sizes: bytes, payload: bytes) -> list[tuple[int, bytes]]:
+    """The events of a durable batch's message: "seq:size" pairs name the packed events laid end to end."""
+    events, offset = [], 0
+    for item in sizes.split(b","):
+        seq_text, _, size_text = item.partition(b":")
+        seq, size = int(seq_text), int(size_text)
+        events.append((seq, frames.with_topic(payload[offset:offset + size], topic, seq)))
+        offset += size
+    return events

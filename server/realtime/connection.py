@@ -87,6 +87,7 @@ class Connection:
         self._close = close
         self._subs: dict[str, _Subscription] = {}
         self._outbox: list[bytes] = []
+        self._outbox_events = 0  # an outbox entry may hold a run of several events
         self._outbox_bytes = 0
         self._flusher = flusher
         self._in_flight_bytes = 0
@@ -125,6 +126,17 @@ class Connection:
             sub.last_seq = seq
         self._enqueue(frame)
 
+    def deliver_run(self, topic: str, events: list[tuple[int, bytes]], joined: bytes) -> None:
+        """Consecutive stored events at once (a commit's batch): ``joined`` goes into the outbox whole; event
+        by event (as ``deliver``) when the socket is replaying or has seen some of them already."""
+        sub = self._subs.get(topic)
+        if sub is None or sub.replaying or events[0][0] <= sub.last_seq or self._closed:
+            for seq, frame in events:
+                self.deliver(topic, seq, frame)
+            return
+        sub.last_seq = events[-1][0]
+        self._enqueue(joined, len(events))
+
     def reset(self, topic: str, epoch: str) -> None:
         """The topic's history restarted (Redis lost it): its seq counts from 1 again. The client is told,
         so it reloads what it shows and accepts the new seqs; without this both sides dropped them as seen."""
@@ -135,15 +147,16 @@ class Connection:
         sub.pending = [(seq, frame) for seq, frame in sub.pending if seq is None]
         self._emit({"type": "reset", "topic": topic, "epoch": epoch, "seq": 0})
 
-    def _enqueue(self, frame: bytes) -> None:
+    def _enqueue(self, frame: bytes, events: int = 1) -> None:
         self._outbox.append(frame)
+        self._outbox_events += events
         self._outbox_bytes += len(frame)
         if len(self._outbox) == 1:
             self._flusher.mark(self)
         elif (self._in_flight_bytes >= WRITE_WINDOW_BYTES
               and self._in_flight_bytes + self._outbox_bytes > self._max_send_buffer_bytes):
             # Judged only while the transport is backed up, so one large burst to a reader that keeps up is not "slow".
-            self._outbox, self._outbox_bytes = [], 0
+            self._outbox, self._outbox_events, self._outbox_bytes = [], 0, 0
             self.shutdown(CLOSE_TOO_SLOW, "send buffer full: the client reads too slowly")
 
     def _emit(self, event: dict[str, Any]) -> None:
@@ -170,11 +183,12 @@ class Connection:
         objects: the key hashes and compares cheaply)."""
         if self._closed or not self._outbox or self._in_flight_bytes >= WRITE_WINDOW_BYTES:
             return  # with the window full, the outbox waits: `_written` flushes again once the kernel takes more
-        batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
+        batch, events = self._outbox, self._outbox_events
+        self._outbox, self._outbox_events, self._outbox_bytes = [], 0, 0
         key = batch[0] if len(batch) == 1 else tuple(batch)
         data = shared.get(key) if shared is not None else None
         if data is None:
-            data = batch[0] if len(batch) == 1 else frames.array_frame(batch)
+            data = batch[0] if events == 1 else frames.array_frame(batch, events)
             if self._frame is not None:
                 data = self._frame(data)
             if shared is not None:
