@@ -192,7 +192,6 @@ class HubCore:
                     self._fan_out(topic, seq, frame)
 
 
-
 def _consecutive(events: list[tuple[int, bytes]]) -> list[list[tuple[int, bytes]]]:
     """Ascending (seq, frame) pairs cut where a seq is skipped."""
     runs: list[list[tuple[int, bytes]]] = []
