@@ -270,7 +270,7 @@ class RedisHub(HubCore):
             return
         seq_text, _, epoch = marker.partition(b" ")
         seq = int(seq_text)
-        await self._deliver_in_order(topic, [(seq, frames.with_topic(payload, topic, seq))], epoch.decode())
+        await self._deliver_in_order(topic, [(seq, frames.with_topic(payload, topic, seq))], epoch.decode() or None)
 
     async def close(self) -> None:
         if self._listener is not None:
