@@ -45,6 +45,34 @@ async def test_incr_window_is_not_extended(cache):
     assert await cache.incr("n", ttl_secs=0.4) == 1
 
 
+async def test_window_counters_bumped_together_count_each_bump_once(backend, cache):
+    """Several sockets' messages in one turn: each caller gets its own count, every key its window, and with
+    Redis the bumps of one turn are one call."""
+    await cache.incr("w-warm", ttl_secs=30)  # Redis learns the script (a first call may take two)
+    calls_before = await evalsha_calls(backend)
+    counts = await asyncio.gather(*(cache.incr(f"w{i % 3}", ttl_secs=30) for i in range(9)),
+                                  cache.incr("w-short", ttl_secs=0.3))
+    assert sorted(counts[:9]) == [1, 1, 1, 2, 2, 2, 3, 3, 3] and counts[9] == 1
+    assert [await cache.incr(f"w{i}", ttl_secs=30) for i in range(3)] == [4, 4, 4]
+    remaining = await cache.ttl("w-short")
+    assert remaining is not None and remaining <= 0.3
+    await asyncio.sleep(0.4)
+    assert await cache.incr("w-short", ttl_secs=0.3) == 1
+    if backend.services:
+        assert await evalsha_calls(backend) - calls_before == 5  # the gathered ten, three, and the last
+
+
+async def evalsha_calls(backend) -> int:
+    if not backend.services:
+        return 0
+    client = redis.from_url(backend.redis_url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return stats.get("cmdstat_evalsha", {}).get("calls", 0)
+
+
 async def test_cached_loads_once(cache):
     loads = []
 
