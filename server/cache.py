@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections import Counter, OrderedDict
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
 import redis.asyncio as redis
@@ -35,12 +36,10 @@ ENTRY_OVERHEAD_BYTES = 100
 # After Redis fails to answer, the cache serves from process memory this long before it asks Redis again,
 # so an outage costs one slow call per interval, not one per request.
 REDIS_RETRY_AFTER_SECS = 2.0
-# A counter's increment and the start of its window in one command: a MULTI/EXEC pipeline of the two cost
-# redis-py (and the loop) about twice as much CPU, and every rate-limited action (each chat message) pays it.
-# NX: the window starts with the first increment and is not extended by later ones.
-# Window counters (rate limits) bumped in the same turn of the loop, e.g. by several sockets' chat messages, go
-# to Redis in one call: INCRBY each key by ARGV[2i-1], starting its window (ARGV[2i] ms) when it has none; the
-# counts come back in the same order. One round trip and one command's client cost instead of one per counter.
+# Window counters (rate limits): INCRBY each key by ARGV[2i-1] and start its window (ARGV[2i] ms) in the same
+# script, NX so that the window starts with the first increment and later ones do not extend it; the counts come
+# back in KEYS' order. One script rather than a MULTI/EXEC pipeline, which cost redis-py (and the loop) about twice
+# the CPU; and the counters bumped in one turn of the loop (several sockets' chat messages) share one call.
 INCR_WINDOWS = """
 local counts = {}
 for i, key in ipairs(KEYS) do
@@ -147,6 +146,16 @@ class MemoryCache:
         return None if expires_at is None else max(0.0, expires_at - self._clock())
 
 
+@dataclass(slots=True)
+class _WindowBump:
+    """One caller's bump of a window counter, waiting for this turn's call."""
+
+    key: str
+    amount: int
+    window_ms: int
+    future: asyncio.Future[int]
+
+
 class RedisCache:
     """The same interface over Redis, every key under the deployment's prefix and namespace.
 
@@ -167,7 +176,7 @@ class RedisCache:
         self._undeleted: set[str] = set()
         self._unbumped: Counter[str] = Counter()
         self._incr_windows = client.register_script(INCR_WINDOWS)
-        self._window_bumps: list[tuple[str, int, int, asyncio.Future[int]]] = []
+        self._window_bumps: list[_WindowBump] = []
         self._bumping: set[asyncio.Task] = set()  # the loop holds tasks weakly
 
     def _full(self, key: str) -> str:
@@ -234,7 +243,7 @@ class RedisCache:
     def _bump_window(self, key: str, amount: int, window_ms: int) -> asyncio.Future[int]:
         """The key's count once bumped, together with every other window counter bumped in this turn."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._window_bumps.append((key, amount, window_ms, future))
+        self._window_bumps.append(_WindowBump(key, amount, window_ms, future))
         if len(self._window_bumps) == 1:
             sending = asyncio.ensure_future(self._send_window_bumps())
             self._bumping.add(sending)
@@ -245,21 +254,20 @@ class RedisCache:
         await asyncio.sleep(0)  # the rest of this turn's bumps join the call
         bumps, self._window_bumps = self._window_bumps, []
         try:
-            counts = await self._incr_windows(keys=[key for key, _amount, _ms, _future in bumps],
-                                              args=[value for _key, amount, window_ms, _future in bumps
-                                                    for value in (amount, window_ms)])
+            counts = await self._incr_windows(keys=[bump.key for bump in bumps],
+                                              args=[value for bump in bumps for value in (bump.amount, bump.window_ms)])
         except asyncio.CancelledError:
-            for *_bump, future in bumps:
-                future.cancel()
+            for bump in bumps:
+                bump.future.cancel()
             raise
         except Exception as exc:  # each caller meets it (and fails over to memory, as for any call)
-            for *_bump, future in bumps:
-                if not future.done():
-                    future.set_exception(exc)
+            for bump in bumps:
+                if not bump.future.done():
+                    bump.future.set_exception(exc)
             return
-        for (*_bump, future), count in zip(bumps, counts):
-            if not future.done():
-                future.set_result(int(count))
+        for bump, count in zip(bumps, counts):
+            if not bump.future.done():
+                bump.future.set_result(int(count))
 
     async def ttl(self, key: str) -> float | None:
         async def remote() -> float | None:

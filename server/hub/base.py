@@ -168,17 +168,14 @@ class HubCore:
         for run in _consecutive(events):
             last = self._last_seq.get(topic)
             if last is not None:
-                run = [(seq, frame) for seq, frame in run if seq > last]  # the rest came by a backfill
-                if not run:
-                    continue
                 if run[0][0] > last + 1:
                     for missed_seq, missed in await self._range(topic, last + 1, run[0][0] - 1):
                         if missed_seq > self._last_seq.get(topic, 0):
                             self._last_seq[topic] = missed_seq
                             self._fan_out(topic, missed_seq, missed)
-                    run = [(seq, frame) for seq, frame in run if seq > self._last_seq.get(topic, 0)]
-                    if not run:
-                        continue
+                run = _after(run, self._last_seq.get(topic, 0))  # what a backfill delivered is not sent again
+                if not run:
+                    continue
             if topic in self._subscribers:
                 self._last_seq[topic] = run[-1][0]
             self._fan_out_run(topic, run)
@@ -201,6 +198,11 @@ def _consecutive(events: list[tuple[int, bytes]]) -> list[list[tuple[int, bytes]
         else:
             runs.append([event])
     return runs
+
+
+def _after(run: list[tuple[int, bytes]], seq: int) -> list[tuple[int, bytes]]:
+    """The events of a consecutive run that come after ``seq``."""
+    return run if run[0][0] > seq else run[seq - run[0][0] + 1:]
 
 
 def by_topic(events: list[tuple[str, int, Any]]) -> dict[str, list[tuple[int, Any]]]:
