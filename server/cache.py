@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable, Protocol, TypeVar
 import redis.asyncio as redis
 
 from server.redis_client import UNAVAILABLE_ERRORS
+from server.waiters import settle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -262,12 +263,10 @@ class RedisCache:
             raise
         except Exception as exc:  # each caller meets it (and fails over to memory, as for any call)
             for bump in bumps:
-                if not bump.future.done():
-                    bump.future.set_exception(exc)
+                settle(bump.future, failure=exc)
             return
         for bump, count in zip(bumps, counts):
-            if not bump.future.done():
-                bump.future.set_result(int(count))
+            settle(bump.future, int(count))
 
     async def ttl(self, key: str) -> float | None:
         async def remote() -> float | None:

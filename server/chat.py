@@ -31,6 +31,7 @@ from server.presence import Presence
 from server.ratelimit import RateLimiter
 from server.store.models import Message, Room, User, iso, utcnow
 from server.users import public_user
+from server.waiters import settle
 
 ROOM_NAME_RE = re.compile(r"[a-z0-9_\-:.]{1,64}")  # fullmatch: `$` lets a trailing newline through
 MENTION_RE = re.compile(r"(?<![\w@])@([a-zA-Z0-9_]{3,32})")
@@ -211,18 +212,18 @@ class ChatService:
                 try:
                     message = await self._stored(item)
                     if isinstance(message, dict):
-                        _answer(item.published, message)  # a retry
+                        settle(item.published, message)  # a retry
                     else:
                         stored.append((item, message, message_json(message, item.author, item.room)))
                 except Exception as exc:  # this message's sender is told; the others go on
-                    _answer(item.published, failure=exc)
+                    settle(item.published, failure=exc)
             try:
                 await self._hub.publish_stored([(room_topic(item.room), message.seq,
                                                  {"type": "chat.msg", "message": payload})
                                                 for item, message, payload in stored])
             except Exception as exc:
                 for item, _message, _payload in stored:
-                    _answer(item.published, failure=exc)
+                    settle(item.published, failure=exc)
                 continue
             for item, message, payload in stored:
                 self._tell_listeners(item, message, payload)
@@ -233,14 +234,14 @@ class ChatService:
             work = [told for listener in self.message_listeners
                     if (told := listener(item.room, message, item.author, item.mentioned)) is not None]
         except Exception as exc:
-            _answer(item.published, failure=exc)
+            settle(item.published, failure=exc)
             return
         if not work:
-            _answer(item.published, payload)
+            settle(item.published, payload)
             return
         telling = asyncio.ensure_future(_all_done(work, payload))
         self._telling.add(telling)
-        telling.add_done_callback(lambda done: _settle(self._telling, done, item.published))
+        telling.add_done_callback(lambda done: _listeners_done(self._telling, done, item.published))
 
     async def _command(self, author: User, room: str, text: str, photo: str | None = None) -> str | None:
         """Run a room command the text starts with (its job id), or None: other `/words` are plain text."""
@@ -497,21 +498,10 @@ async def _all_done(work: list[Awaitable[None]], result: dict[str, Any]) -> dict
     return result
 
 
-def _settle(telling: set[asyncio.Future], done: asyncio.Future, published: asyncio.Future) -> None:
+def _listeners_done(telling: set[asyncio.Future], done: asyncio.Future, published: asyncio.Future) -> None:
     telling.discard(done)
     if done.cancelled():
         published.cancel()
     else:
-        _answer(published, None if done.exception() else done.result(), failure=done.exception())
+        settle(published, None if done.exception() else done.result(), failure=done.exception())
 
-
-def _answer(published: asyncio.Future, result: dict[str, Any] | None = None, *,
-            failure: BaseException | None = None) -> None:
-    """Settle a sender's future, unless it is done already (cancelled by a sender gone): the publisher
-    must go on to the rest of the batch whatever one sender did."""
-    if published.done():
-        return
-    if failure is not None:
-        published.set_exception(failure)
-    else:
-        published.set_result(result)

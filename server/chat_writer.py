@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.store.models import Message, Room, utcnow
+from server.waiters import settle
 
 _MESSAGES = Message.__table__
 _COLUMNS = ("room_id", "author_id", "seq", "created_seq", "text", "mentions", "client_ref", "job_id", "created_at")
@@ -109,12 +110,10 @@ class MessageWriter:
                 continue
             except Exception as exc:  # each waiting sender reports the failure to its own client
                 for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                    settle(item.future, failure=exc)
                 continue
             for item, message in zip(batch, messages):
-                if not item.future.done():
-                    item.future.set_result(message)
+                settle(item.future, message)
 
     async def _write(self, batch: list[_Pending]) -> list[StoredMessage]:
         counts = Counter(item.room_id for item in batch)
@@ -139,11 +138,9 @@ class MessageWriter:
             try:
                 message = (await self._write([item]))[0]
             except Exception as exc:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+                settle(item.future, failure=exc)
                 continue
-            if not item.future.done():
-                item.future.set_result(message)
+            settle(item.future, message)
 
 
 async def _insert(db: AsyncSession, rows: list[tuple[Any, ...]], created_at: dt.datetime
